@@ -1,0 +1,152 @@
+"""The `jobstream` command: `dev | api | gateway | worker | topics | submit | bench`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def load_object(spec: str) -> object:
+    """Import `module:attribute`."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"expected module:attribute, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SystemExit(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def _serve(app: object, host: str, port: int, level: str) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False, lifespan="on")  # type: ignore[arg-type]
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    from producer import create_app
+
+    settings = ApiSettings(**_overrides(args, "host", "port"))
+    setup_logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.port, settings.log_level)
+
+
+def cmd_gateway(args: argparse.Namespace) -> None:
+    from gateway import create_app
+
+    settings = GatewaySettings(**_overrides(args, "host", "port"))
+    setup_logging(settings.log_level)
+    _serve(create_app(settings), settings.host, settings.port, settings.log_level)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from consumer import WorkerApp, run_worker
+
+    settings = WorkerSettings(**_overrides(args, "concurrency"))
+    setup_logging(settings.log_level)
+    app = load_object(args.app)
+    if not isinstance(app, WorkerApp):
+        raise SystemExit(f"{args.app} is a {type(app).__name__}, not a consumer.WorkerApp")
+    raise SystemExit(run_worker(app, settings))
+
+
+def cmd_topics(args: argparse.Namespace) -> None:
+    from jobstream.kafka import ensure_topics
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    created = asyncio.run(ensure_topics(settings))
+    print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from jobstream.dev import run_dev
+
+    raise SystemExit(run_dev(workers=args.workers, concurrency=args.concurrency, app=args.app))
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from jobstream.client import submit_cli
+
+    raise SystemExit(submit_cli(args))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from jobstream.bench import bench_cli
+
+    raise SystemExit(bench_cli(args))
+
+
+def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole pipeline on a local Kafka and Redis")
+    dev.add_argument("--workers", type=int, default=2)
+    dev.add_argument("--concurrency", type=int, default=32)
+    dev.add_argument("--app", default="consumer.examples:app")
+    dev.set_defaults(func=cmd_dev)
+
+    api = sub.add_parser("api", help="run the HTTP API (producer)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    gw = sub.add_parser("gateway", help="run the WebSocket gateway and the projector")
+    gw.add_argument("--host")
+    gw.add_argument("--port", type=int)
+    gw.set_defaults(func=cmd_gateway)
+
+    wk = sub.add_parser("worker", help="run a worker: jobstream worker module:app")
+    wk.add_argument("app", help="module:attribute of a consumer.WorkerApp")
+    wk.add_argument("--concurrency", type=int)
+    wk.set_defaults(func=cmd_worker)
+
+    tp = sub.add_parser("topics", help="create the topics")
+    tp.set_defaults(func=cmd_topics)
+
+    sm = sub.add_parser("submit", help="submit a job over HTTP")
+    sm.add_argument("type")
+    sm.add_argument("payload", nargs="?", default="{}", help="JSON object")
+    sm.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    sm.add_argument("--api", default="http://127.0.0.1:8000")
+    sm.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    sm.set_defaults(func=cmd_submit)
+
+    bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")
+    bn.add_argument("--quick", action="store_true", help="smaller runs")
+    bn.add_argument("--out", default="docs/BENCHMARKS.md")
+    bn.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

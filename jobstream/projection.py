@@ -1,0 +1,111 @@
+"""The job-state projection in Redis: each job's latest state, for `GET /jobs/{id}`.
+
+One hash per job, `{prefix}:job:<id>`. Writes go through a Lua script that applies an
+update only when its rank (`schemas.state_rank`) is not below the stored one, so
+writers racing each other (the API's `queued`, the projector's later states) never move
+a job backwards. Batches of events are coalesced per job and pipelined.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from schemas import JobState, state_rank
+
+_APPLY = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1')
+local rank = tonumber(ARGV[1])
+if rank < cur then return 0 end
+if cur < 0 then redis.call('HSET', KEYS[1], 'created_at', ARGV[3]) end
+redis.call('HSET', KEYS[1], 'rank', ARGV[1], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_JSON_FIELDS = ("progress", "result", "error")
+
+
+def job_key(prefix: str, job_id: str) -> str:
+    return f"{prefix}:job:{job_id}"
+
+
+def _merge(into: dict[str, Any], event: dict[str, Any]) -> None:
+    """Fold one event into the fields to write for its job (later events win)."""
+    state = event["state"]
+    attempt = int(event.get("attempt") or 1)
+    rank = state_rank(state, attempt)
+    if rank < into.get("rank", -1):
+        return
+    into["rank"] = rank
+    into.setdefault("created_at", event.get("created_at") or event["at"])
+    f = into["fields"]
+    f["type"] = event.get("type", "")
+    f["attempt"] = attempt
+    f["updated_at"] = event["at"]
+    if state == JobState.progress.value:
+        f["state"] = JobState.active.value
+        f["progress"] = event.get("progress")
+    else:
+        f["state"] = state
+    if state == JobState.active.value:
+        f["error"] = None
+    for name in ("result", "error", "parent_id"):
+        if event.get(name) is not None:
+            f[name] = event[name]
+    if state == JobState.completed.value:
+        f["progress"] = {"percent": 100.0, "message": (f.get("progress") or {}).get("message")}
+
+
+class Projection:
+    """Reads and writes the projection; `redis` is any asyncio Redis client."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_s
+        self._apply = redis.register_script(_APPLY)
+
+    async def apply(self, events: list[dict[str, Any]]) -> None:
+        """Apply a batch of status events in one pipelined round trip."""
+        merged: dict[str, dict[str, Any]] = {}
+        for event in events:
+            _merge(merged.setdefault(event["job_id"], {"fields": {}}), event)
+        if not merged:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, m in merged.items():
+                args: list[Any] = [m["rank"], self._ttl, m["created_at"]]
+                for name, value in m["fields"].items():
+                    args.append(name)
+                    args.append(
+                        orjson.dumps(value) if name in _JSON_FIELDS else ("" if value is None else value)
+                    )
+                await self._apply(keys=[job_key(self._prefix, job_id)], args=args, client=pipe)
+            await pipe.execute()
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest state in the public shape, or None if unknown."""
+        raw = await self._redis.hgetall(job_key(self._prefix, job_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+
+        def js(name: str) -> Any:
+            v = h.get(name)
+            return orjson.loads(v) if v else None
+
+        return {
+            "id": job_id,
+            "type": h.get("type", ""),
+            "state": h.get("state", ""),
+            "attempt": int(h.get("attempt") or 1),
+            "progress": js("progress"),
+            "result": js("result"),
+            "error": js("error"),
+            "parent_id": h.get("parent_id") or None,
+            "created_at": int(h.get("created_at") or 0),
+            "updated_at": int(h.get("updated_at") or 0),
+        }

@@ -1,0 +1,73 @@
+"""Settings, one class per process kind over a shared base.
+
+Every setting reads an environment variable `JOBSTREAM_<NAME>`; the connection settings
+also read the unprefixed `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`. Build settings once
+in `main` and pass them down.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import Topics
+
+
+class Settings(BaseSettings):
+    """What every process needs: where Kafka and Redis are and the topic prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBSTREAM_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("JOBSTREAM_REDIS_URL", "REDIS_URL"),
+    )
+    topic_prefix: str = Field("jobstream", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    partitions: int = Field(6, ge=1, le=1024, description="partitions of each job topic")
+    status_partitions: int = Field(6, ge=1, le=1024)
+    log_level: str = "INFO"
+    state_ttl_s: int = Field(7 * 86_400, ge=60, description="how long the projection keeps a job")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def redis_prefix(self) -> str:
+        """The hash-tagged prefix of every Redis key, so Lua scripts run on Redis Cluster."""
+        return "{" + self.topic_prefix + "}"
+
+
+class ApiSettings(Settings):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_payload_bytes: int = Field(256 * 1024, ge=64)
+    max_batch: int = Field(10_000, ge=1)
+    submit_timeout_s: float = Field(5.0, gt=0)
+    default_max_attempts: int = Field(3, ge=1, le=100)
+    default_timeout_s: float | None = Field(None, gt=0)
+    linger_ms: int = Field(2, ge=0)
+
+
+class WorkerSettings(Settings):
+    concurrency: int = Field(32, ge=1, le=10_000)
+    buffer_per_partition: int = Field(512, ge=1, description="records buffered before a pause")
+    aging_ms: int = Field(2_000, ge=1, description="wait that lifts a record one priority")
+    drain_timeout_s: float = Field(30.0, ge=0)
+    commit_interval_ms: int = Field(200, ge=1)
+    done_ttl_s: int = Field(7 * 86_400, ge=60, description="how long a completed id is remembered")
+    default_timeout_s: float | None = Field(None, gt=0)
+    worker_id: str | None = None
+    linger_ms: int = Field(2, ge=0)
+
+
+class GatewaySettings(Settings):
+    host: str = "127.0.0.1"
+    port: int = 8001
+    client_queue_max: int = Field(10_000, ge=1, description="events a client may lag before it is closed")
+    projector: bool = Field(True, description="run the job-state projector in this process")

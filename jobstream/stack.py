@@ -1,0 +1,271 @@
+"""The local stack: a real Apache Kafka broker (KRaft, from its own jars) and Redis (AOF).
+
+`make run` and the test suite start these from the same code. What is missing is
+installed on first use: the Kafka jars through Maven from `stack/pom.xml`, and
+`redis-server` through apt-get when running as root. Data lives under one folder
+(default `.data/`), so a second start reuses the jars and the data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from jobstream import procs
+
+KAFKA_VERSION = "4.1.1"
+
+
+class StackError(RuntimeError):
+    """A part of the local stack could not be installed or started; the message says why."""
+
+
+def _say(msg: str) -> None:
+    print(f"[stack] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_kafka_jars(cache: Path) -> Path:
+    """Resolve the broker's jars into `cache/kafka-<version>/` with Maven (once)."""
+    target = (cache / f"kafka-{KAFKA_VERSION}").resolve()
+    done = target / ".complete"  # written last: a half-resolved folder is resolved again
+    if done.exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (mvn) is not installed; install it (apt-get install maven) and retry")
+    pom = resources.files("jobstream").joinpath("stack/pom.xml")
+    target.mkdir(parents=True, exist_ok=True)
+    _say(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (first run only)")
+    with resources.as_file(pom) as pom_path:
+        result = subprocess.run(
+            [mvn, "-B", "-ntp", "-f", str(pom_path), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={target}"],
+            check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"Maven could not resolve the Kafka jars (exit {result.returncode}); see above")
+    done.touch()
+    return target
+
+
+def ensure_redis_server() -> str:
+    """The path of `redis-server`, installed with apt-get when missing and running as root."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(
+            "redis-server is not installed: install it (e.g. `sudo apt-get install redis-server`) "
+            "or point REDIS_URL at a running Redis"
+        )
+    _say("installing redis-server with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed; install redis-server by hand")
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("apt-get installed redis-server but it is not on PATH")
+    return found
+
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={log_dir}
+num.partitions=6
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=500
+log.retention.check.interval.ms=60000
+"""
+
+_LOG4J2 = """\
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="out" target="SYSTEM_OUT">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka" level="INFO"/>
+    <Logger name="org.apache.kafka" level="WARN"/>
+    <Logger name="state.change.logger" level="WARN"/>
+    <Root level="WARN"><AppenderRef ref="out"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+@dataclass
+class KafkaBroker:
+    """One single-node KRaft broker in `data_dir`."""
+
+    data_dir: Path
+    jars: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "kafka.log"
+
+    def _java(self) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise StackError("java is not installed; Kafka needs a JDK 17 or newer")
+        return [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}",
+                "-cp", f"{self.jars}/*"]  # fmt: skip
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        if procs.port_open(self.port):
+            raise StackError(f"port {self.port} is taken; stop what holds it or set another port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text(
+            _SERVER_PROPERTIES.format(
+                port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"
+            )
+        )
+        (self.data_dir / "log4j2.xml").write_text(_LOG4J2)
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = uuid.uuid4().hex[:22]
+            fmt = subprocess.run(
+                [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                 "--ignore-formatted"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+        start_at = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = procs.spawn([*self._java(), "kafka.Kafka", str(props)], log=self.log)
+        _say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (log {self.log})")
+
+        def started() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise StackError(f"Kafka exited with {self.proc.returncode}:\n{procs.tail(self.log)}")
+            with self.log.open("rb") as f:
+                f.seek(start_at)
+                return b"Kafka Server started" in f.read()
+
+        try:
+            procs.wait_until(started, timeout_s=timeout_s, what="Kafka to start", interval_s=0.1)
+        except TimeoutError as exc:
+            self.stop()
+            raise StackError(f"{exc}\n{procs.tail(self.log)}") from None
+
+    def stop(self) -> None:
+        """Shut the broker down cleanly (SIGTERM), killing it if it hangs. Idempotent."""
+        if self.proc is not None:
+            procs.stop(self.proc, grace_s=30)
+            self.proc = None
+
+
+@dataclass
+class RedisServer:
+    """redis-server with its append-only file in `data_dir`."""
+
+    data_dir: Path
+    port: int = 6379
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        binary = ensure_redis_server()
+        if procs.port_open(self.port):
+            raise StackError(f"port {self.port} is taken; stop what holds it or set another port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "redis.log"
+        self.proc = procs.spawn(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+             "--protected-mode", "no"],
+            log=log,
+        )  # fmt: skip
+        _say(f"starting Redis on {self.url} (append-only file in {self.data_dir})")
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise StackError(f"redis-server exited with {self.proc.returncode}:\n{procs.tail(log)}")
+            return procs.port_open(self.port)
+
+        procs.wait_until(up, timeout_s=timeout_s, what="Redis to start")
+
+    def stop(self) -> None:
+        """SIGTERM makes Redis flush its append-only file and exit. Idempotent."""
+        if self.proc is not None:
+            procs.stop(self.proc, grace_s=15)
+            self.proc = None
+
+
+@dataclass
+class LocalStack:
+    """Kafka and Redis under one data folder; a context manager that stops both."""
+
+    data_dir: Path
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    redis_port: int = 6379
+    jar_cache: Path | None = None
+    kafka: KafkaBroker | None = None
+    redis: RedisServer | None = None
+
+    def start(self) -> LocalStack:
+        jars = ensure_kafka_jars(self.jar_cache or self.data_dir)
+        ensure_redis_server()
+        self.redis = RedisServer(self.data_dir / "redis", self.redis_port)
+        self.kafka = KafkaBroker(self.data_dir / "kafka", jars, self.kafka_port, self.controller_port)
+        try:
+            self.redis.start()
+            self.kafka.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

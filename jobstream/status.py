@@ -1,0 +1,140 @@
+"""Publishing status events, coalesced.
+
+Events are buffered and flushed as one record per status partition (a JSON array), so a
+burst of thousands of state changes costs a handful of Kafka sends. A job's events always
+go to the same partition (`schemas.status_partition`), so they keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from schemas import encode_status_batch, status_partition
+
+log = logging.getLogger("jobstream.status")
+
+Callback = Callable[[BaseException | None], None]
+
+MAX_EVENTS_PER_RECORD = 2_000
+
+
+class StatusPublisher:
+    """Buffers events and flushes them in the background; use as an async context manager.
+
+    `publish()` never waits. Its callback runs once the record holding the event is
+    acknowledged by Kafka (with None) or has failed (with the error).
+    """
+
+    def __init__(self, producer: Any, topic: str, partitions: int) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._partitions = partitions
+        self._buffer: list[tuple[dict[str, Any], Callback | None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._inflight: set[asyncio.Future[Any]] = set()
+
+    async def __aenter__(self) -> StatusPublisher:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="status-publisher")
+
+    def publish(self, event: dict[str, Any], callback: Callback | None = None) -> None:
+        self._buffer.append((event, callback))
+        self._wake.set()
+
+    def publish_acked(self, event: dict[str, Any]) -> asyncio.Future[None]:
+        """Publish and return a future that resolves when Kafka has the event."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(err: BaseException | None) -> None:
+            if not fut.done():
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
+
+        self.publish(event, done)
+        return fut
+
+    async def flush(self) -> None:
+        """Send what is buffered and wait until Kafka has acknowledged everything sent."""
+        await self._send_buffered()
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Flush, then stop the background task. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0)  # let the events of this loop turn join the flush
+            try:
+                await self._send_buffered()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status flush failed")
+
+    async def _send_buffered(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        by_partition: dict[int, list[tuple[dict[str, Any], Callback | None]]] = {}
+        n = self._partitions
+        for item in batch:
+            by_partition.setdefault(status_partition(item[0]["job_id"], n), []).append(item)
+        for partition, items in by_partition.items():
+            for i in range(0, len(items), MAX_EVENTS_PER_RECORD):
+                chunk = items[i : i + MAX_EVENTS_PER_RECORD]
+                value = encode_status_batch([e for e, _ in chunk])
+                callbacks = [cb for _, cb in chunk if cb is not None]
+                try:
+                    fut = await self._producer.send(self._topic, value, partition=partition)
+                except Exception as exc:
+                    for cb in callbacks:
+                        cb(exc)
+                    continue
+                self._inflight.add(fut)
+                fut.add_done_callback(self._make_done(callbacks))
+
+    def _make_done(self, callbacks: list[Callback]) -> Callable[[asyncio.Future[Any]], None]:
+        def done(fut: asyncio.Future[Any]) -> None:
+            self._inflight.discard(fut)
+            err = None if fut.cancelled() is False and fut.exception() is None else _error(fut)
+            for cb in callbacks:
+                try:
+                    cb(err)
+                except Exception:
+                    log.exception("status callback failed")
+
+        return done
+
+
+def _error(fut: asyncio.Future[Any]) -> BaseException:
+    if fut.cancelled():
+        return asyncio.CancelledError()
+    exc = fut.exception()
+    assert exc is not None
+    return exc

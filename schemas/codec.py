@@ -1,0 +1,76 @@
+"""Bytes on the wire.
+
+Job records carry one `JobEnvelope` as JSON. Status records carry a JSON array of status
+events, all for jobs that map to the record's partition (`status_partition`): producers
+coalesce the events of one flush into one record per partition, and a job's events keep
+their order because they always land on the same partition.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.errors import DecodeError
+from schemas.job import JobEnvelope
+from schemas.topics import HEADER_ATTEMPT, HEADER_SCHEMA, HEADER_TYPE, SCHEMA_VERSION
+
+Headers = list[tuple[str, bytes]]
+
+
+def encode_job(job: JobEnvelope) -> bytes:
+    return job.model_dump_json(exclude_defaults=True).encode()
+
+
+def decode_job(raw: bytes | None) -> JobEnvelope:
+    """Decode a job record's value; raise `DecodeError` saying why it is poison."""
+    if raw is None:
+        raise DecodeError("record has no value")
+    try:
+        return JobEnvelope.model_validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(f"not a job envelope: {_first_error(exc)}") from None
+
+
+def job_headers(job: JobEnvelope) -> Headers:
+    return [
+        (HEADER_SCHEMA, SCHEMA_VERSION),
+        (HEADER_TYPE, job.type.encode()),
+        (HEADER_ATTEMPT, str(job.attempt).encode()),
+    ]
+
+
+def status_partition(job_id: str, partitions: int) -> int:
+    """The status-topic partition of a job: stable across processes and restarts."""
+    return zlib.crc32(job_id.encode()) % partitions
+
+
+def encode_status_batch(events: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(events)
+
+
+def decode_status_batch(raw: bytes | None) -> list[dict[str, Any]]:
+    """Decode a status record: a list of event objects (a lone object is accepted too)."""
+    if raw is None:
+        raise DecodeError("record has no value")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"status record is not JSON: {exc}") from None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("job_id"), str) and isinstance(e.get("state"), str)
+        for e in value
+    ):
+        raise DecodeError("status record is not a list of events with job_id and state")
+    return value
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{where}: {err['msg']}"

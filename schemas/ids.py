@@ -1,0 +1,22 @@
+"""Time-sortable job ids (UUIDv7, RFC 9562)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_HEX = "0123456789abcdef"
+
+
+def new_job_id(now_ms: int | None = None) -> str:
+    """Return a new UUIDv7 as a 36-character string; ids sort by creation time (ms)."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    # 48 bits time | 4 bits version | 12 bits rand_a | 2 bits variant | 62 bits rand_b
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 68) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,84 @@
+"""The job: what a client submits (`JobSpec`) and what travels on a job topic (`JobEnvelope`)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+JobType = Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
+JobKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class Priority(str, enum.Enum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+    @classmethod
+    def ordered(cls) -> tuple[Priority, ...]:
+        """Highest first."""
+        return (cls.high, cls.normal, cls.low)
+
+    @property
+    def rank(self) -> int:
+        """0 for high, 1 for normal, 2 for low."""
+        return _RANKS[self]
+
+
+_RANKS = {Priority.high: 0, Priority.normal: 1, Priority.low: 2}
+
+
+class Backoff(BaseModel):
+    """How long to wait before the next attempt of a failed job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["exponential", "fixed"] = "exponential"
+    base_ms: int = Field(1_000, ge=0, le=86_400_000)
+    max_ms: int = Field(3_600_000, ge=0, le=7 * 86_400_000)
+    jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class JobSpec(BaseModel):
+    """A job as a client submits it (`POST /jobs`, a batch item, or a chained follow-up)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: JobType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.normal
+    key: JobKey | None = None
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout_s: float | None = Field(None, gt=0, le=86_400)
+    backoff: Backoff | None = None
+
+
+class JobEnvelope(BaseModel):
+    """A job on a job topic. Unknown fields are ignored, so newer producers can add some."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    type: JobType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.normal
+    attempt: int = Field(1, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    backoff: Backoff = Field(default_factory=Backoff)
+    timeout_s: float | None = None
+    key: str | None = None
+    idempotency_key: str | None = None
+    created_at: int = 0
+    not_before: int | None = None
+    parent_id: str | None = None
+    then: list[JobSpec] = Field(default_factory=list)
+    replay_of: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        """The record key: the job's key when it has one, else its id."""
+        return self.key if self.key is not None else self.id
