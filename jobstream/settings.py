@@ -16,7 +16,7 @@ from schemas import Topics
 class Settings(BaseSettings):
     """What every process needs: where Kafka and Redis are and the topic prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBSTREAM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="JOBSTREAM_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092",

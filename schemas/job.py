@@ -13,7 +13,7 @@ JobType = Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
 JobKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     high = "high"
     normal = "normal"
     low = "low"

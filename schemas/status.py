@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     scheduled = "scheduled"
     queued = "queued"
     active = "active"

@@ -1,0 +1,126 @@
+"""Where the tests find Kafka and Redis.
+
+1. `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` set: use those.
+2. Else, where a Docker engine answers: testcontainers starts them.
+3. Else: the local stack (`jobstream.stack`, the code behind `make run`) starts a real
+   broker and Redis on free ports in a temporary folder, reusing the jars in `.data/`.
+
+Every test gets its own topic prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from jobstream import procs
+from jobstream.kafka import ensure_topics
+from jobstream.settings import Settings
+from jobstream.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One scalable unit for every timeout in the suite (websockets' tests/utils.py MS).
+MS = float(os.environ.get("JOBSTREAM_TEST_TIMEOUT_UNIT", "1")) / 1000
+
+
+@dataclass(frozen=True)
+class Services:
+    bootstrap: str
+    redis_url: str
+    stack: LocalStack | None = None  # set when the suite started them itself
+
+
+def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env()
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("REDIS_URL")
+    if bootstrap and redis_url:
+        yield Services(bootstrap, redis_url)
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.redis import RedisContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, RedisContainer("redis:7") as redis:
+            host = redis.get_container_host_ip()
+            port = redis.get_exposed_port(6379)
+            yield Services(kafka.get_bootstrap_server(), f"redis://{host}:{port}/0")
+        return
+    data = Path(tempfile.mkdtemp(prefix="jobstream-test-"))
+    stack = LocalStack(
+        data,
+        kafka_port=procs.free_port(),
+        controller_port=procs.free_port(),
+        redis_port=procs.free_port(),
+        jar_cache=ROOT / ".data",
+    )
+    stack.start()
+    try:
+        assert stack.kafka is not None and stack.redis is not None
+        yield Services(stack.kafka.bootstrap, stack.redis.url, stack)
+    finally:
+        stack.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def env(services: Services, prefix: str) -> dict[str, str]:
+    """The environment a jobstream process needs to join this test's deployment."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": services.bootstrap,
+        "REDIS_URL": services.redis_url,
+        "JOBSTREAM_TOPIC_PREFIX": prefix,
+        "JOBSTREAM_PARTITIONS": "6",
+        "JOBSTREAM_STATUS_PARTITIONS": "3",
+    }
+
+
+@pytest.fixture
+async def settings(services: Services, prefix: str) -> Settings:
+    """Settings for this test's deployment, with its topics created."""
+    s = Settings(
+        kafka_bootstrap_servers=services.bootstrap,
+        redis_url=services.redis_url,
+        topic_prefix=prefix,
+        partitions=6,
+        status_partitions=3,
+    )
+    await ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+async def redis(services: Services) -> AsyncIterator[Redis]:
+    client = Redis.from_url(services.redis_url)
+    yield client
+    await client.aclose()
