@@ -88,7 +88,7 @@ class Projection:
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The job's latest state in the public shape, or None if unknown."""
-        raw = await self._redis.hgetall(job_key(self._prefix, job_id))  # type: ignore[misc]
+        raw: dict[bytes, bytes] = await self._redis.hgetall(job_key(self._prefix, job_id))  # type: ignore[assignment]
         if not raw:
             return None
         h = {k.decode(): v.decode() for k, v in raw.items()}

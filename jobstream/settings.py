@@ -63,6 +63,7 @@ class WorkerSettings(Settings):
     done_ttl_s: int = Field(7 * 86_400, ge=60, description="how long a completed id is remembered")
     default_timeout_s: float | None = Field(None, gt=0)
     worker_id: str | None = None
+    session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
     linger_ms: int = Field(2, ge=0)
 
 

@@ -1,0 +1,122 @@
+"""What the worker buffers, what starts next, and which partitions to pause.
+
+`Dispatch` is pure (no I/O, time passed in): it holds fetched records that have not
+started, hands them out by priority with aging (`PrioritySelector`), keeps records of
+`ordered` job types that share a key running one at a time in arrival order, and counts
+records buffered per partition so that the worker pauses a partition whose buffer is
+full and resumes it once half of it has drained.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, Protocol, TypeVar
+
+from consumer.priority import PrioritySelector
+
+
+class Dispatchable(Protocol):
+    @property
+    def tp(self) -> Hashable: ...
+    @property
+    def level(self) -> int: ...
+    @property
+    def order_key(self) -> str | None: ...
+
+
+ItemT = TypeVar("ItemT", bound=Dispatchable)
+
+
+class Dispatch(Generic[ItemT]):
+    def __init__(self, aging_ms: float, buffer_limit: int) -> None:
+        self._selector: PrioritySelector[ItemT] = PrioritySelector(aging_ms)
+        self._limit = buffer_limit
+        self._buffered: dict[Hashable, int] = {}
+        self._paused: set[Hashable] = set()
+        self._owner: dict[str, ItemT | None] = {}  # ordered key -> its queued or running item
+        self._waiting: dict[str, deque[tuple[float, ItemT]]] = {}  # later items of a busy key
+
+    def __len__(self) -> int:
+        return len(self._selector)
+
+    def buffered(self, tp: Hashable) -> int:
+        return self._buffered.get(tp, 0)
+
+    def add(self, item: ItemT, now_ms: float) -> None:
+        tp = item.tp
+        self._buffered[tp] = self._buffered.get(tp, 0) + 1
+        key = item.order_key
+        if key is not None:
+            if key in self._owner:
+                self._waiting.setdefault(key, deque()).append((now_ms, item))
+                return
+            self._owner[key] = item
+        self._selector.push(item.level, item, now_ms)
+
+    def take(self, now_ms: float) -> ItemT | None:
+        """The record to start now, or None."""
+        item = self._selector.pop(now_ms)
+        if item is not None:
+            self._buffered[item.tp] -= 1
+        return item
+
+    def finished(self, item: ItemT, now_ms: float) -> None:
+        """A started record is over: let the next record with its key start."""
+        key = item.order_key
+        if key is None:
+            return
+        waiting = self._waiting.get(key)
+        if waiting:
+            queued_at, nxt = waiting.popleft()
+            if not waiting:
+                del self._waiting[key]
+            self._owner[key] = nxt
+            self._selector.push(nxt.level, nxt, queued_at)
+        else:
+            self._owner.pop(key, None)
+
+    def drop(self, tps: set[Hashable]) -> list[ItemT]:
+        """Remove every buffered record of `tps` (revoked, or shutting down)."""
+        dropped = self._selector.remove_if(lambda it: it.tp in tps)
+        for key in list(self._waiting):
+            kept = deque(e for e in self._waiting[key] if e[1].tp not in tps)
+            dropped.extend(e[1] for e in self._waiting[key] if e[1].tp in tps)
+            if kept:
+                self._waiting[key] = kept
+            else:
+                del self._waiting[key]
+        for item in dropped:
+            okey = item.order_key
+            if okey is not None and self._owner.get(okey) is item:
+                del self._owner[okey]
+                waiting = self._waiting.pop(okey, None)
+                if waiting:  # a survivor of another partition takes over the key
+                    queued_at, nxt = waiting.popleft()
+                    self._owner[okey] = nxt
+                    self._selector.push(nxt.level, nxt, queued_at)
+                    if waiting:
+                        self._waiting[okey] = waiting
+        for tp in tps:
+            self._buffered.pop(tp, None)
+            self._paused.discard(tp)
+        return dropped
+
+    def pause_changes(self, tps: set[Hashable]) -> tuple[list[Hashable], list[Hashable]]:
+        """Of `tps`, those to pause now (buffer full) and those to resume (half drained)."""
+        pause: list[Hashable] = []
+        resume: list[Hashable] = []
+        for tp in tps:
+            n = self._buffered.get(tp, 0)
+            if tp in self._paused:
+                if n <= self._limit // 2:
+                    self._paused.discard(tp)
+                    resume.append(tp)
+            elif n >= self._limit:
+                self._paused.add(tp)
+                pause.append(tp)
+        return pause, resume
+
+    @property
+    def paused(self) -> frozenset[Hashable]:
+        return frozenset(self._paused)

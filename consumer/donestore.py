@@ -1,0 +1,90 @@
+"""The ids of completed jobs, remembered in Redis so a redelivered job is not run again.
+
+Checks are one MGET per fetched batch; marks are buffered and written in one pipeline
+per flush. Redis being down degrades to at-least-once (a redelivered completed job may
+run again) and never stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("jobstream.worker")
+
+_MAX_PENDING = 200_000
+
+
+class DoneStore:
+    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}:done:"
+        self._ttl = ttl_s
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._warned_at = 0.0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="done-store")
+
+    async def close(self) -> None:
+        """Write what is buffered, then stop. Idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def seen(self, ids: list[str]) -> set[str]:
+        """Those of `ids` recorded as completed (empty when Redis is unreachable)."""
+        if not ids:
+            return set()
+        try:
+            values = await self._redis.mget([self._prefix + i for i in ids])
+        except (RedisError, OSError) as exc:
+            self._warn(f"completed-id check skipped, Redis unreachable: {exc}")
+            return set()
+        return {i for i, v in zip(ids, values, strict=True) if v is not None}
+
+    def add(self, job_id: str) -> None:
+        if len(self._pending) < _MAX_PENDING:
+            self._pending.append(job_id)
+            self._wake.set()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        ids, self._pending = self._pending, []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.set(self._prefix + job_id, b"1", ex=self._ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._warn(f"could not record {len(ids)} completed ids, will retry: {exc}")
+            self._pending[:0] = ids[: _MAX_PENDING - len(self._pending)]
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except (RedisError, OSError):
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    def _warn(self, msg: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            log.warning(msg)

@@ -1,0 +1,425 @@
+"""The worker: fetch, dispatch by priority, run with bounded concurrency, report, commit.
+
+Guarantees:
+- At most `concurrency` handlers run at once; records from every assigned partition
+  compete for those slots by priority with aging (`Dispatch`).
+- A partition's offset is committed only up to the lowest record whose outcome (its
+  `completed` or `failed` status event) Kafka has acknowledged (`OffsetTracker`).
+- A job whose id is recorded as completed is not run again when redelivered.
+- On revoke and on `stop()`: no new record starts, running ones get `drain_timeout_s`
+  to finish, what finished is committed; what did not is left uncommitted, so another
+  worker runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from redis.asyncio import Redis
+
+from consumer.app import HandlerSpec, JobContext, WorkerApp
+from consumer.dispatch import Dispatch
+from consumer.donestore import DoneStore
+from consumer.errors import JobTimeout, ResultError
+from consumer.offsets import OffsetTracker
+from jobstream.kafka import make_producer
+from jobstream.settings import WorkerSettings
+from jobstream.status import StatusPublisher
+from schemas import DecodeError, JobEnvelope, Priority, decode_job
+
+log = logging.getLogger("jobstream.worker")
+
+MAX_RESULT_BYTES = 1024 * 1024
+REPUBLISH_DELAY_S = 1.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One fetched record on its way through the worker."""
+
+    tp: TopicPartition
+    offset: int
+    tracker: OffsetTracker
+    job: JobEnvelope
+    spec: HandlerSpec | None
+    level: int
+    order_key: str | None
+    task: asyncio.Task[Any] | None = None
+    aborted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._worker.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._worker.adopt(set(assigned))
+
+
+class Worker:
+    """One worker process's runtime; an async context manager. See the module docstring."""
+
+    def __init__(self, app: WorkerApp, settings: WorkerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        t = settings.topics
+        self._levels = {t.jobs(p): p.rank for p in Priority}
+        self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
+        self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._running: set[Item] = set()
+        self._idle: list[asyncio.Future[None]] = []
+        self._changed = asyncio.Event()  # a run ended: drains re-check
+        self._commit_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._redis = Redis.from_url(settings.redis_url)
+        self._done = DoneStore(self._redis, settings.redis_prefix, settings.done_ttl_s)
+        self._producer = make_producer(settings, linger_ms=settings.linger_ms)
+        self._status = StatusPublisher(self._producer, t.status, settings.status_partitions)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=t.workers_group,
+            client_id=self.id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2_000,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+        )
+        self.stats = {"completed": 0, "failed": 0, "skipped": 0, "poison": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        await self.wait_closed()
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._status.start()
+        self._done.start()
+        self._consumer.subscribe(list(self._levels), listener=_Listener(self))
+        await self._consumer.start()
+        self._spawn(self._fetch_loop(), "fetch")
+        self._spawn(self._commit_loop(), "commit")
+        for i in range(self.settings.concurrency):
+            self._spawn(self._runner(), f"runner-{i}")
+        log.info(
+            "worker %s started: concurrency=%d app=%s", self.id, self.settings.concurrency, self.app.name
+        )
+
+    def stop(self) -> None:
+        """Ask the worker to drain and leave; returns at once. Idempotent."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: draining %d running jobs", self.id, len(self._running))
+            self._stopping.set()
+            self._spawn(self._shutdown(), "shutdown")
+
+    async def wait_closed(self) -> None:
+        """Return when the worker has committed what finished and left the group."""
+        await self._closed.wait()
+
+    def abort(self) -> None:
+        """Cancel running jobs now (a second Ctrl-C); they stay uncommitted and run elsewhere."""
+        for item in list(self._running):
+            self._abort(item)
+
+    async def _shutdown(self) -> None:
+        try:
+            self._dispatch.drop(set(self._trackers))
+            await self._drain(lambda item: True, self.settings.drain_timeout_s)
+            for task in list(self._tasks):
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await self._status.close()
+            await self._done.close()
+            await self._commit()
+            await self._consumer.stop()  # leaves the group: the others rebalance at once
+        except Exception:
+            log.exception("worker %s: error while shutting down", self.id)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            log.info("worker %s stopped: %s", self.id, self.stats)
+            self._closed.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    def adopt(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._trackers.setdefault(tp, OffsetTracker())
+        log.info("worker %s assigned %d partitions", self.id, len(assigned))
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are going: finish what runs (bounded), commit, forget them."""
+        revoked &= set(self._trackers)
+        if not revoked:
+            return
+        self._dispatch.drop(set(revoked))
+        await self._drain(lambda item: item.tp in revoked, self.settings.drain_timeout_s)
+        await self._status.flush()
+        await self._commit(revoked)
+        for tp in revoked:
+            self._trackers.pop(tp, None)
+        log.info("worker %s released %d partitions", self.id, len(revoked))
+
+    async def _drain(self, which: Callable[[Item], bool], timeout_s: float) -> None:
+        """Wait for matching running jobs to end; abort those still running after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while any(which(i) for i in self._running):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stuck = [i for i in self._running if which(i)]
+                log.warning("worker %s: drain timeout, aborting %d jobs", self.id, len(stuck))
+                for item in stuck:
+                    self._abort(item)
+                deadline = time.monotonic() + 5.0  # a handler that ignores cancellation
+                timeout_s = 0
+                if not stuck:
+                    break
+                continue
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+            if timeout_s == 0 and time.monotonic() > deadline:
+                break
+
+    def _abort(self, item: Item) -> None:
+        if item.task is not None and not item.aborted:
+            item.aborted = True
+            item.task.cancel()
+
+    # -- fetch ---------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        while not self._stopping.is_set():
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=4_000)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                log.warning("worker %s: fetch failed, retrying: %s", self.id, exc)
+                await asyncio.sleep(0.5)
+                continue
+            if batches and not self._stopping.is_set():
+                await self._take_in(batches)
+
+    async def _take_in(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        items: list[Item] = []
+        for tp, records in batches.items():
+            tracker = self._trackers.get(tp)
+            level = self._levels.get(tp.topic)
+            if tracker is None or level is None:
+                continue
+            for record in records:
+                try:
+                    tracker.add(record.offset)
+                except ValueError:
+                    continue  # delivered twice by the client; the first copy is in hand
+                try:
+                    job = decode_job(record.value)
+                except DecodeError as exc:
+                    self.stats["poison"] += 1
+                    log.warning("poison record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
+                    tracker.done(record.offset)
+                    continue
+                spec = self.app.handlers.get(job.type)
+                key = job.key if spec is not None and spec.ordered and job.key is not None else None
+                items.append(Item(tp, record.offset, tracker, job, spec, level, key))
+        if not items:
+            return
+        done = await self._done.seen([i.job.id for i in items])
+        now = time.monotonic() * 1000
+        touched: set[TopicPartition] = set()
+        for item in items:
+            if self._trackers.get(item.tp) is not item.tracker:
+                continue  # revoked while we asked Redis
+            if item.job.id in done:
+                self.stats["skipped"] += 1
+                item.tracker.done(item.offset)
+                continue
+            self._dispatch.add(item, now)
+            touched.add(item.tp)
+        self._apply_pauses(touched)
+        self._wake(len(self._dispatch))
+
+    def _apply_pauses(self, tps: set[TopicPartition]) -> None:
+        pause, resume = self._dispatch.pause_changes(set(tps))
+        assigned = self._consumer.assignment()
+        if pause := [tp for tp in pause if tp in assigned]:
+            self._consumer.pause(*pause)
+        if resume := [tp for tp in resume if tp in assigned]:
+            self._consumer.resume(*resume)
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._idle:
+            fut = self._idle.pop()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+    # -- run -----------------------------------------------------------------------------
+
+    async def _runner(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = self._dispatch.take(time.monotonic() * 1000)
+            if item is None:
+                fut = loop.create_future()
+                self._idle.append(fut)
+                await fut
+                continue
+            if self._dispatch.buffered(item.tp) <= self.settings.buffer_per_partition // 2:
+                self._apply_pauses({item.tp})
+            await self._run(item)
+
+    async def _run(self, item: Item) -> None:
+        job, spec = item.job, item.spec
+        item.task = asyncio.current_task()
+        self._running.add(item)
+        try:
+            if spec is None:
+                err = {
+                    "type": "UnknownJobType",
+                    "message": f"no handler for job type {job.type!r} on this worker",
+                }
+                self._report(item, "failed", error=err)
+                return
+            self._emit(job, "active")
+            timeout = job.timeout_s or spec.timeout_s or self.settings.default_timeout_s
+            ctx = JobContext(job, self.id, self._progress)
+            try:
+                async with asyncio.timeout(timeout) as cm:
+                    result = await spec.func(ctx)
+                _check_result(result)
+            except asyncio.CancelledError:
+                if not item.aborted:
+                    raise
+                if (task := asyncio.current_task()) is not None:
+                    task.uncancel()
+                log.info("job %s %s aborted by drain; left for redelivery", job.id, job.type)
+                return
+            except TimeoutError:
+                if cm.expired():
+                    exc = JobTimeout(f"job exceeded its timeout of {timeout}s")
+                self._report(item, "failed", error=_error_dict(exc))
+            except Exception as exc:
+                self._report(item, "failed", error=_error_dict(exc))
+            else:
+                self._report(item, "completed", result=result)
+        finally:
+            self._running.discard(item)
+            item.task = None
+            self._dispatch.finished(item, time.monotonic() * 1000)
+            self._changed.set()
+
+    def _progress(self, job: JobEnvelope, percent: float, message: str | None) -> None:
+        self._emit(job, "progress", progress={"percent": percent, "message": message})
+
+    def _event(self, job: JobEnvelope, state: str, fields: dict[str, Any]) -> dict[str, Any]:
+        event = {"job_id": job.id, "type": job.type, "state": state, "attempt": job.attempt,
+                 "at": _now_ms(), "worker": self.id, **fields}  # fmt: skip
+        if job.parent_id is not None:
+            event["parent_id"] = job.parent_id
+        return event
+
+    def _emit(self, job: JobEnvelope, state: str, **fields: Any) -> None:
+        self._status.publish(self._event(job, state, fields))
+
+    def _report(self, item: Item, state: str, **fields: Any) -> None:
+        """Publish the outcome; once Kafka has it, the record's offset may be committed."""
+        job = item.job
+        self.stats[state] = self.stats.get(state, 0) + 1
+        if state == "failed":
+            err = fields.get("error") or {}
+            log.info("job %s %s failed attempt %d: %s", job.id, job.type, job.attempt, err.get("message"))
+        event = self._event(job, state, fields)
+
+        def acked(err: BaseException | None) -> None:
+            if err is None:
+                item.tracker.done(item.offset)
+                if state == "completed":
+                    self._done.add(job.id)
+            else:  # keep the offset pending and try again: an outcome is never dropped
+                log.warning("status for job %s not acknowledged (%s); retrying", job.id, err)
+                asyncio.get_running_loop().call_later(REPUBLISH_DELAY_S, self._status.publish, event, acked)
+
+        self._status.publish(event, acked)
+
+    # -- commit --------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self.settings.commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            for tp, tracker in self._trackers.items():
+                if only is None or tp in only:
+                    point = tracker.commit_point()
+                    if point is not None:
+                        offsets[tp] = point
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except CommitFailedError as exc:
+                log.warning("worker %s: commit failed after a rebalance: %s", self.id, exc)
+                return
+            except (KafkaError, AssertionError) as exc:
+                log.warning("worker %s: commit failed, will retry: %s", self.id, exc)
+                return
+            for tp, point in offsets.items():
+                if (kept := self._trackers.get(tp)) is not None:
+                    kept.committed(point)
+
+
+def _check_result(result: Any) -> None:
+    try:
+        size = len(orjson.dumps(result))
+    except TypeError as exc:
+        raise ResultError(f"the handler's result is not JSON-serializable: {exc}") from None
+    if size > MAX_RESULT_BYTES:
+        raise ResultError(f"the handler's result is {size} bytes; the limit is {MAX_RESULT_BYTES}")
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(exc))
+    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "traceback": tb[-8_000:]}

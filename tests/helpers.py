@@ -1,0 +1,99 @@
+"""Test helpers: produce jobs straight to Kafka, and follow the status topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from jobstream.kafka import make_producer
+from jobstream.settings import Settings
+from schemas import JobEnvelope, Priority, decode_status_batch, encode_job, job_headers, new_job_id
+
+
+def make_job(job_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> JobEnvelope:
+    return JobEnvelope(
+        id=new_job_id(), type=job_type, payload=payload or {}, created_at=int(time.time() * 1000), **fields
+    )
+
+
+async def produce_jobs(settings: Settings, jobs: Iterable[JobEnvelope], raw: Iterable[bytes] = ()) -> None:
+    """Write jobs (and raw poison values) to their priority topics; return once Kafka has all."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futs = []
+        for job in jobs:
+            futs.append(
+                await producer.send(
+                    settings.topics.jobs(job.priority),
+                    encode_job(job),
+                    key=job.partition_key.encode(),
+                    headers=job_headers(job),
+                )
+            )
+        for value in raw:
+            futs.append(await producer.send(settings.topics.jobs(Priority.normal), value, key=b"poison"))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+class StatusLog:
+    """Reads the status topic from the beginning in the background; events by job id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._changed = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            settings.topics.status,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StatusLog:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    for event in decode_status_batch(record.value):
+                        self.events[event["job_id"]].append(event)
+            if batches:
+                self._changed.set()
+
+    def states(self, job_id: str) -> list[str]:
+        return [e["state"] for e in self.events.get(job_id, [])]
+
+    def count(self, state: str) -> int:
+        return sum(1 for evs in self.events.values() for e in evs if e["state"] == state)
+
+    async def wait_for(self, check: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Wait until `check()` holds, re-checking whenever new events arrive."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))

@@ -1,0 +1,109 @@
+"""Priority selection with aging, and the dispatch buffer (ordered keys, pauses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consumer.dispatch import Dispatch
+from consumer.priority import PrioritySelector
+
+HIGH, NORMAL, LOW = 0, 1, 2
+
+
+def test_high_starts_before_normal_before_low() -> None:
+    """Records waiting equally long start in priority order."""
+    s: PrioritySelector[str] = PrioritySelector(aging_ms=1000)
+    s.push(LOW, "low", 0)
+    s.push(NORMAL, "normal", 0)
+    s.push(HIGH, "high", 0)
+    assert [s.pop(0), s.pop(0), s.pop(0), s.pop(0)] == ["high", "normal", "low", None]
+
+
+def test_fifo_within_a_priority() -> None:
+    """Records of one priority start in arrival order."""
+    s: PrioritySelector[int] = PrioritySelector(aging_ms=1000)
+    for i in range(5):
+        s.push(NORMAL, i, i)
+    assert [s.pop(10) for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_aging_lifts_a_waiting_low_record() -> None:
+    """A low record that waited two aging periods competes as high and wins the tie by age."""
+    s: PrioritySelector[str] = PrioritySelector(aging_ms=100)
+    s.push(LOW, "old-low", 0)
+    s.push(HIGH, "new-high", 200)
+    # at 200 ms: low's rank is 2 - 2 = 0, high's is 0; a tie goes to the higher priority
+    assert s.pop(200) == "new-high"
+    s.push(HIGH, "newer-high", 250)
+    # at 350 ms: low's rank is 2 - 3 = -1, beating high's 0
+    assert s.pop(349) == "old-low"
+
+
+def test_steady_high_stream_does_not_starve_low() -> None:
+    """With a new high record every tick, a low record still starts within a bounded wait."""
+    s: PrioritySelector[str] = PrioritySelector(aging_ms=10)
+    s.push(LOW, "low", 0)
+    started_at = None
+    for now in range(1000):
+        s.push(HIGH, f"h{now}", now)
+        if s.pop(now) == "low":
+            started_at = now
+            break
+    assert started_at is not None and started_at <= 30
+
+
+def test_remove_if_drops_matching_items() -> None:
+    """remove_if returns the matching items and keeps the rest in order."""
+    s: PrioritySelector[int] = PrioritySelector(aging_ms=1000)
+    for i in range(6):
+        s.push(i % 3, i, 0)
+    assert sorted(s.remove_if(lambda i: i % 2 == 0)) == [0, 2, 4]
+    assert len(s) == 3
+    assert [s.pop(0) for _ in range(3)] == [1, 5, 3] or len(s) == 0
+
+
+@dataclass(eq=False)
+class It:
+    tp: str
+    level: int
+    order_key: str | None
+    name: str = ""
+
+
+def test_ordered_key_runs_one_at_a_time_in_order() -> None:
+    """Records sharing an ordered key start one after another, in arrival order."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    a, b, c = It("p0", NORMAL, "k", "a"), It("p0", NORMAL, "k", "b"), It("p0", NORMAL, "k", "c")
+    other = It("p1", NORMAL, None, "other")
+    for i in (a, b, c, other):
+        d.add(i, 0)
+    assert d.take(0) is a
+    assert d.take(0) is other  # b waits for a
+    assert d.take(0) is None
+    d.finished(a, 1)
+    assert d.take(1) is b
+    d.finished(b, 2)
+    assert d.take(2) is c
+
+
+def test_full_partition_is_paused_and_resumed_at_half() -> None:
+    """A partition pauses when its buffer is full and resumes once half has drained."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=4)
+    for _ in range(4):
+        d.add(It("p0", NORMAL, None), 0)
+    assert d.pause_changes({"p0"}) == (["p0"], [])
+    d.take(0)
+    assert d.pause_changes({"p0"}) == ([], [])
+    d.take(0)
+    assert d.pause_changes({"p0"}) == ([], ["p0"])
+
+
+def test_drop_forgets_a_revoked_partition() -> None:
+    """Dropping a partition removes its buffered records and hands keys to survivors."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=10)
+    first, survivor = It("p0", NORMAL, "k"), It("p1", NORMAL, "k")
+    d.add(first, 0)
+    d.add(survivor, 0)
+    assert d.drop({"p0"}) == [first]
+    assert d.buffered("p0") == 0
+    assert d.take(0) is survivor

@@ -1,0 +1,85 @@
+"""The worker runtime against the real broker and Redis, in-process."""
+
+from __future__ import annotations
+
+from consumer import Worker
+from consumer.examples import app
+from jobstream.settings import Settings, WorkerSettings
+from schemas import Priority
+from tests.helpers import StatusLog, make_job, produce_jobs
+
+
+def worker_settings(settings: Settings, **kw: object) -> WorkerSettings:
+    return WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000, **kw})
+
+
+async def test_jobs_complete_and_report_each_state(settings: Settings) -> None:
+    """Every job goes active then completed, with the handler's result."""
+    jobs = [make_job("example.echo", {"i": i}, priority=Priority(p)) for i, p in
+            enumerate(["high", "normal", "low"] * 20)]  # fmt: skip
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
+        await produce_jobs(settings, jobs)
+        await status.wait_for(lambda: status.count("completed") == len(jobs), 30, "all jobs completed")
+        for job in jobs:
+            assert status.states(job.id) == ["active", "completed"]
+            assert status.events[job.id][-1]["result"] == {"i": job.payload["i"]}
+
+
+async def test_failures_timeouts_unknown_types_and_poison_do_not_stop_the_worker(settings: Settings) -> None:
+    """A raising handler, a timeout, an unknown type and a poison record each end reported; the rest run."""
+    failing = make_job("example.fail")
+    slow = make_job("example.sleep", {"ms": 5000}, timeout_s=0.2)
+    unknown = make_job("no.such.type")
+    good = [make_job("example.echo", {"i": i}) for i in range(10)]
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
+        await produce_jobs(settings, [failing, slow, unknown, *good], raw=[b"\x00not json"])
+        await status.wait_for(
+            lambda: status.count("completed") == 10 and status.count("failed") == 3, 30, "outcomes"
+        )
+    assert status.events[failing.id][-1]["error"]["type"] == "RuntimeError"
+    assert status.events[slow.id][-1]["error"]["type"] == "JobTimeout"
+    assert status.events[unknown.id][-1]["error"]["type"] == "UnknownJobType"
+
+
+async def test_progress_events_arrive_in_order(settings: Settings) -> None:
+    """example.progress reports each step, in order, before it completes."""
+    job = make_job("example.progress", {"steps": 5, "ms": 10})
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
+        await produce_jobs(settings, [job])
+        await status.wait_for(lambda: "completed" in status.states(job.id), 30, "completion")
+    events = status.events[job.id]
+    percents = [e["progress"]["percent"] for e in events if e["state"] == "progress"]
+    assert percents == [20.0, 40.0, 60.0, 80.0, 100.0]
+    assert status.states(job.id) == ["active"] + ["progress"] * 5 + ["completed"]
+
+
+async def test_completed_job_is_not_run_again_when_redelivered(settings: Settings) -> None:
+    """A job whose id is recorded as completed is skipped when its record comes again."""
+    job = make_job("example.echo", {"x": 1})
+    async with StatusLog(settings) as status:
+        async with Worker(app, worker_settings(settings)):
+            await produce_jobs(settings, [job])
+            await status.wait_for(lambda: "completed" in status.states(job.id), 30, "completion")
+        marker = make_job("example.echo", {"marker": True})
+        async with Worker(app, worker_settings(settings)):
+            await produce_jobs(settings, [job, marker])  # the same job again, then a marker
+            await status.wait_for(lambda: "completed" in status.states(marker.id), 30, "marker")
+    assert status.states(job.id) == ["active", "completed"]
+
+
+async def test_concurrency_is_bounded(settings: Settings) -> None:
+    """No more than `concurrency` handlers run at once."""
+    jobs = [make_job("example.sleep", {"ms": 50}) for _ in range(40)]
+    ws = worker_settings(settings, concurrency=4)
+    async with StatusLog(settings) as status, Worker(app, ws):
+        await produce_jobs(settings, jobs)
+        await status.wait_for(lambda: status.count("completed") == 40, 60, "completion")
+    # replay the events in time order and count how many were active at once
+    timeline = sorted(
+        (e["at"], 0 if e["state"] == "completed" else 1) for evs in status.events.values() for e in evs
+    )
+    running = peak = 0
+    for _, starts in timeline:
+        running += 1 if starts else -1
+        peak = max(peak, running)
+    assert peak <= 4
