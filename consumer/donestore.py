@@ -28,20 +28,27 @@ class DoneStore:
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._warned_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="done-store")
 
-    async def close(self) -> None:
-        """Write what is buffered, then stop. Idempotent."""
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is buffered (for up to `timeout_s` if Redis is down), then stop. Idempotent."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # no cancel while a write is under way: the Redis client may turn a cancel into
+            # a connection error, and the marks would be lost
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
-        await self.flush()
 
     async def seen(self, ids: list[str]) -> set[str]:
         """Those of `ids` recorded as completed (empty when Redis is unreachable)."""
@@ -82,6 +89,9 @@ class DoneStore:
             except (RedisError, OSError):
                 await asyncio.sleep(1.0)
                 self._wake.set()
+                continue
+            if self._closing and not self._pending:
+                return
 
     def _warn(self, msg: str) -> None:
         now = time.monotonic()

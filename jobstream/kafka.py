@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -43,6 +44,21 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     return specs
 
 
+async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.0) -> None:
+    """New partitions answer NotLeaderForPartition until their leader is elected; wait."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        if all(
+            t.get("error_code", 0) == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics {names} have no leaders after {timeout_s}s")
+        await asyncio.sleep(0.05)
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create every topic the deployment needs; existing ones are left as they are.
     Returns the names created."""
@@ -54,6 +70,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process raced us
                 await admin.create_topics(missing)
+            await _wait_for_leaders(admin, [s.name for s in missing])
         return [s.name for s in missing]
     finally:
         await admin.close()

@@ -79,14 +79,15 @@ class StatusPublisher:
         if self._closing:
             return
         self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # not cancelled: a cancel between taking the buffer and sending it would lose it
+            with contextlib.suppress(Exception):
                 await self._task
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0)  # let the events of this loop turn join the flush

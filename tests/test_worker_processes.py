@@ -1,0 +1,93 @@
+"""Worker processes in one group: sharing partitions, SIGTERM drain, SIGKILL recovery."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from jobstream import procs
+from jobstream.settings import Settings
+from tests.helpers import StatusLog, make_job, produce_jobs
+
+pytestmark = pytest.mark.slow
+
+CONCURRENCY = 8
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "jobstream.cli",
+            "worker",
+            "consumer.examples:app",
+            "--concurrency",
+            str(CONCURRENCY),
+        ],
+        env={**env, "JOBSTREAM_SESSION_TIMEOUT_MS": "3000", "JOBSTREAM_DRAIN_TIMEOUT_S": "20"},
+        log=log,
+    )
+
+
+def completions(status: StatusLog) -> Counter[str]:
+    return Counter(j for j, evs in status.events.items() for e in evs if e["state"] == "completed")
+
+
+def runs(status: StatusLog) -> Counter[str]:
+    return Counter(j for j, evs in status.events.items() for e in evs if e["state"] == "active")
+
+
+def workers_seen(status: StatusLog) -> set[str]:
+    return {e["worker"] for evs in status.events.values() for e in evs if e["state"] == "completed"}
+
+
+async def test_sigterm_mid_run_completes_every_job_exactly_once(
+    settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Stopping one of two workers with SIGTERM mid-run: every job runs and completes once."""
+    jobs = [make_job("example.sleep", {"ms": 100}) for _ in range(300)]
+    a = start_worker(env, tmp_path / "a.log")
+    b = start_worker(env, tmp_path / "b.log")
+    try:
+        async with StatusLog(settings) as status:
+            await produce_jobs(settings, jobs)
+            await status.wait_for(lambda: len(workers_seen(status)) == 2, 60, "both workers to complete jobs")
+            a.send_signal(signal.SIGTERM)
+            assert a.wait(40) == 0, procs.tail(tmp_path / "a.log")
+            await status.wait_for(lambda: len(completions(status)) == len(jobs), 90, "every job to complete")
+            assert b.poll() is None, "the surviving worker died:\n" + procs.tail(tmp_path / "b.log")
+            assert max(completions(status).values()) == 1
+            assert max(runs(status).values()) == 1, "a job ran twice"
+    finally:
+        procs.stop(a)
+        procs.stop(b)
+
+
+async def test_sigkill_mid_run_loses_nothing_and_bounds_duplicates(
+    settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Killing one of two workers with SIGKILL: every job completes; re-runs are bounded by its in-flight jobs."""
+    jobs = [make_job("example.sleep", {"ms": 100}) for _ in range(300)]
+    a = start_worker(env, tmp_path / "a.log")
+    b = start_worker(env, tmp_path / "b.log")
+    try:
+        async with StatusLog(settings) as status:
+            await produce_jobs(settings, jobs)
+            await status.wait_for(lambda: len(workers_seen(status)) == 2, 60, "both workers to complete jobs")
+            a.kill()
+            a.wait(10)
+            await status.wait_for(lambda: len(completions(status)) == len(jobs), 120, "every job to complete")
+            assert b.poll() is None, "the surviving worker died:\n" + procs.tail(tmp_path / "b.log")
+            reruns = sum(n - 1 for n in runs(status).values())
+            # in flight at the kill: up to CONCURRENCY running, plus as many finished whose
+            # completion was not yet acknowledged
+            assert reruns <= 2 * CONCURRENCY, f"{reruns} jobs ran again"
+    finally:
+        procs.stop(a)
+        procs.stop(b)
