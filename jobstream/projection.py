@@ -15,15 +15,27 @@ from redis.asyncio import Redis
 
 from schemas import JobState, state_rank
 
+# One call applies a chunk of jobs. KEYS: the jobs' hashes (they share the prefix's hash
+# tag, so this runs on Redis Cluster). ARGV[1]: ttl; ARGV[2]: a JSON array holding, per
+# key, [rank, created_at, field, value, ...], all strings so cjson keeps them exact.
 _APPLY = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'rank') or '-1')
-local rank = tonumber(ARGV[1])
-if rank < cur then return 0 end
-if cur < 0 then redis.call('HSET', KEYS[1], 'created_at', ARGV[3]) end
-redis.call('HSET', KEYS[1], 'rank', ARGV[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+local jobs = cjson.decode(ARGV[2])
+local n = 0
+for i, key in ipairs(KEYS) do
+  local j = jobs[i]
+  local cur = tonumber(redis.call('HGET', key, 'rank') or '-1')
+  if tonumber(j[1]) >= cur then
+    if cur < 0 then redis.call('HSET', key, 'created_at', j[2]) end
+    redis.call('HSET', key, 'rank', j[1], unpack(j, 3))
+    redis.call('EXPIRE', key, ARGV[1])
+    n = n + 1
+  end
+end
+return n
 """
+
+# Jobs per script call: bounds how long one call holds Redis.
+_CHUNK = 500
 
 _JSON_FIELDS = ("progress", "result", "error")
 
@@ -75,15 +87,24 @@ class Projection:
             _merge(merged.setdefault(event["job_id"], {"fields": {}}), event)
         if not merged:
             return
+        # One script call per chunk, all chunks in one pipelined round trip: per-job
+        # commands cost more in client-side packing than the writes themselves.
+        items = list(merged.items())
         async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id, m in merged.items():
-                args: list[Any] = [m["rank"], self._ttl, m["created_at"]]
-                for name, value in m["fields"].items():
-                    args.append(name)
-                    args.append(
-                        orjson.dumps(value) if name in _JSON_FIELDS else ("" if value is None else value)
-                    )
-                await self._apply(keys=[job_key(self._prefix, job_id)], args=args, client=pipe)
+            for start in range(0, len(items), _CHUNK):
+                keys: list[Any] = []
+                rows: list[list[str]] = []
+                for job_id, m in items[start : start + _CHUNK]:
+                    row = [str(m["rank"]), str(m["created_at"])]
+                    for name, value in m["fields"].items():
+                        row.append(name)
+                        if name in _JSON_FIELDS:
+                            row.append(orjson.dumps(value).decode())
+                        else:
+                            row.append("" if value is None else str(value))
+                    keys.append(job_key(self._prefix, job_id))
+                    rows.append(row)
+                await self._apply(keys=keys, args=[self._ttl, orjson.dumps(rows)], client=pipe)
             await pipe.execute()
 
     async def get(self, job_id: str) -> dict[str, Any] | None:

@@ -51,7 +51,9 @@ class ApiSettings(Settings):
     submit_timeout_s: float = Field(5.0, gt=0)
     default_max_attempts: int = Field(3, ge=1, le=100)
     default_timeout_s: float | None = Field(None, gt=0)
-    linger_ms: int = Field(2, ge=0)
+    # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now);
+    # batching still happens while a produce request is in flight
+    linger_ms: int = Field(0, ge=0)
 
 
 class WorkerSettings(Settings):
@@ -64,7 +66,7 @@ class WorkerSettings(Settings):
     default_timeout_s: float | None = Field(None, gt=0)
     worker_id: str | None = None
     session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
-    linger_ms: int = Field(2, ge=0)
+    linger_ms: int = Field(0, ge=0, description="0 keeps status events ahead of retry records")
 
 
 class GatewaySettings(Settings):

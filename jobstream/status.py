@@ -54,18 +54,33 @@ class StatusPublisher:
         self._buffer.append((event, callback))
         self._wake.set()
 
-    def publish_acked(self, event: dict[str, Any]) -> asyncio.Future[None]:
-        """Publish and return a future that resolves when Kafka has the event."""
+    async def send_now(self, events: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """Hand `events` (behind anything buffered) to the producer now; the future resolves
+        when Kafka has all of them, or fails with the first error.
+
+        Why now: a record the same producer sends after this call (a job, a retry) lands in
+        the same produce request as these events or a later one, since aiokafka keeps one
+        request in flight per broker and (with linger 0) drains every batch it holds. So a
+        job's `queued` event is on the status topic before a worker can see the job.
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_observe)
+        left = len(events)
 
         def done(err: BaseException | None) -> None:
-            if not fut.done():
-                if err is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(err)
+            nonlocal left
+            left -= 1
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(err)
+            elif left == 0:
+                fut.set_result(None)
 
-        self.publish(event, done)
+        if not events:
+            fut.set_result(None)
+        self._buffer.extend((e, done) for e in events)
+        await self._send_buffered()
         return fut
 
     async def flush(self) -> None:
@@ -131,6 +146,12 @@ class StatusPublisher:
                     log.exception("status callback failed")
 
         return done
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved: its owner may have stopped waiting."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _error(fut: asyncio.Future[Any]) -> BaseException:

@@ -1,0 +1,45 @@
+"""`create_app()`: the FastAPI app of the producer API.
+
+One app per `ApiSettings`. Its lifespan opens the clients (`producer.runtime`) and hands
+them to the routes as lifespan state; nothing is opened at import time, so tests can
+build as many apps as they like in one process, each with its own metrics registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from jobstream.settings import ApiSettings
+from producer.errors import CatchAllMiddleware, install_handlers
+from producer.limits import BodyLimitMiddleware
+from producer.metrics import Metrics
+from producer.routes import router
+from producer.runtime import open_runtime
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    """Build the app; clients open when its lifespan starts and close when it ends."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_runtime(settings, metrics) as runtime:
+            yield {"runtime": runtime}
+
+    app = FastAPI(
+        title="jobstream producer",
+        summary="Submit jobs to Kafka and look up their state.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    install_handlers(app, metrics.count_rejected)
+    # Added last = outermost: the catch-all wraps the size limit, which wraps the routes.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected
+    )
+    app.add_middleware(CatchAllMiddleware, on_bug=metrics.internal_errors.inc)
+    return app

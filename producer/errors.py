@@ -1,0 +1,209 @@
+"""Errors the API answers with, their JSON shape, and the handlers that render them.
+
+ApiError                      every error a client can cause or a backing service can;
+ │                            rendered as {"detail": "<sentence>", ...extra}
+ ├── BadRequest (400)
+ │    └── InvalidJson         the body does not parse as JSON
+ ├── NotFound (404)
+ ├── TooLarge (413)          body, payload or batch over a configured limit
+ ├── UnsupportedMediaType (415)
+ ├── InvalidInput (422)       carries "errors": [{"field", "message"}, ...]
+ └── Unavailable (503)        carries Retry-After and the service that is down
+
+Anything else escaping a route is a bug: `CatchAllMiddleware` logs its traceback and
+answers a plain 500 without details, and never re-raises into the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producer.responses import json_response
+
+log = logging.getLogger("jobstream.producer")
+
+
+class ApiError(Exception):
+    """Base of every error the API renders itself. `reason` labels the rejection metric."""
+
+    status = 500
+    reason = "error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+    def response(self) -> Response:
+        return json_response(self.body(), self.status, headers=self.headers)
+
+
+class BadRequest(ApiError):
+    status = 400
+    reason = "bad_request"
+
+
+class InvalidJson(BadRequest):
+    reason = "invalid_json"
+
+
+class NotFound(ApiError):
+    status = 404
+    reason = "not_found"
+
+
+class TooLarge(ApiError):
+    status = 413
+    reason = "too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    reason = "media_type"
+
+
+class InvalidInput(ApiError):
+    status = 422
+    reason = "invalid"
+
+    def __init__(self, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(detail, errors=[e.as_dict() for e in errors])
+        self.errors = errors
+
+
+class Unavailable(ApiError):
+    """A backing service is down: the client should retry after `retry_after` seconds."""
+
+    status = 503
+    reason = "unavailable"
+
+    def __init__(self, service: str, detail: str, *, retry_after: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, service=service)
+        self.service = service
+        self.reason = f"{service}_down"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason an input was refused: which field, and why, in words."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+# pydantic's messages, reworded where they would puzzle a client.
+_MESSAGES = {
+    "extra_forbidden": "is not a known field",
+    "missing": "is required",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "list_type": "must be a JSON array",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+}
+
+
+def describe_errors(
+    errors: Sequence[Any], what: str, *, strip: tuple[str, ...] = ()
+) -> tuple[str, list[FieldError]]:
+    """Turn pydantic error dicts into a sentence and one `FieldError` per problem.
+
+    `strip` drops leading location parts that mean nothing to a client ("body").
+    """
+    out: list[FieldError] = []
+    for err in errors:
+        loc = list(err.get("loc", ()))
+        while loc and loc[0] in strip:
+            loc.pop(0)
+        field = ".".join(str(p) for p in loc) or "body"
+        kind = err.get("type", "")
+        if kind == "string_pattern_mismatch":
+            message = f"must match {err.get('ctx', {}).get('pattern', 'the allowed pattern')}"
+        elif kind == "enum":
+            message = f"must be one of {err.get('ctx', {}).get('expected', 'the allowed values')}"
+        else:
+            message = _MESSAGES.get(kind) or str(err.get("msg", "is not valid"))
+        out.append(FieldError(field, message))
+    if not out:
+        return f"{what}: the input is not valid", out
+    first = out[0]
+    more = f" (and {len(out) - 1} more problem{'s' if len(out) > 2 else ''})" if len(out) > 1 else ""
+    return f"{what}: field '{first.field}' {first.message}{more}", out
+
+
+OnReject = Callable[[str], None]
+
+
+def install_handlers(app: FastAPI, on_reject: OnReject) -> None:
+    """Render `ApiError`, request-validation errors and Starlette's HTTP errors as JSON."""
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        on_reject(exc.reason)
+        return exc.response()
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        on_reject(InvalidInput.reason)
+        detail, errors = describe_errors(exc.errors(), "invalid request", strip=("body", "path", "query"))
+        return InvalidInput(detail, errors).response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return json_response({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+class CatchAllMiddleware:
+    """Turns an unhandled exception into a logged traceback and a clean 500 JSON.
+
+    Only genuine bugs get here: every bad input is an `ApiError` rendered further in.
+    If the response had already started, the connection is simply dropped by re-raising.
+    """
+
+    def __init__(self, app: ASGIApp, on_bug: Callable[[], None]) -> None:
+        self.app = app
+        self.on_bug = on_bug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error method=%s path=%s", scope.get("method"), scope.get("path"))
+            self.on_bug()
+            if started:
+                raise
+            await json_response({"detail": "internal server error"}, 500)(scope, receive, send)

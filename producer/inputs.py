@@ -1,0 +1,149 @@
+"""Request bodies in: content type, JSON, job specs, payload size.
+
+Bodies are parsed here rather than by FastAPI so that every way a body can be wrong gets
+its own status and a sentence naming the field: 400 for JSON that does not parse, 415 for
+another content type, 413 over a limit, 422 for a field that is wrong. A batch is
+validated in one pass with a `TypeAdapter`; an invalid item is reported by index and
+does not sink the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
+
+from producer.errors import (
+    FieldError,
+    InvalidInput,
+    InvalidJson,
+    TooLarge,
+    UnsupportedMediaType,
+    describe_errors,
+)
+from schemas import JobSpec
+
+_SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why one batch item was refused; rendered as the item's `error`."""
+
+    status: int
+    message: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.errors:
+            out["errors"] = [e.as_dict() for e in self.errors]
+        return out
+
+
+def check_content_type(value: str | None) -> None:
+    """Accept JSON (`application/json`, `application/*+json`) or no content type at all."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"content type '{media}' is not supported: send application/json")
+
+
+def parse_job(body: bytes, max_payload_bytes: int) -> JobSpec:
+    """One job spec from a `POST /jobs` body; raises an `ApiError` saying what is wrong."""
+    try:
+        spec = JobSpec.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
+        raise InvalidInput(*describe_errors(errors, "invalid job")) from None
+    problem = payload_problem(spec, max_payload_bytes)
+    if problem is None:
+        return spec
+    if problem.status == 413:
+        raise TooLarge(problem.message, limit=max_payload_bytes)
+    raise InvalidInput(problem.message, problem.errors)
+
+
+def parse_batch(body: bytes, max_batch: int, max_payload_bytes: int) -> list[JobSpec | ItemError]:
+    """The items of a `POST /jobs/batch` body, in order: a spec, or why the item was refused.
+
+    The envelope (`{"jobs": [...]}`, 1..max_batch items) must be right as a whole; items
+    are judged one by one.
+    """
+    try:
+        doc = from_json(body)
+    except ValueError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _invalid("body", 'must be a JSON object like {"jobs": [...]}')
+    for name in doc:
+        if name != "jobs":
+            raise _invalid(str(name), "is not a known field")
+    if "jobs" not in doc:
+        raise _invalid("jobs", "is required")
+    jobs = doc["jobs"]
+    if not isinstance(jobs, list):
+        raise _invalid("jobs", "must be a JSON array of jobs")
+    if not jobs:
+        raise _invalid("jobs", "must hold at least one job")
+    if len(jobs) > max_batch:
+        raise TooLarge(
+            f"a batch holds at most {max_batch} jobs (max_batch); this one has {len(jobs)}",
+            limit=max_batch,
+        )
+    items: list[JobSpec | ItemError] = []
+    try:
+        items.extend(_SPECS.validate_python(jobs))
+    except ValidationError as exc:
+        items = _judge_each(jobs, exc)
+    for i, item in enumerate(items):
+        if isinstance(item, JobSpec):
+            problem = payload_problem(item, max_payload_bytes)
+            if problem is not None:
+                items[i] = problem
+    return items
+
+
+def payload_problem(spec: JobSpec, max_payload_bytes: int) -> ItemError | None:
+    """Why a spec's payload cannot be sent (too large as JSON, unencodable), or None."""
+    try:
+        size = len(orjson.dumps(spec.payload))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        error = FieldError("payload", f"cannot be encoded as JSON: {exc}")
+        return ItemError(422, f"invalid job: field 'payload' {error.message}", [error])
+    if size > max_payload_bytes:
+        message = (
+            f"payload is {size} bytes as JSON; the limit is {max_payload_bytes} bytes (max_payload_bytes)"
+        )
+        return ItemError(413, message, [FieldError("payload", message)])
+    return None
+
+
+def _judge_each(jobs: list[Any], exc: ValidationError) -> list[JobSpec | ItemError]:
+    """Split one failed list validation into per-item errors; validate the rest again."""
+    by_index: dict[int, list[Any]] = {}
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        index = loc[0] if loc and isinstance(loc[0], int) else 0
+        by_index.setdefault(index, []).append({**err, "loc": loc[1:]})
+    good = [i for i in range(len(jobs)) if i not in by_index]
+    specs = iter(_SPECS.validate_python([jobs[i] for i in good]))
+    out: list[JobSpec | ItemError] = []
+    for i in range(len(jobs)):
+        if i in by_index:
+            detail, errors = describe_errors(by_index[i], "invalid job")
+            out.append(ItemError(422, detail, errors))
+        else:
+            out.append(next(specs))
+    return out
+
+
+def _invalid(name: str, message: str) -> InvalidInput:
+    return InvalidInput(f"invalid batch: field '{name}' {message}", [FieldError(name, message)])

@@ -1,0 +1,94 @@
+"""The HTTP routes: submit, batch, lookup, health, readiness, metrics.
+
+Submit routes read the raw body and parse it themselves (`producer.inputs`) so that each
+kind of bad input gets its own status and message, and answer with orjson bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from fastapi import APIRouter, Request
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from producer.errors import FieldError, InvalidInput, NotFound, Unavailable
+from producer.inputs import check_content_type, parse_batch, parse_job
+from producer.responses import json_response
+from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
+
+router = APIRouter()
+
+LOOKUP_TIMEOUT_S = 2.0
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+@router.post("/jobs", status_code=202, summary="Submit one job")
+async def submit_job(request: Request, runtime: RuntimeDep) -> Response:
+    """Body: a job spec (`type`, optional `payload`, `priority`, `key`, `max_attempts`,
+    `timeout_s`, `backoff`). 202 `{"id", "state": "queued"}` once Kafka has the job."""
+    started = time.perf_counter()
+    check_content_type(request.headers.get("content-type"))
+    settings = runtime.settings
+    spec = parse_job(await request.body(), settings.max_payload_bytes)
+    job_id = await runtime.submitter.submit_one(spec)
+    runtime.metrics.observe_latency("single", time.perf_counter() - started)
+    return json_response({"id": job_id, "state": "queued"}, 202)
+
+
+@router.post("/jobs/batch", summary="Submit many jobs")
+async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
+    """Body: `{"jobs": [spec, ...]}`. 200 with one result per item, in order: `{"index",
+    "id", "state": "queued"}` or `{"index", "error": {"status", "message"}}`."""
+    started = time.perf_counter()
+    check_content_type(request.headers.get("content-type"))
+    settings = runtime.settings
+    items = parse_batch(await request.body(), settings.max_batch, settings.max_payload_bytes)
+    results = await runtime.submitter.submit_many(items)
+    runtime.metrics.observe_latency("batch", time.perf_counter() - started)
+    return json_response({"results": results})
+
+
+@router.get("/jobs/{job_id}", summary="A job's latest state")
+async def get_job(job_id: str, projection: ProjectionDep, health: HealthDep) -> Response:
+    """`{"id", "type", "state", "attempt", "progress", "result", "error", "created_at",
+    "updated_at"}`; 404 when the projection does not know the id."""
+    if not _JOB_ID.match(job_id):
+        error = FieldError("id", "must be 1 to 128 characters: letters, digits, '_', '.', ':' or '-'")
+        raise InvalidInput(f"invalid job id: {error.message}", [error])
+    if not health.is_up("redis"):
+        raise _redis_down(health.retry_after_s)
+    try:
+        state = await asyncio.wait_for(projection.get(job_id), LOOKUP_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _redis_down(health.retry_after_s) from exc
+    if state is None:
+        raise NotFound(f"no job with id {job_id}")
+    return json_response(state)
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> Response:
+    return json_response({"ok": True})
+
+
+@router.get("/readyz", summary="Readiness: Kafka and Redis reachable")
+async def readyz(health: HealthDep) -> Response:
+    """200 `{"kafka": "ok", "redis": "ok"}`, or 503 with the same keys saying what is down."""
+    report = health.report()
+    down = health.down()
+    if not down:
+        return json_response(report)
+    body = {**report, "detail": f"{' and '.join(down)} unavailable"}
+    return json_response(body, 503, headers={"Retry-After": str(health.retry_after_s)})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _redis_down(retry_after: int) -> Unavailable:
+    return Unavailable("redis", "Redis is unreachable: job lookups are unavailable", retry_after=retry_after)

@@ -1,0 +1,134 @@
+"""What the app holds while it runs, opened and closed by its lifespan.
+
+`open_runtime()` opens, in order, the Kafka producer, Redis, the status publisher, the
+projection's group-commit writer and the health monitor, and closes them in reverse:
+the monitor stops, pending projection writes and status events are flushed, then Redis
+and the producer close. Routes reach the parts through the `Annotated` aliases at the
+bottom of this module; nothing here lives at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from jobstream.kafka import make_producer
+from jobstream.projection import Projection
+from jobstream.settings import ApiSettings
+from jobstream.status import StatusPublisher
+from producer.groupcommit import GroupCommit
+from producer.health import HealthMonitor, kafka_check, redis_check
+from producer.metrics import Metrics
+from producer.submit import Partitioner, Submitter
+
+log = logging.getLogger("jobstream.producer")
+
+HEALTH_INTERVAL_S = 1.0
+HEALTH_TIMEOUT_S = 1.0
+REDIS_TIMEOUT_S = 2.0
+REDIS_MAX_CONNECTIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The app's long-lived parts. Built only by `open_runtime()`."""
+
+    settings: ApiSettings
+    metrics: Metrics
+    producer: Any
+    redis: Redis
+    projection: Projection
+    health: HealthMonitor
+    submitter: Submitter
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator[Runtime]:
+    """Open every client; fails (and closes what it opened) if Kafka cannot be bootstrapped."""
+    async with contextlib.AsyncExitStack() as stack:
+        producer = make_producer(
+            settings,
+            linger_ms=settings.linger_ms,
+            request_timeout_ms=int(settings.submit_timeout_s * 1000),
+        )
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        # A blocking pool: a burst of lookups waits for a connection instead of failing
+        # with "Too many connections" (the default pool's answer).
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        redis = Redis.from_pool(pool)
+        stack.push_async_callback(redis.aclose)
+        publisher = await stack.enter_async_context(
+            StatusPublisher(producer, settings.topics.status, settings.status_partitions)
+        )
+        projection = Projection(redis, settings.redis_prefix, settings.state_ttl_s)
+        writer: GroupCommit[dict[str, Any]] = await stack.enter_async_context(
+            GroupCommit(projection.apply, name="projection-writer")
+        )
+        partitioner = Partitioner(producer)
+        check_kafka = kafka_check(producer)
+
+        async def kafka_and_partitions() -> None:
+            await check_kafka()
+            partitioner.refresh()
+
+        health = HealthMonitor(
+            {"kafka": kafka_and_partitions, "redis": redis_check(redis)},
+            interval_s=HEALTH_INTERVAL_S,
+            timeout_s=HEALTH_TIMEOUT_S,
+        )
+        submitter = Submitter(settings, producer, partitioner, publisher, writer, health, metrics)
+        await stack.enter_async_context(health)
+        for topic in settings.topics.job_topics:  # warm the partition cache; misses retry lazily
+            try:
+                await partitioner.count(topic)
+            except Exception as exc:
+                log.warning("no partitions yet topic=%s error=%r", topic, exc)
+        log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
+        yield Runtime(settings, metrics, producer, redis, projection, health, submitter)
+
+
+async def _runtime(request: Request) -> Runtime:
+    return cast(Runtime, request.state.runtime)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+
+async def _submitter(runtime: RuntimeDep) -> Submitter:
+    return runtime.submitter
+
+
+async def _projection(runtime: RuntimeDep) -> Projection:
+    return runtime.projection
+
+
+async def _health(runtime: RuntimeDep) -> HealthMonitor:
+    return runtime.health
+
+
+async def _settings(runtime: RuntimeDep) -> ApiSettings:
+    return runtime.settings
+
+
+async def _metrics(runtime: RuntimeDep) -> Metrics:
+    return runtime.metrics
+
+
+SubmitterDep = Annotated[Submitter, Depends(_submitter)]
+ProjectionDep = Annotated[Projection, Depends(_projection)]
+HealthDep = Annotated[HealthMonitor, Depends(_health)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -1,0 +1,278 @@
+"""Submitting jobs: envelope, partition, produce, `queued` status, projection.
+
+What a client can rely on:
+
+- 202 (or a `queued` batch item) only after Kafka acknowledged the job record
+  (`acks=all`, idempotent producer). A job is never acknowledged and then lost.
+- Kafka known down (health monitor, or an earlier failed send): 503 with `Retry-After`
+  before anything is sent. A send that fails or outlives `submit_timeout_s`: 503, and the
+  projection is not written. Such a record may still reach Kafka later (aiokafka cannot
+  recall it); a client that retries then creates a second job: at least once.
+- Redis down: the job is already in Kafka, so the answer is still 202. Its `queued`
+  event is on the status topic and the gateway's projector writes the state from there;
+  only a lookup in the moment right after the submit may miss it. Refusing would make
+  clients resubmit jobs that are in fact queued.
+
+The `queued` events are acknowledged before the jobs are sent, so on the status topic a
+job's `queued` always comes before a worker's `active` (sent together, aiokafka may put
+the job in an earlier produce request than its event: it drains one batch per partition
+at a time). That costs one round trip per submit, not per job. A job whose `queued` event
+is on the topic but which Kafka then refuses gets a `dead` event with the reason, so no
+phantom job stays `queued`. Partitions are chosen here, `crc32(key) % partitions`,
+because aiokafka's pure-Python murmur2 costs more than the rest of a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from jobstream.settings import ApiSettings
+from jobstream.status import StatusPublisher
+from producer.errors import Unavailable
+from producer.groupcommit import GroupCommit
+from producer.health import HealthMonitor
+from producer.inputs import ItemError
+from producer.metrics import Metrics
+from schemas import Backoff, JobEnvelope, JobSpec, encode_job, job_headers, new_job_id
+
+log = logging.getLogger("jobstream.producer.submit")
+
+PROJECTION_TIMEOUT_S = 1.0
+_DEFAULT_BACKOFF = Backoff()
+
+
+class Partitioner:
+    """`crc32(key) % partitions`, with each topic's partition count cached."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._counts: dict[str, int] = {}
+
+    async def count(self, topic: str) -> int:
+        n = self._counts.get(topic)
+        if n is None:
+            n = self._counts[topic] = len(await self._producer.partitions_for(topic))
+        return n
+
+    def refresh(self) -> None:
+        """Re-read the cached counts from the producer's metadata (topics can grow)."""
+        cluster = self._producer.client.cluster
+        for topic in list(self._counts):
+            parts = cluster.partitions_for_topic(topic)
+            if parts:
+                self._counts[topic] = len(parts)
+
+    @staticmethod
+    def partition(key: bytes, count: int) -> int:
+        return zlib.crc32(key) % count
+
+
+class Submitter:
+    """Turns validated specs into acknowledged jobs; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        producer: Any,
+        partitioner: Partitioner,
+        publisher: StatusPublisher,
+        writer: GroupCommit[dict[str, Any]],
+        health: HealthMonitor,
+        metrics: Metrics,
+    ) -> None:
+        self._producer = producer
+        self._publisher = publisher
+        self._writer = writer
+        self._health = health
+        self._metrics = metrics
+        self._topics = settings.topics
+        self._timeout_s = settings.submit_timeout_s
+        self._max_attempts = settings.default_max_attempts
+        self._timeout_default = settings.default_timeout_s
+        self._partitioner = partitioner
+
+    async def submit_one(self, spec: JobSpec) -> str:
+        """Produce one job; return its id once Kafka has it. Raises `Unavailable`."""
+        rows = await self.submit_many([spec])
+        row = rows[0]
+        if "error" in row:  # a single job that Kafka refused is the whole answer
+            raise self._unavailable(row["error"]["message"])
+        return str(row["id"])
+
+    async def submit_many(self, items: Sequence[JobSpec | ItemError]) -> list[dict[str, Any]]:
+        """Produce the specs among `items`, report the rest; one result row per item, in order.
+
+        Raises `Unavailable` when Kafka is known down or acknowledged none of the jobs.
+        """
+        rows: list[dict[str, Any]] = [{} for _ in items]
+        pending: list[tuple[int, JobEnvelope]] = []
+        now = time.time_ns() // 1_000_000
+        for i, item in enumerate(items):
+            if isinstance(item, JobSpec):
+                pending.append((i, self._envelope(item, now)))
+            else:
+                rows[i] = {"index": i, "error": item.as_dict()}
+                self._metrics.count_rejected("invalid" if item.status == 422 else "too_large")
+        if not pending:
+            return rows
+        if not self._health.is_up("kafka"):
+            self._metrics.count_rejected("kafka_down", len(pending))
+            raise self._unavailable("Kafka is unreachable")
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        events = [_queued(env, now) for _, env in pending]
+        await self._queued_first(events, deadline)
+        try:
+            futures = await self._send_all([env for _, env in pending], deadline)
+        except Unavailable as exc:
+            for event in events:
+                self._publisher.publish(_refused(event, exc))
+            raise
+        await asyncio.wait(futures, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        acked: list[dict[str, Any]] = []
+        failure: BaseException | None = None
+        for (i, env), fut, event in zip(pending, futures, events, strict=True):
+            err = _outcome(fut)
+            if err is None:
+                rows[i] = {"index": i, "id": env.id, "state": "queued"}
+                acked.append(event)
+                self._metrics.count_submitted(env.priority)
+            else:
+                failure = err
+                rows[i] = {"index": i, "id": env.id, "error": self._send_error(err)}
+                self._publisher.publish(_refused(event, err))
+        if failure is not None:
+            self._note_failure(failure, len(pending) - len(acked))
+            if not acked:
+                raise self._unavailable(f"Kafka did not acknowledge the jobs: {_describe(failure)}")
+        await self._after_ack(acked, deadline)
+        return rows
+
+    async def _queued_first(self, events: list[dict[str, Any]], deadline: float) -> None:
+        """Put the `queued` events on the status topic; raise `Unavailable` if Kafka will not."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await (await self._publisher.send_now(events))
+        except (TimeoutError, KafkaError) as exc:
+            self._note_failure(exc, len(events))
+            raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
+
+    async def _send_all(self, envelopes: list[JobEnvelope], deadline: float) -> list[asyncio.Future[Any]]:
+        """Hand every record to the producer; the returned futures resolve on Kafka's ack."""
+        producer = self._producer
+        counts: dict[str, int] = {}
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                for env in envelopes:
+                    topic = self._topics.jobs(env.priority)
+                    n = counts.get(topic) or await self._partitioner.count(topic)
+                    counts[topic] = n
+                    key = env.partition_key.encode()
+                    futures.append(
+                        await producer.send(
+                            topic,
+                            encode_job(env),
+                            key=key,
+                            partition=zlib.crc32(key) % n,
+                            headers=job_headers(env),
+                        )
+                    )
+        except (TimeoutError, KafkaError) as exc:
+            # Nothing is answered as queued; records already handed over may still arrive.
+            self._note_failure(exc, len(envelopes))
+            for fut in futures:
+                fut.add_done_callback(_observe)
+            raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
+        return futures
+
+    async def _after_ack(self, events: list[dict[str, Any]], deadline: float) -> None:
+        """Write the projection, bounded; never raises."""
+        if not self._health.is_up("redis"):
+            self._metrics.projection_errors.inc(len(events))
+            return
+        write = self._writer.write(events)
+        timeout = max(PROJECTION_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
+        await asyncio.wait([write], timeout=timeout)
+        if (err := _outcome(write)) is not None:
+            self._metrics.projection_errors.inc(len(events))
+            log.warning("projection write failed jobs=%d error=%s", len(events), _describe(err))
+
+    def _envelope(self, spec: JobSpec, now: int) -> JobEnvelope:
+        # The spec is validated; constructing the envelope without a second validation
+        # is the point (one pydantic pass per job).
+        return JobEnvelope.model_construct(
+            id=new_job_id(now),
+            type=spec.type,
+            payload=spec.payload,
+            priority=spec.priority,
+            attempt=1,
+            max_attempts=spec.max_attempts if spec.max_attempts is not None else self._max_attempts,
+            backoff=spec.backoff if spec.backoff is not None else _DEFAULT_BACKOFF,
+            timeout_s=spec.timeout_s if spec.timeout_s is not None else self._timeout_default,
+            key=spec.key,
+            created_at=now,
+            # Passed although empty: for a missing field with a default_factory pydantic
+            # inspects the factory's signature on every call, which costs more than the rest.
+            then=[],
+        )
+
+    def _note_failure(self, exc: BaseException, jobs: int) -> None:
+        self._metrics.count_rejected("kafka_failed", jobs)
+        if isinstance(exc, TimeoutError | KafkaTimeoutError) or getattr(exc, "retriable", False):
+            self._health.mark_down("kafka", _describe(exc))
+        log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
+
+    def _send_error(self, exc: BaseException) -> dict[str, Any]:
+        return {"status": 503, "message": f"Kafka did not acknowledge the job: {_describe(exc)}"}
+
+    def _unavailable(self, why: str) -> Unavailable:
+        return Unavailable(
+            "kafka",
+            f"{why}; the job was not accepted, retry later",
+            retry_after=self._health.retry_after_s,
+        )
+
+
+def _queued(env: JobEnvelope, now: int) -> dict[str, Any]:
+    return {
+        "job_id": env.id,
+        "type": env.type,
+        "state": "queued",
+        "attempt": 1,
+        "at": now,
+        "priority": env.priority.value,
+    }
+
+
+def _refused(queued: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    """The event that ends a job whose `queued` event Kafka took but whose record it did not."""
+    message = f"the job was not accepted: Kafka did not acknowledge it ({_describe(err)})"
+    return {**queued, "state": "dead", "reason": "rejected", "at": time.time_ns() // 1_000_000,
+            "error": {"type": "Rejected", "message": message}}  # fmt: skip
+
+
+def _outcome(fut: asyncio.Future[Any]) -> BaseException | None:
+    """None when `fut` succeeded; else why not (not finished counts as a timeout)."""
+    if not fut.done():
+        fut.add_done_callback(_observe)
+        return TimeoutError("no acknowledgement in time")
+    if fut.cancelled():
+        return asyncio.CancelledError()
+    return fut.exception()
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
