@@ -1,0 +1,144 @@
+"""One WebSocket client: a bounded queue of frames and the one task that sends them.
+
+The hub pushes ready-made frames synchronously; the sender task writes them in order. The
+hub never waits for a client: a client whose queue holds more than `queue_max` events is
+closed (1008) by the hub instead (the websockets broadcast pattern).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+
+from starlette.websockets import WebSocket
+
+log = logging.getLogger("jobstream.gateway.client")
+
+CLOSE_TIMEOUT_S = 5.0  # how long a close frame may wait behind a full socket buffer
+
+_ids = itertools.count(1)
+
+
+class Client:
+    """A connected client and its subscription; use as an async context manager.
+
+    `push()` never waits. `request_close()` is idempotent: it stops the sender, drops what
+    is queued, and sends one close frame (bounded by `CLOSE_TIMEOUT_S`). `close()` ends
+    the client without a close frame (the peer is gone) and returns once the sender task
+    has finished.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_closer",
+        "_frames",
+        "_sender",
+        "_wake",
+        "_ws",
+        "all",
+        "close_code",
+        "id",
+        "jobs",
+        "pending",
+        "types",
+    )
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.id = next(_ids)
+        self._ws = ws
+        self.jobs: set[str] = set()
+        self.types: set[str] = set()
+        self.all = False
+        self.pending = 0  # events queued or being written
+        self.close_code: int | None = None
+        self._frames: deque[tuple[str, int]] = deque()
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id}>"
+
+    async def __aenter__(self) -> Client:
+        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self.id}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None or self._closed.is_set()
+
+    def push(self, frame: str, events: int = 0) -> None:
+        """Queue a frame carrying `events` events (0 for control frames); never waits."""
+        if self.closing:
+            return
+        self._frames.append((frame, events))
+        self.pending += events
+        self._wake.set()
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Close with a close frame, in the background. Idempotent; never waits."""
+        if self.closing:
+            return
+        self.close_code = code
+        self._frames.clear()
+        self.pending = 0
+        self._closer = asyncio.create_task(self._close_ws(code, reason), name=f"ws-closer-{self.id}")
+
+    async def wait_closed(self) -> None:
+        """Return once the client is closed (by `request_close` or `close`)."""
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """End the client: stop the sender (and a pending close frame). Idempotent."""
+        if self._closer is not None:
+            await self._closer  # let an asked-for close frame go out first
+        await self._stop_sender()
+        self._frames.clear()
+        self._closed.set()
+
+    async def _stop_sender(self) -> None:
+        task, self._sender = self._sender, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        # The sender may be stuck writing to a peer that does not read: cancel it first,
+        # a frame is either fully handed to the transport or not at all.
+        await self._stop_sender()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._ws.close(code, reason)
+        except TimeoutError:
+            log.info("ws close timed out client=%s code=%s", self.id, code)
+        except Exception as exc:  # the peer left first: nothing to close
+            log.debug("ws close failed client=%s: %r", self.id, exc)
+        finally:
+            self._closed.set()
+
+    async def _send_loop(self) -> None:
+        frames = self._frames
+        try:
+            while True:
+                while frames:
+                    frame, events = frames.popleft()
+                    await self._ws.send_text(frame)
+                    # Counted until written, so a peer that does not read keeps its backlog.
+                    self.pending -= events
+                self._wake.clear()
+                await self._wake.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # peer gone mid-write: the client is over
+            log.debug("ws send failed client=%s: %r", self.id, exc)
+            self._frames.clear()
+            self._closed.set()

@@ -1,0 +1,258 @@
+"""Fan-out: route each feed batch to the clients whose subscription matches.
+
+Routing uses three indexes (job id -> clients, type -> clients, clients that want
+everything), so an event costs O(matching clients), not O(clients). Each client frame is
+serialized once with orjson (one call for the whole frame, several times cheaper than an
+event at a time), and clients that want everything share one frame.
+
+Nothing here awaits: a batch is routed, and a subscription is added and replayed, as one
+step of the event loop, so a client never sees a gap or a duplicate between its replay
+and the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.client import CLOSE_TIMEOUT_S, Client
+from gateway.cursor import encode_cursor
+from gateway.errors import ProtocolError
+from gateway.protocol import Selection, events_frame
+from gateway.ring import Event, FeedRecord, ReplayRing
+from schemas import state_rank
+
+log = logging.getLogger("jobstream.gateway.hub")
+
+SHUTDOWN_CODE = 1001
+SHUTDOWN_REASON = "server shutting down"
+MAX_JOBS_PER_CLIENT = 100_000
+REPLAY_FRAME_EVENTS = 5_000
+
+
+class Hub:
+    """The clients, their subscriptions, and the replay ring."""
+
+    def __init__(self, queue_max: int, ring: ReplayRing | None = None) -> None:
+        self.queue_max = queue_max
+        self.ring = ring if ring is not None else ReplayRing()
+        self.closing = False
+        self._clients: set[Client] = set()
+        self._by_job: dict[str, set[Client]] = {}
+        self._by_type: dict[str, set[Client]] = {}
+        self._all: set[Client] = set()
+        self._cursor = encode_cursor(self.ring.positions)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def __aenter__(self) -> Hub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every client with 1001 "server shutting down". Idempotent."""
+        await self.close_all(SHUTDOWN_CODE, SHUTDOWN_REASON)
+
+    @property
+    def cursor(self) -> str:
+        """The feed's position after the last routed batch."""
+        return self._cursor
+
+    def start(self, positions: Mapping[int, int]) -> None:
+        """Take the feed's start position (the ring starts empty there)."""
+        self.ring.start(positions)
+        self._cursor = encode_cursor(self.ring.positions)
+
+    # -- clients and subscriptions ------------------------------------------------
+
+    def add(self, client: Client) -> None:
+        self._clients.add(client)
+
+    def remove(self, client: Client) -> None:
+        """Forget a client and all its subscriptions. Idempotent."""
+        self._clients.discard(client)
+        self._all.discard(client)
+        for job_id in client.jobs:
+            _discard(self._by_job, job_id, client)
+        for type_ in client.types:
+            _discard(self._by_type, type_, client)
+
+    def check_capacity(self, client: Client, new_jobs: int) -> None:
+        """Raise `ProtocolError` if `new_jobs` more job ids would pass the per-client cap."""
+        if len(client.jobs) + new_jobs > MAX_JOBS_PER_CLIENT:
+            raise ProtocolError(
+                f"too many job ids: a connection may follow at most {MAX_JOBS_PER_CLIENT}; "
+                'unsubscribe some or send {"subscribe": {"types": [...]}} instead',
+                code="too_many_jobs",
+            )
+
+    def subscribe(self, client: Client, sel: Selection) -> None:
+        """Add to a client's subscription; raises `ProtocolError` past the per-client cap."""
+        if client not in self._clients:
+            return
+        new_jobs = [j for j in sel.jobs if j not in client.jobs]
+        self.check_capacity(client, len(new_jobs))
+        for job_id in new_jobs:
+            client.jobs.add(job_id)
+            self._by_job.setdefault(job_id, set()).add(client)
+        for type_ in sel.types:
+            client.types.add(type_)
+            self._by_type.setdefault(type_, set()).add(client)
+        if sel.all:
+            client.all = True
+            self._all.add(client)
+
+    def unsubscribe(self, client: Client, sel: Selection) -> None:
+        for job_id in sel.jobs:
+            if job_id in client.jobs:
+                client.jobs.discard(job_id)
+                _discard(self._by_job, job_id, client)
+        for type_ in sel.types:
+            if type_ in client.types:
+                client.types.discard(type_)
+                _discard(self._by_type, type_, client)
+        if sel.all:
+            client.all = False
+            self._all.discard(client)
+
+    # -- live routing ---------------------------------------------------------------
+
+    def dispatch(self, records: list[FeedRecord], positions: Mapping[int, int]) -> None:
+        """Route one feed batch: at most one frame per client, its matching events in order."""
+        self.ring.extend(records, positions)
+        self._cursor = encode_cursor(self.ring.positions)
+        if not self._clients:
+            return
+        events = [ev for record in records for ev in record[2]]
+        if not events:
+            return
+        if self._all:
+            frame = events_frame(events, self._cursor)
+            for client in list(self._all):
+                self._deliver(client, frame, len(events))
+        for client, matched in self._match(events).items():
+            self._deliver(client, events_frame(matched, self._cursor), len(matched))
+
+    def _match(self, events: list[Event]) -> dict[Client, list[Event]]:
+        """Per client (not `all` ones), its events in order; each event at most once."""
+        matched: dict[Client, list[Event]] = {}
+        by_job, by_type = self._by_job, self._by_type
+        if not by_job and not by_type:
+            return matched
+        for ev in events:
+            job_id = ev["job_id"]
+            subs = by_job.get(job_id) if by_job else None
+            if subs:
+                for c in subs:
+                    if not c.all:
+                        got = matched.get(c)
+                        if got is None:
+                            matched[c] = [ev]
+                        else:
+                            got.append(ev)
+            type_ = ev.get("type")
+            subs = by_type.get(type_) if by_type and isinstance(type_, str) else None
+            if subs:
+                for c in subs:
+                    if not c.all and job_id not in c.jobs:  # else the job index matched it
+                        got = matched.get(c)
+                        if got is None:
+                            matched[c] = [ev]
+                        else:
+                            got.append(ev)
+        return matched
+
+    def _deliver(self, client: Client, frame: str, events: int) -> None:
+        # A frame always fits an empty queue, so one large batch never closes a client
+        # that keeps up; a backlog past the limit does.
+        if client.pending and client.pending + events > self.queue_max:
+            log.warning("ws client too slow, closing client=%s backlog=%d", client.id, client.pending)
+            self.remove(client)
+            client.request_close(1008, f"too slow: fell more than {self.queue_max} events behind")
+            return
+        client.push(frame, events)
+
+    # -- resume and snapshots ---------------------------------------------------------
+
+    def resume(self, client: Client, cursor: Mapping[int, int]) -> None:
+        """Queue the client's matching events after `cursor` from the ring.
+
+        Raises `ProtocolError` (code `cursor_expired`) when the ring no longer holds them
+        all or they exceed the client's queue; the subscription stays, live events follow.
+        """
+        records = self.ring.since(cursor)
+        if records is None:
+            raise ProtocolError("cursor older than the gateway's replay window", code="cursor_expired")
+        chunks: list[tuple[list[Event], str]] = []
+        chunk: list[Event] = []
+        position = {p: cursor[p] for p in self.ring.positions}
+        for partition, offset, events in records:
+            chunk.extend(ev for ev in events if _matches(client, ev))
+            position[partition] = offset + 1
+            if len(chunk) >= REPLAY_FRAME_EVENTS:
+                chunks.append((chunk, encode_cursor(position)))
+                chunk = []
+        if chunk:
+            chunks.append((chunk, self._cursor))
+        total = sum(len(c) for c, _ in chunks)
+        if total > self.queue_max:
+            raise ProtocolError(
+                f"cursor too far behind: {total} events to replay exceed this gateway's client "
+                f"queue ({self.queue_max}); resubscribe without a cursor",
+                code="cursor_expired",
+            )
+        for events, at in chunks:
+            client.push(events_frame(events, at), len(events))
+
+    def recent(self, client: Client, job_ids: Iterable[str], min_rank: Mapping[str, int]) -> None:
+        """Queue the ring's events of these jobs not older than their snapshot's rank.
+
+        Closes the window between the projection (read a moment ago) and the live feed.
+        """
+        events = [
+            ev
+            for ev in self.ring.for_jobs(job_ids)
+            if state_rank(ev["state"], _attempt(ev)) >= min_rank.get(ev["job_id"], -1)
+        ]
+        if events:
+            client.push(events_frame(events, self._cursor), len(events))
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every client with `code`; refuse new ones. Returns when all are closed
+        (or after the close timeout). Idempotent."""
+        self.closing = True
+        clients = list(self._clients)
+        for client in clients:
+            self.remove(client)
+            client.request_close(code, reason)
+        if clients:
+            log.info("ws closing clients=%d code=%d", len(clients), code)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S + 1):
+                    await asyncio.gather(*(c.wait_closed() for c in clients))
+
+
+def _matches(client: Client, ev: Event) -> bool:
+    if client.all or ev["job_id"] in client.jobs:
+        return True
+    type_ = ev.get("type")
+    return isinstance(type_, str) and type_ in client.types
+
+
+def _attempt(ev: Event) -> int:
+    value: Any = ev.get("attempt")
+    return value if isinstance(value, int) else 1
+
+
+def _discard(index: dict[str, set[Client]], key: str, client: Client) -> None:
+    subs = index.get(key)
+    if subs is not None:
+        subs.discard(client)
+        if not subs:
+            del index[key]

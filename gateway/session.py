@@ -1,0 +1,113 @@
+"""One `/ws` connection: read client messages, keep the subscription, run the client.
+
+Three tasks per connection: the ASGI handler (this module's `serve`), a reader for client
+messages, and the client's sender. The handler returns when the peer leaves or the client
+is closed by the gateway (too slow, shutdown), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket
+
+from gateway.client import Client
+from gateway.cursor import decode_cursor
+from gateway.errors import ProtocolError
+from gateway.hub import SHUTDOWN_CODE, SHUTDOWN_REASON
+from gateway.protocol import (
+    Selection,
+    Subscribe,
+    error_frame,
+    parse_message,
+    snapshot_frame,
+    subscribed_frame,
+)
+from schemas import state_rank
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+log = logging.getLogger("jobstream.gateway.ws")
+
+
+async def serve(ws: WebSocket, gw: Gateway) -> None:
+    """Run one connection until it ends; never raises for a peer's behaviour."""
+    await ws.accept()
+    hub = gw.hub
+    if hub.closing:
+        await ws.close(SHUTDOWN_CODE, SHUTDOWN_REASON)
+        return
+    async with Client(ws) as client:
+        hub.add(client)
+        log.debug("ws open client=%s clients=%d", client.id, len(hub))
+        reader = asyncio.create_task(_read(ws, client, gw), name=f"ws-reader-{client.id}")
+        closed = asyncio.create_task(client.wait_closed(), name=f"ws-closed-{client.id}")
+        try:
+            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hub.remove(client)
+            reader.cancel()
+            closed.cancel()
+            await asyncio.gather(reader, closed, return_exceptions=True)
+            if not reader.cancelled() and reader.exception() is not None:
+                log.error("ws reader failed client=%s", client.id, exc_info=reader.exception())
+    log.debug("ws closed client=%s code=%s", client.id, client.close_code)
+
+
+async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            parsed = parse_message(message.get("text"))
+            if parsed.subscribe is not None:
+                await _subscribe(client, gw, parsed.subscribe)
+            elif parsed.unsubscribe is not None:
+                gw.hub.unsubscribe(client, parsed.unsubscribe)
+                _acknowledge(client, gw)
+        except ProtocolError as exc:
+            client.push(error_frame(str(exc), exc.code))
+
+
+async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
+    hub = gw.hub
+    cursor = decode_cursor(sel.cursor) if sel.cursor is not None else None
+    new_jobs = list(dict.fromkeys(j for j in sel.jobs if j not in client.jobs))
+    hub.check_capacity(client, len(new_jobs))
+    snapshot = None
+    snapshot_failed = False
+    if new_jobs:
+        try:
+            snapshot = await gw.snapshot(new_jobs)
+        except (RedisError, OSError) as exc:
+            log.warning("ws snapshot failed client=%s: %r", client.id, exc)
+            snapshot_failed = True
+    # No awaits from here on: the subscription, its replay and the live feed stay gap-free.
+    if client.closing:
+        return
+    hub.subscribe(client, Selection.model_construct(jobs=new_jobs, types=sel.types, all=sel.all))
+    _acknowledge(client, gw)
+    if snapshot is not None:
+        client.push(snapshot_frame(snapshot))
+    elif snapshot_failed:
+        client.push(
+            error_frame(
+                "job states are unavailable right now (Redis); events follow live, "
+                "or try GET /jobs/{id} later",
+                code="snapshot_unavailable",
+            )
+        )
+    if cursor is not None:
+        hub.resume(client, cursor)
+    elif new_jobs:
+        ranks = {s["id"]: state_rank(s["state"], s["attempt"]) for s in snapshot or ()}
+        hub.recent(client, new_jobs, ranks)
+
+
+def _acknowledge(client: Client, gw: Gateway) -> None:
+    client.push(subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))

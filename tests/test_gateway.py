@@ -1,0 +1,534 @@
+"""The gateway: cursor codec and ring (pure), hub routing (fake socket), and the real app
+served by uvicorn against the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway import create_app
+from gateway.client import Client
+from gateway.cursor import decode_cursor, encode_cursor
+from gateway.errors import CursorError
+from gateway.hub import Hub
+from gateway.protocol import Selection
+from gateway.ring import ReplayRing
+from gateway.service import Gateway
+from jobstream.kafka import make_producer
+from jobstream.procs import free_port
+from jobstream.settings import GatewaySettings, Settings
+from jobstream.status import StatusPublisher
+from tests.conftest import MS
+
+S = 1000 * MS  # one second, scaled like every timeout of the suite
+
+
+def event(
+    job_id: str, state: str, *, type_: str = "demo.echo", attempt: int = 1, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "type": type_,
+        "state": state,
+        "attempt": attempt,
+        "at": int(time.time() * 1000),
+        **extra,
+    }
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 10 * S) -> None:
+    """Wait until `check()` holds (polling), or fail naming `what`."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+# -- pure: cursor codec -------------------------------------------------------------------
+
+
+def test_cursor_round_trips() -> None:
+    """decode(encode(p)) == p, including empty, sparse and 64-bit positions."""
+    for positions in ({}, {0: 0}, {0: 5, 1: 0, 2: 1 << 40}, {3: 7, 900: (1 << 63) - 1}):
+        assert decode_cursor(encode_cursor(positions)) == positions
+
+
+def test_cursor_is_url_safe_and_compact() -> None:
+    """A cursor uses only URL-safe characters and stays short for a few partitions."""
+    text = encode_cursor({p: 123_456_789 + p for p in range(6)})
+    assert set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert len(text) < 48
+
+
+@pytest.mark.parametrize("bad", ["", "x", "2AQA", "1!!!", "1AQ", "1AQAAA", "1" + "_" * 30])
+def test_cursor_rejects_garbage(bad: str) -> None:
+    """Anything encode_cursor did not write raises CursorError (a ValueError)."""
+    with pytest.raises(CursorError):
+        decode_cursor(bad)
+
+
+def test_cursor_rejects_negative() -> None:
+    """Negative partitions or offsets cannot be encoded."""
+    with pytest.raises(ValueError):
+        encode_cursor({0: -1})
+
+
+# -- pure: replay ring --------------------------------------------------------------------
+
+
+def test_ring_replays_after_cursor_and_expires_evicted() -> None:
+    """since() returns records at or after the cursor, None once some were evicted."""
+    ring = ReplayRing(max_events=3)
+    ring.start({0: 10, 1: 5})
+    a, b, c, d, e = (event(f"j{i}", "queued") for i in range(5))
+    ring.extend([(0, 10, [a]), (1, 5, [b, c])], {0: 11, 1: 6})
+    assert ring.since({0: 10, 1: 5}) == [(0, 10, [a]), (1, 5, [b, c])]
+    assert ring.since({0: 11, 1: 5}) == [(1, 5, [b, c])]
+    assert ring.since({0: 10}) is None  # a partition missing from the cursor
+    ring.extend([(0, 11, [d, e])], {0: 12})
+    assert len(ring) == 2
+    assert ring.since({0: 10, 1: 6}) is None
+    assert ring.since({0: 11, 1: 6}) == [(0, 11, [d, e])]
+    assert list(ring.for_jobs(["j0", "j3", "j4"])) == [d, e]
+    assert ring.positions == {0: 12, 1: 6}
+
+
+# -- hub routing, with a fake socket --------------------------------------------------------
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send_text(self, text: str) -> None:
+        self.frames.append(orjson.loads(text))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+async def test_hub_routes_one_frame_per_client_without_duplicates() -> None:
+    """Job, type and all subscriptions each get one frame per batch with only their events."""
+    hub = Hub(queue_max=100)
+    hub.start({0: 0})
+    sockets = [FakeSocket() for _ in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, c, d = [await stack.enter_async_context(Client(cast(WebSocket, s))) for s in sockets]
+        for client in (a, b, c, d):
+            hub.add(client)
+        hub.subscribe(a, Selection(jobs=["j1"], types=["t1"]))
+        hub.subscribe(b, Selection(all=True, jobs=["j1"]))
+        hub.subscribe(c, Selection(types=["t2"]))
+        hub.subscribe(d, Selection(types=["t9"]))
+        evs = [
+            event("j1", "queued", type_="t1"),
+            event("j2", "queued", type_="t1"),
+            event("j3", "x", type_="t2"),
+        ]
+        hub.dispatch([(0, 0, evs)], {0: 1})
+        await eventually(lambda: all(s.frames for s in sockets[:3]), "frames")
+        cursor = encode_cursor({0: 1})
+        assert sockets[0].frames == [{"events": evs[:2], "cursor": cursor}]
+        assert sockets[1].frames == [{"events": evs, "cursor": cursor}]
+        assert sockets[2].frames == [{"events": evs[2:], "cursor": cursor}]
+        assert sockets[3].frames == []
+
+
+async def test_hub_closes_client_past_queue_max() -> None:
+    """A client whose backlog would pass queue_max is closed with 1008; others keep going."""
+    hub = Hub(queue_max=3)
+    hub.start({0: 0})
+    stuck, ok = FakeSocket(), FakeSocket()
+    gate = asyncio.Event()
+
+    async def never(text: str) -> None:
+        await gate.wait()
+
+    stuck.send_text = never  # type: ignore[method-assign]
+    async with Client(cast(WebSocket, stuck)) as slow, Client(cast(WebSocket, ok)) as fast:
+        for client in (slow, fast):
+            hub.add(client)
+            hub.subscribe(client, Selection(all=True))
+
+        def frames(n: int) -> Callable[[], bool]:
+            return lambda: len(ok.frames) == n
+
+        for offset in range(3):
+            hub.dispatch([(0, offset, [event("j", "queued"), event("j", "active")])], {0: offset + 1})
+            await eventually(frames(offset + 1), "the fast client's frame")
+        await slow.wait_closed()
+        assert stuck.closed == (1008, "too slow: fell more than 3 events behind")
+        assert len(hub) == 1
+
+
+# -- the real app ----------------------------------------------------------------------------
+
+
+class Running:
+    def __init__(self, app: FastAPI, server: uvicorn.Server, port: int) -> None:
+        self.app, self.server, self.port = app, server, port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}/ws"
+
+    @property
+    def gateway(self) -> Gateway:
+        gw: Gateway = self.app.state.gateway
+        return gw
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Running]:
+    """Serve create_app(settings) with uvicorn in this event loop until the block ends."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started or task.done(), "the gateway to start", 60 * S)
+        if task.done():
+            task.result()
+            raise AssertionError("uvicorn exited during startup")
+        yield Running(app, server, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30 * S)
+
+
+def gateway_settings(settings: Settings, **overrides: Any) -> GatewaySettings:
+    return GatewaySettings(**{**settings.model_dump(), **overrides})
+
+
+@pytest.fixture
+async def gw(settings: Settings) -> AsyncIterator[Running]:
+    async with running_gateway(gateway_settings(settings)) as running:
+        yield running
+
+
+@pytest.fixture
+async def publisher(settings: Settings) -> AsyncIterator[StatusPublisher]:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        async with StatusPublisher(producer, settings.topics.status, settings.status_partitions) as pub:
+            yield pub
+    finally:
+        await producer.stop()
+
+
+async def publish(pub: StatusPublisher, *events: dict[str, Any]) -> None:
+    """Publish and wait until Kafka has them all."""
+    for ev in events:
+        pub.publish(ev)
+    await pub.flush()
+
+
+class Peer:
+    """A test WebSocket client that keeps the frames and events it receives."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.frames: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.conn.send(message if isinstance(message, str) else orjson.dumps(message).decode())
+
+    async def frame(self, within: float = 10 * S) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.conn.recv(), within)
+        frame: dict[str, Any] = orjson.loads(raw)
+        self.frames.append(frame)
+        self.events.extend(frame.get("events", ()))
+        return frame
+
+    async def until(self, check: Callable[[dict[str, Any]], bool], within: float = 10 * S) -> dict[str, Any]:
+        """Read frames until one satisfies `check`; return it."""
+        deadline = time.monotonic() + within
+        while True:
+            frame = await self.frame(max(deadline - time.monotonic(), 0.001))
+            if check(frame):
+                return frame
+
+    async def subscribe(self, **selection: Any) -> dict[str, Any]:
+        """Subscribe and return the `subscribed` reply."""
+        await self.send({"subscribe": selection})
+        return await self.until(lambda f: "subscribed" in f)
+
+    async def wait_events(self, n: int, within: float = 10 * S) -> list[dict[str, Any]]:
+        await self.until(lambda f: len(self.events) >= n, within)
+        return self.events
+
+    async def barrier(self) -> None:
+        """Every frame queued for this client before now has been received."""
+        await self.subscribe()  # replies go through the same queue as events
+
+
+@contextlib.asynccontextmanager
+async def peer(running: Running, **kwargs: Any) -> AsyncIterator[Peer]:
+    async with connect(running.ws, max_size=None, **kwargs) as conn:
+        yield Peer(conn)
+
+
+def strip(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["job_id"], e["state"]) for e in events]
+
+
+async def test_job_events_arrive_in_order(gw: Running, publisher: StatusPublisher) -> None:
+    """A job's events reach its subscriber in publish order, as published."""
+    async with peer(gw) as client:
+        reply = await client.subscribe(jobs=["job-1"])
+        assert reply["subscribed"] == {"jobs": 1, "types": [], "all": False}
+        states = ["queued", "active", "progress", "completed"]
+        for state in states:
+            extra: dict[str, Any] = {}
+            if state == "progress":
+                extra["progress"] = {"percent": 50.0, "message": "half"}
+            await publish(publisher, event("job-1", state, worker="w1", **extra))
+        events = await client.wait_events(4)
+        assert strip(events) == [("job-1", s) for s in states]
+        assert events[2]["progress"] == {"percent": 50.0, "message": "half"}
+        assert events[0]["worker"] == "w1"
+        assert all(isinstance(f.get("cursor"), str) for f in client.frames if "events" in f)
+
+
+async def test_type_and_all_subscriptions_route(gw: Running, publisher: StatusPublisher) -> None:
+    """A type subscriber gets only that type, an all subscriber everything, a job one its job."""
+    async with peer(gw) as by_type, peer(gw) as everything, peer(gw) as by_job:
+        await by_type.subscribe(types=["mail.send"])
+        await everything.subscribe(all=True)
+        await by_job.subscribe(jobs=["j-b"])
+        evs = [
+            event("j-a", "queued", type_="mail.send"),
+            event("j-b", "queued", type_="img.resize"),
+            event("j-c", "queued", type_="pdf.render"),
+            event("j-a", "completed", type_="mail.send"),
+        ]
+        await publish(publisher, *evs)
+        await everything.wait_events(4)
+        assert sorted(strip(everything.events)) == sorted(strip(evs))
+        await by_type.barrier()
+        await by_job.barrier()
+        assert strip(by_type.events) == [("j-a", "queued"), ("j-a", "completed")]
+        assert strip(by_job.events) == [("j-b", "queued")]
+
+
+async def test_unsubscribe_stops_delivery(gw: Running, publisher: StatusPublisher) -> None:
+    """After unsubscribing, a client no longer receives that selection's events."""
+    async with peer(gw) as client, peer(gw) as everything:
+        await everything.subscribe(all=True)
+        await client.subscribe(types=["a.b"], jobs=["j1"])
+        await client.send({"unsubscribe": {"types": ["a.b"]}})
+        reply = await client.until(lambda f: "subscribed" in f)
+        assert reply["subscribed"] == {"jobs": 1, "types": [], "all": False}
+        await publish(publisher, event("j2", "queued", type_="a.b"), event("j1", "queued", type_="x"))
+        await everything.wait_events(2)
+        await client.barrier()
+        assert strip(client.events) == [("j1", "queued")]
+
+
+async def test_projector_writes_state_and_lookup(gw: Running, publisher: StatusPublisher) -> None:
+    """The projector stores each job's latest state; GET /jobs/{id} returns it, 404 if unknown."""
+    await publish(
+        publisher,
+        event("p-1", "queued"),
+        event("p-1", "active", worker="w"),
+        event("p-1", "completed", result={"ok": 1}),
+    )
+    async with httpx.AsyncClient(base_url=gw.http) as http:
+        deadline = time.monotonic() + 20 * S
+        while True:
+            r = await http.get("/jobs/p-1")
+            if r.status_code == 200 and r.json()["state"] == "completed":
+                break
+            assert time.monotonic() < deadline, f"projection never reached completed: {r.text}"
+            await asyncio.sleep(0.02)
+        body = r.json()
+        assert body["id"] == "p-1" and body["result"] == {"ok": 1} and body["attempt"] == 1
+        missing = await http.get("/jobs/nope")
+        assert missing.status_code == 404
+        assert "nope" in missing.json()["detail"]
+
+
+async def test_snapshot_on_job_subscription(gw: Running, publisher: StatusPublisher) -> None:
+    """Subscribing to a job that already finished sends its state first, then its recent events."""
+    await publish(publisher, event("s-1", "queued"), event("s-1", "completed", result=42))
+    async with httpx.AsyncClient(base_url=gw.http) as http:
+        deadline = time.monotonic() + 20 * S
+        while (r := await http.get("/jobs/s-1")).status_code != 200 or r.json()["state"] != "completed":
+            assert time.monotonic() < deadline, "projection never reached completed"
+            await asyncio.sleep(0.02)
+    async with peer(gw) as client:
+        await client.send({"subscribe": {"jobs": ["s-1", "unknown-job"]}})
+        reply = await client.frame()
+        assert reply["subscribed"]["jobs"] == 2
+        snapshot = await client.frame()
+        states = [(s["id"], s["state"], s["result"]) for s in snapshot["snapshot"]]
+        assert states == [("s-1", "completed", 42)]
+        recent = await client.frame()  # the ring's events not older than the snapshot
+        assert strip(recent["events"]) == [("s-1", "completed")]
+
+
+async def test_bad_message_gets_error_and_connection_stays(gw: Running, publisher: StatusPublisher) -> None:
+    """Malformed messages get an error frame saying what to send; the connection keeps working."""
+    async with peer(gw) as client:
+        for bad in ("not json", '{"subscribe": {"jobz": ["x"]}}', '{"subscribe": {"jobs": "x"}}', "[1]"):
+            await client.send(bad)
+            frame = await client.frame()
+            assert "subscribe" in frame["error"], frame
+        await client.conn.send(b"\x00binary")
+        assert "text frame" in (await client.frame())["error"]
+        await client.send({"subscribe": {"all": True, "cursor": "garbage"}})
+        frame = await client.frame()
+        assert frame["code"] == "bad_cursor"
+        await client.subscribe(jobs=["ok-1"])
+        await publish(publisher, event("ok-1", "queued"))
+        assert strip(await client.wait_events(1)) == [("ok-1", "queued")]
+
+
+async def test_resume_with_cursor_replays_missed(gw: Running, publisher: StatusPublisher) -> None:
+    """Reconnecting with the last cursor replays exactly the events missed meanwhile."""
+    async with peer(gw) as watcher:
+        await watcher.subscribe(all=True)
+        async with peer(gw) as first:
+            await first.subscribe(jobs=["r-1"])
+            await publish(publisher, event("r-1", "queued"))
+            frame = await first.until(lambda f: "events" in f)
+            cursor = frame["cursor"]
+        await publish(publisher, event("r-1", "active"), event("other", "queued"), event("r-1", "completed"))
+        await watcher.wait_events(4)  # the gateway has read them
+        async with peer(gw) as again:
+            await again.send({"subscribe": {"jobs": ["r-1"], "cursor": cursor}})
+            frame = await again.until(lambda f: "events" in f)
+            assert strip(frame["events"]) == [("r-1", "active"), ("r-1", "completed")]
+            assert not any("error" in f for f in again.frames)
+            # and live events follow
+            await publish(publisher, event("r-1", "completed", attempt=2))
+            await again.until(lambda f: "events" in f)
+            assert strip(again.events)[-1] == ("r-1", "completed")
+
+
+async def test_expired_cursor_gets_error_and_continues_live(
+    settings: Settings, publisher: StatusPublisher
+) -> None:
+    """A cursor from before the replay window gets code cursor_expired; live events still flow."""
+    await publish(publisher, *(event(f"old-{i}", "queued") for i in range(20)))
+    async with running_gateway(gateway_settings(settings)) as gw, peer(gw) as client:
+        zeros = {p: 0 for p in range(settings.status_partitions)}
+        await client.send({"subscribe": {"all": True, "cursor": encode_cursor(zeros)}})
+        error = await client.until(lambda f: "error" in f)
+        assert error == {"error": "cursor older than the gateway's replay window", "code": "cursor_expired"}
+        await publish(publisher, event("new-1", "queued"))
+        assert strip(await client.wait_events(1)) == [("new-1", "queued")]
+
+
+async def _slow_socket(port: int) -> socket.socket:
+    """A connected socket with a tiny receive buffer, so a client that stops reading
+    backs the server up quickly."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def test_slow_client_closed_while_others_get_everything(
+    settings: Settings, publisher: StatusPublisher
+) -> None:
+    """A client that stops reading is closed with 1008; another client still receives everything."""
+    async with running_gateway(gateway_settings(settings, client_queue_max=20)) as gw, peer(gw) as fast:
+        sock = await _slow_socket(gw.port)
+        async with connect(gw.ws, sock=sock, max_size=None, max_queue=1, compression=None) as slow_conn:
+            slow = Peer(slow_conn)
+            await slow.subscribe(all=True)
+            await fast.subscribe(all=True)
+            total = 0
+            for burst in range(30):  # ~10 MB: more than the socket buffers between them hold
+                blob = os.urandom(8_000).hex()
+                burst_events = [event(f"s{burst}-{i}", "completed", result=blob) for i in range(40)]
+                await publish(publisher, *burst_events)
+                total += 40
+            await eventually(lambda: len(gw.gateway.hub) == 1, "the slow client to be dropped", 30 * S)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # what it had buffered, then the close frame
+                    await asyncio.wait_for(slow_conn.recv(), 10 * S)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1008
+            assert closed.value.rcvd.reason == "too slow: fell more than 20 events behind"
+            await fast.wait_events(total, 30 * S)
+            assert len(fast.events) == total
+
+
+async def test_health_readiness_and_dashboard(gw: Running) -> None:
+    """healthz and readyz answer ok; / serves the self-contained dashboard."""
+    async with httpx.AsyncClient(base_url=gw.http) as http:
+        assert (await http.get("/healthz")).json() == {"ok": True}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"kafka": "ok", "redis": "ok"}
+        page = await http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "/ws" in page.text and "requestAnimationFrame" in page.text
+        assert "<script src" not in page.text and "<link" not in page.text
+
+
+async def test_shutdown_closes_clients_with_1001(gw: Running) -> None:
+    """Draining the gateway (what SIGTERM does) closes every client with 1001."""
+    async with peer(gw) as client:
+        await client.subscribe(all=True)
+        await gw.gateway.drain()
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.frame()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server shutting down")
+
+
+async def test_projector_waits_for_redis_and_recovers(settings: Settings, publisher: StatusPublisher) -> None:
+    """With Redis down the projector keeps its batch uncommitted, readyz says so, and it
+    catches up by itself once Redis is back."""
+    from jobstream.stack import RedisServer, StackError, ensure_redis_server
+
+    try:
+        ensure_redis_server()
+    except (StackError, OSError) as exc:
+        pytest.skip(f"no redis-server binary to start a private Redis: {exc}")
+    data = Path(tempfile.mkdtemp(prefix="jobstream-gw-redis-"))
+    private = RedisServer(data / "redis", port=free_port())
+    try:
+        s = gateway_settings(settings, redis_url=private.url)
+        async with running_gateway(s) as gw, httpx.AsyncClient(base_url=gw.http) as http:
+            await publish(publisher, event("down-1", "queued"), event("down-1", "completed"))
+            projector = gw.gateway.projector
+            assert projector is not None
+            await eventually(lambda: projector.redis_down, "the projector to notice Redis is down", 20 * S)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503 and ready.json() == {"kafka": "ok", "redis": "down"}
+            assert (await http.get("/jobs/down-1")).status_code == 503
+            await asyncio.to_thread(private.start)
+            await eventually(lambda: projector.applied >= 2, "the projector to catch up", 30 * S)
+            r = await http.get("/jobs/down-1")
+            assert r.status_code == 200 and r.json()["state"] == "completed"
+    finally:
+        await asyncio.to_thread(private.stop)
+        shutil.rmtree(data, ignore_errors=True)
