@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 
@@ -39,7 +40,17 @@ def load_object(spec: str) -> object:
 def _serve(app: object, host: str, port: int, level: str) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False, lifespan="on")  # type: ignore[arg-type]
+    # no per-message deflate: compressing every frame for clients subscribed to everything
+    # costs more CPU than the bandwidth it saves on a local network
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        lifespan="on",
+        ws_per_message_deflate=False,
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -96,7 +107,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     raise SystemExit(bench_cli(args))
 
 
-def _overrides(args: argparse.Namespace, *names: str) -> dict[str, object]:
+def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
@@ -134,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
     sm.add_argument("--api", default="http://127.0.0.1:8000")
     sm.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    sm.add_argument("--gateway", default="ws://127.0.0.1:8001/ws", help="WebSocket used by --wait")
+    sm.add_argument("--timeout", type=float, help="seconds --wait waits before giving up")
     sm.set_defaults(func=cmd_submit)
 
     bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")

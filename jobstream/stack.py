@@ -269,3 +269,24 @@ class LocalStack:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m jobstream.stack ensure`: install what the stack needs (CI and `make test`)."""
+    if argv != ["ensure"]:
+        print("usage: python -m jobstream.stack ensure", file=sys.stderr)
+        return 2
+    try:
+        if shutil.which("java") is None:
+            raise StackError("java is not installed; Kafka needs a JDK 17 or newer")
+        jars = ensure_kafka_jars(Path(os.environ.get("JOBSTREAM_DATA_DIR", ".data")))
+        redis = ensure_redis_server()
+    except StackError as exc:
+        _say(str(exc))
+        return 1
+    _say(f"ready: Kafka {KAFKA_VERSION} jars in {jars}, {redis}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,180 @@
+"""`jobstream submit TYPE PAYLOAD [--priority P] [--api URL] [--wait]`: a small HTTP client.
+
+It uses only the standard library and `websockets` (both runtime dependencies), so it
+works from a plain `pip install jobstream`.
+
+With `--wait` it follows the job on the gateway's WebSocket: subscribe to the id, print the
+snapshot (the state the job already reached: it may have run before we subscribed), then
+each event, until a terminal state. If the gateway cannot be reached it polls
+`GET /jobs/{id}` on the API instead, with backoff. Exit codes: 0 submitted (or, with
+`--wait`, completed); 1 the job ended dead or cancelled, or the API refused it; 2 bad
+arguments or the API unreachable; 3 `--timeout` passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
+
+TERMINAL = {"completed", "dead", "cancelled"}
+
+
+class Unreachable(Exception):
+    """The API did not answer at all (refused, DNS, timeout)."""
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def request(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
+    """One JSON request; returns (status, parsed body). HTTP errors are returned, not raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"accept": "application/json"})
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"cannot reach the API at {url}: {reason}") from None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def _detail(status: int, body: Any) -> str:
+    if isinstance(body, dict):
+        msg = str(body.get("detail", body))
+        for e in body.get("errors") or []:
+            if isinstance(e, dict):
+                msg += f"\n  {e.get('field', '?')}: {e.get('message', e)}"
+        return f"the API answered {status}: {msg}"
+    return f"the API answered {status}: {body}"
+
+
+class Printer:
+    """Prints each new state of one job once; knows when the job is over."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.last: tuple[Any, ...] | None = None
+        self.final: str | None = None
+
+    def show(self, item: Any) -> None:
+        if not isinstance(item, dict) or self.final is not None:
+            return
+        if item.get("job_id", item.get("id", self.job_id)) != self.job_id:
+            return
+        state, attempt = str(item.get("state", "")), item.get("attempt", 1)
+        key = (state, attempt, json.dumps(item.get("progress"), sort_keys=True))
+        if not state or key == self.last:
+            return
+        self.last = key
+        parts = [datetime.now().strftime("%H:%M:%S.%f")[:-3], f"{state:<9}", f"attempt {attempt}"]
+        if (p := item.get("progress")) and state == "progress":
+            parts.append(f"{p.get('percent', '?')}% {p.get('message') or ''}".rstrip())
+        if (e := item.get("error")) and state in ("failed", "retrying", "dead"):
+            text = f"{e.get('type', 'Error')}: {e.get('message', '')}" if isinstance(e, dict) else str(e)
+            parts.append(text)
+        if state == "completed" and item.get("result") is not None:
+            parts.append(f"result {json.dumps(item['result'])[:500]}")
+        print("  ".join(parts), flush=True)
+        if state in TERMINAL:
+            self.final = state
+
+
+def _poll_once(api: str, printer: Printer) -> None:
+    status, body = request("GET", f"{api}/jobs/{printer.job_id}")
+    if status == 200:
+        printer.show(body)
+    elif status != 404:  # 404: the projection has not seen the job yet
+        raise Unreachable(_detail(status, body))
+
+
+def follow_ws(gateway: str, api: str, printer: Printer, deadline: float) -> None:
+    """Follow over the WebSocket until the job ends or `deadline` (monotonic) passes."""
+    with connect(gateway, open_timeout=5, close_timeout=2) as ws:
+        ws.send(json.dumps({"subscribe": {"jobs": [printer.job_id]}}))
+        while printer.final is None and time.monotonic() < deadline:
+            try:
+                frame = json.loads(ws.recv(timeout=min(5.0, max(0.1, deadline - time.monotonic()))))
+            except TimeoutError:
+                # Quiet for a while: ask the API, which also closes any gap between the
+                # submit and the subscription. The WebSocket stays the source: an API that
+                # is down (e.g. stopped first on shutdown) is no reason to give up.
+                with contextlib.suppress(Unreachable):
+                    _poll_once(api, printer)
+                continue
+            if isinstance(frame, dict):
+                for item in [*(frame.get("snapshot") or []), *(frame.get("events") or [])]:
+                    printer.show(item)
+
+
+def follow_poll(api: str, printer: Printer, deadline: float) -> None:
+    delay = 0.1
+    while printer.final is None and time.monotonic() < deadline:
+        _poll_once(api, printer)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def submit_cli(args: argparse.Namespace) -> int:
+    """Submit one job, print its id, and with `--wait` print its states until it ends."""
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        _err(f"PAYLOAD is not valid JSON: {exc}")
+        return 2
+    if not isinstance(payload, dict):
+        _err("PAYLOAD must be a JSON object, e.g. '{\"n\": 1}'")
+        return 2
+    api = str(args.api).rstrip("/")
+    body = {"type": args.type, "payload": payload, "priority": args.priority}
+    try:
+        status, answer = request("POST", f"{api}/jobs", body)
+    except Unreachable as exc:
+        _err(f"{exc}\n  is the API running? (`make run` starts it on {api})")
+        return 2
+    if status not in (200, 202) or not isinstance(answer, dict) or "id" not in answer:
+        _err(_detail(status, answer))
+        if status == 503 and isinstance(answer, dict):
+            print("  a backing service (Kafka or Redis) is down; retry later", file=sys.stderr)
+        return 1
+    print(answer["id"], flush=True)
+    if not args.wait:
+        return 0
+    timeout = getattr(args, "timeout", None)
+    deadline = time.monotonic() + (timeout if timeout else float("inf"))
+    gateway = getattr(args, "gateway", None) or "ws://127.0.0.1:8001/ws"
+    printer = Printer(str(answer["id"]))
+    printer.show({"id": printer.job_id, "state": answer.get("state", "queued"), "attempt": 1})
+    try:
+        try:
+            follow_ws(gateway, api, printer, deadline)
+        except (OSError, WebSocketException) as exc:
+            print(f"(gateway {gateway} unavailable: {exc}; polling the API)", file=sys.stderr)
+            follow_poll(api, printer, deadline)
+    except Unreachable as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if printer.final is None:
+        _err(f"job {printer.job_id} did not end within {timeout}s")
+        return 3
+    return 0 if printer.final == "completed" else 1

@@ -1,0 +1,97 @@
+"""The local stack behind `make run`: stops without leftovers and keeps its data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis import Redis
+
+from jobstream import procs
+from jobstream.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _running(pid: int) -> bool:
+    """True if `pid` is a live process (a zombie has finished, so it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Pids whose command line mentions `folder` (what a leaked broker or Redis would show)."""
+    needle = str(folder).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "cmdline").read_bytes() and _running(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # it exited while we looked
+    return found
+
+
+async def _admin(bootstrap: str, create: str | None = None) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if create is not None:
+            await admin.create_topics([NewTopic(create, 1, 1)])
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def _start(data: Path, ports: tuple[int, int, int]) -> LocalStack:
+    kafka_port, controller_port, redis_port = ports
+    stack = LocalStack(
+        data,
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        redis_port=redis_port,
+        jar_cache=ROOT / ".data",
+    )
+    return stack.start()
+
+
+def test_stop_leaves_nothing_and_restart_keeps_data(tmp_path: Path) -> None:
+    """Stopping the stack ends Kafka and Redis; a second start on the same folder keeps the
+    cluster id, the topics and the Redis data (append-only file)."""
+    data = tmp_path / "stack"
+    ports = (procs.free_port(), procs.free_port(), procs.free_port())
+
+    stack = _start(data, ports)
+    try:
+        assert stack.kafka is not None and stack.kafka.proc is not None
+        assert stack.redis is not None and stack.redis.proc is not None
+        pids = [stack.kafka.proc.pid, stack.redis.proc.pid]
+        topics = asyncio.run(_admin(stack.kafka.bootstrap, create="kept-topic"))
+        assert "kept-topic" in topics
+        with Redis.from_url(stack.redis.url) as r:
+            r.set("kept-key", b"v1")
+        meta = (data / "kafka" / "logs" / "meta.properties").read_text()
+    finally:
+        stack.stop()
+
+    assert not [p for p in pids if _running(p)], "a stack process outlived stop()"
+    assert _processes_using(data) == []
+    assert not procs.port_open(ports[0]) and not procs.port_open(ports[2])
+
+    stack = _start(data, ports)
+    try:
+        assert stack.kafka is not None and stack.redis is not None
+        assert "kept-topic" in asyncio.run(_admin(stack.kafka.bootstrap))
+        with Redis.from_url(stack.redis.url) as r:
+            assert r.get("kept-key") == b"v1"
+        cluster_id = next(line for line in meta.splitlines() if line.startswith("cluster.id="))
+        assert cluster_id in (data / "kafka" / "logs" / "meta.properties").read_text()
+    finally:
+        stack.stop()
+    assert _processes_using(data) == []
