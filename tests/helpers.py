@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer
+from starlette.types import Receive, Scope, Send
 
 from jobstream.kafka import make_producer
 from jobstream.settings import Settings
@@ -97,3 +99,17 @@ class StatusLog:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Any, base_url: str = "http://app") -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan and an httpx client that calls it in-process, as a server would."""
+    async with app.router.lifespan_context(app) as state:
+
+        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"] = dict(state or {})
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30) as client:
+            yield client

@@ -72,7 +72,7 @@ async def test_sigterm_mid_run_completes_every_job_exactly_once(
 async def test_sigkill_mid_run_loses_nothing_and_bounds_duplicates(
     settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Killing one of two workers with SIGKILL: every job completes; re-runs are bounded by its in-flight jobs."""
+    """SIGKILL one of two workers: every job completes; re-runs are bounded by its in-flight jobs."""
     jobs = [make_job("example.sleep", {"ms": 100}) for _ in range(300)]
     a = start_worker(env, tmp_path / "a.log")
     b = start_worker(env, tmp_path / "b.log")

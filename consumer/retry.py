@@ -1,0 +1,106 @@
+"""Backoff, delay tiers and the due clock: when a failed job runs again, and where it waits.
+
+Pure functions and a small class; time and randomness are passed in.
+
+A failed attempt with attempts left waits on a retry topic, one topic per delay tier.
+Every record in a tier waits that tier's delay from when it was written, so a tier's
+records fall due in log order and a reader only ever has to look at a partition's head.
+The tier is the one nearest (on a log scale) to the backoff delay the job asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+
+from schemas import Backoff
+
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TIER = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Tier:
+    delay_ms: int
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> Tier:
+        """`"10s"` is a 10-second tier named `10s`; units are ms, s, m, h, d."""
+        m = _TIER.match(text.strip())
+        if m is None or int(m.group(1)) <= 0:
+            raise ValueError(f"a retry tier is a positive number and a unit (ms, s, m, h, d), got {text!r}")
+        return cls(int(m.group(1)) * _UNITS[m.group(2)], text.strip())
+
+
+def parse_tiers(text: str) -> tuple[Tier, ...]:
+    """`"1s,10s,1m"`: the tiers, shortest first; duplicates are refused."""
+    tiers = sorted(Tier.parse(t) for t in text.split(",") if t.strip())
+    if not tiers:
+        raise ValueError("at least one retry tier is needed")
+    if len({t.delay_ms for t in tiers}) != len(tiers):
+        raise ValueError(f"retry tiers repeat a delay: {text!r}")
+    return tuple(tiers)
+
+
+def backoff_delay_ms(backoff: Backoff, attempt: int, rng: random.Random | None = None) -> int:
+    """The wait after failed attempt `attempt` (1-based): base * 2^(attempt-1) for exponential,
+    base for fixed, capped at max_ms, then spread by ± jitter (a fraction), never negative."""
+    if backoff.kind == "fixed":
+        delay = float(backoff.base_ms)
+    else:
+        delay = backoff.base_ms * math.pow(2, min(attempt - 1, 62))
+    delay = min(delay, float(backoff.max_ms))
+    if backoff.jitter > 0:
+        r = (rng or random).uniform(-backoff.jitter, backoff.jitter)
+        delay *= 1 + r
+    return max(0, round(delay))
+
+
+def choose_tier(delay_ms: int, tiers: tuple[Tier, ...]) -> Tier:
+    """The tier whose delay is nearest to `delay_ms` on a log scale (ties go to the shorter)."""
+    if delay_ms <= tiers[0].delay_ms:
+        return tiers[0]
+    if delay_ms >= tiers[-1].delay_ms:
+        return tiers[-1]
+    target = math.log(delay_ms)
+    return min(tiers, key=lambda t: (abs(math.log(t.delay_ms) - target), t.delay_ms))
+
+
+class DueClock:
+    """Per retry partition: may the head record run now, or until when must it wait?
+
+    A partition whose head is not due is paused until that moment; every other
+    partition flows on. `pauses` is re-derived from fetched heads after a rebalance.
+    """
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until: dict[object, int] = {}
+
+    def check(self, tp: object, due_ms: int | None, now_ms: int) -> int | None:
+        """None when a record due at `due_ms` may run now; else the time to wait for."""
+        if due_ms is None or due_ms <= now_ms:
+            return None
+        self._until[tp] = due_ms
+        return due_ms
+
+    def expired(self, now_ms: int) -> list[object]:
+        """Partitions whose wait is over; they are forgotten here."""
+        done = [tp for tp, until in self._until.items() if until <= now_ms]
+        for tp in done:
+            del self._until[tp]
+        return done
+
+    def waiting(self, tp: object) -> bool:
+        return tp in self._until
+
+    def forget(self, tps: set[object]) -> None:
+        for tp in tps:
+            self._until.pop(tp, None)
+
+    def next_wake(self) -> int | None:
+        return min(self._until.values(), default=None)

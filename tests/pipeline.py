@@ -1,0 +1,74 @@
+"""The whole pipeline as separate processes (API, gateway, workers) for end-to-end tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from jobstream import procs
+
+
+@dataclass
+class Pipeline:
+    api: str
+    gateway: str
+    ws: str
+    logs: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url} exited with {proc.returncode}:\n{procs.tail(log)}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not ready after {timeout_s}s:\n{procs.tail(log)}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def run_pipeline(
+    env: dict[str, str], logs: Path, workers: int = 2, concurrency: int = 32
+) -> Iterator[Pipeline]:
+    """Start API, gateway and workers; stop them all (SIGTERM) on exit."""
+    api_port, gw_port = procs.free_port(), procs.free_port()
+    cli = [sys.executable, "-m", "jobstream.cli"]
+    children: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        api_log, gw_log = logs / "api.log", logs / "gateway.log"
+        api = procs.spawn([*cli, "api", "--port", str(api_port)], env=env, log=api_log)
+        children.append((api, api_log))
+        gw = procs.spawn([*cli, "gateway", "--port", str(gw_port)], env=env, log=gw_log)
+        children.append((gw, gw_log))
+        p = Pipeline(
+            f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{gw_port}",
+            f"ws://127.0.0.1:{gw_port}/ws",
+            logs,
+        )
+        for i in range(workers):
+            log = logs / f"worker-{i}.log"
+            w = procs.spawn(
+                [*cli, "worker", "consumer.examples:app", "--concurrency", str(concurrency)], env=env, log=log
+            )
+            children.append((w, log))
+            p.workers.append(w)
+        _wait_ready(p.api, api, api_log)
+        _wait_ready(p.gateway, gw, gw_log)
+        yield p
+    finally:
+        for proc, _ in reversed(children):
+            procs.stop(proc, grace_s=30)
