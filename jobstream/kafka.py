@@ -36,6 +36,7 @@ def make_producer(settings: Settings, *, linger_ms: int = 2, request_timeout_ms:
 def topic_specs(settings: Settings) -> list[NewTopic]:
     t = settings.topics
     specs = [NewTopic(name, settings.partitions, 1) for name in t.job_topics]
+    specs.extend(NewTopic(t.retry(tier), settings.partitions, 1) for tier in settings.retry_tier_names)
     specs.append(NewTopic(t.status, settings.status_partitions, 1))
     specs.append(
         NewTopic(t.dlq, settings.partitions, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)})

@@ -31,10 +31,19 @@ class Settings(BaseSettings):
     status_partitions: int = Field(6, ge=1, le=1024)
     log_level: str = "INFO"
     state_ttl_s: int = Field(7 * 86_400, ge=60, description="how long the projection keeps a job")
+    retry_tiers: str = Field(
+        "1s,10s,1m,10m,1h",
+        pattern=r"^\s*\d+(ms|s|m|h|d)\s*(,\s*\d+(ms|s|m|h|d)\s*)*$",
+        description="delay tiers of the retry topics, e.g. 1s,10s,1m,10m,1h",
+    )
 
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    @property
+    def retry_tier_names(self) -> list[str]:
+        return [t.strip() for t in self.retry_tiers.split(",") if t.strip()]
 
     @property
     def redis_prefix(self) -> str:

@@ -6,13 +6,17 @@ Nothing in this package does I/O.
 from __future__ import annotations
 
 from schemas.codec import (
+    decode_dead_letter,
     decode_job,
     decode_status_batch,
+    encode_dead_letter,
     encode_job,
     encode_status_batch,
     job_headers,
+    partition_for,
     status_partition,
 )
+from schemas.dead_letter import AttemptError, DeadLetter, DeadReason, Source
 from schemas.errors import DecodeError, SchemaError
 from schemas.ids import new_job_id
 from schemas.job import (
@@ -33,7 +37,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL_STATES",
     "TYPE_PATTERN",
+    "AttemptError",
     "Backoff",
+    "DeadLetter",
+    "DeadReason",
     "DecodeError",
     "JobEnvelope",
     "JobError",
@@ -42,14 +49,18 @@ __all__ = [
     "Priority",
     "Progress",
     "SchemaError",
+    "Source",
     "StatusEvent",
     "Topics",
+    "decode_dead_letter",
     "decode_job",
     "decode_status_batch",
+    "encode_dead_letter",
     "encode_job",
     "encode_status_batch",
     "job_headers",
     "new_job_id",
+    "partition_for",
     "state_rank",
     "status_partition",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from schemas.dead_letter import DeadLetter
 from schemas.errors import DecodeError
 from schemas.job import JobEnvelope
 from schemas.topics import HEADER_ATTEMPT, HEADER_SCHEMA, HEADER_TYPE, SCHEMA_VERSION
@@ -41,6 +42,28 @@ def job_headers(job: JobEnvelope) -> Headers:
         (HEADER_TYPE, job.type.encode()),
         (HEADER_ATTEMPT, str(job.attempt).encode()),
     ]
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a job-topic record (job, retry, dead letter) with this key.
+
+    Every producer uses this instead of the client's partitioner, so a key maps to the
+    same partition number on every job topic, and Python's murmur2 is not paid per record.
+    """
+    return zlib.crc32(key.encode()) % partitions
+
+
+def encode_dead_letter(dead: DeadLetter) -> bytes:
+    return dead.model_dump_json(exclude_none=True).encode()
+
+
+def decode_dead_letter(raw: bytes | None) -> DeadLetter:
+    if raw is None:
+        raise DecodeError("record has no value")
+    try:
+        return DeadLetter.model_validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(f"not a dead letter: {_first_error(exc)}") from None
 
 
 def status_partition(job_id: str, partitions: int) -> int:

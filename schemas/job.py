@@ -77,6 +77,9 @@ class JobEnvelope(BaseModel):
     parent_id: str | None = None
     then: list[JobSpec] = Field(default_factory=list)
     replay_of: str | None = None
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="the errors of earlier attempts (schemas.AttemptError)"
+    )
 
     @property
     def partition_key(self) -> str:
