@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.errors import ConfigError
-from schemas import TYPE_PATTERN, JobEnvelope
+from schemas import TYPE_PATTERN, Backoff, JobEnvelope
 
 
 class ProgressSink(Protocol):
@@ -64,6 +65,9 @@ class HandlerSpec:
     func: Handler
     timeout_s: float | None = None
     ordered: bool = False  # records with the same key run one at a time, in order
+    max_attempts: int | None = None  # a job's own setting wins over these
+    backoff: Backoff | None = None
+    non_retryable: tuple[builtins.type[BaseException], ...] = ()
 
 
 @dataclass
@@ -74,16 +78,31 @@ class WorkerApp:
     handlers: dict[str, HandlerSpec] = field(default_factory=dict)
 
     def handler(
-        self, job_type: str, *, timeout_s: float | None = None, ordered: bool = False
+        self,
+        job_type: str,
+        *,
+        timeout_s: float | None = None,
+        ordered: bool = False,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        non_retryable: tuple[type[BaseException], ...] = (),
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated async function for `job_type`."""
+        """Register the decorated async function for `job_type`.
+
+        `max_attempts` and `backoff` apply to jobs that set none; an exception that is an
+        instance of a `non_retryable` class (or of `NonRetryable`) ends the job at once.
+        """
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
         if not re.fullmatch(TYPE_PATTERN[1:-1], job_type):
             raise ConfigError(f"job type {job_type!r} must match {TYPE_PATTERN}")
         if job_type in self.handlers:
             raise ConfigError(f"a handler for {job_type!r} is registered already")
 
         def register(func: Handler) -> Handler:
-            self.handlers[job_type] = HandlerSpec(job_type, func, timeout_s, ordered)
+            self.handlers[job_type] = HandlerSpec(
+                job_type, func, timeout_s, ordered, max_attempts, backoff, tuple(non_retryable)
+            )
             return func
 
         return register

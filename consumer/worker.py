@@ -34,10 +34,12 @@ from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
 from consumer.offsets import OffsetTracker
+from consumer.retry import DueClock
+from consumer.routing import Failure, Router
 from jobstream.kafka import make_producer
 from jobstream.settings import WorkerSettings
 from jobstream.status import StatusPublisher
-from schemas import DecodeError, JobEnvelope, Priority, decode_job
+from schemas import HEADER_DUE, DecodeError, JobEnvelope, Priority, Source, decode_job
 
 log = logging.getLogger("jobstream.worker")
 
@@ -85,6 +87,9 @@ class Worker:
         self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         t = settings.topics
         self._levels = {t.jobs(p): p.rank for p in Priority}
+        self._topics = [*self._levels, *(t.retry(name) for name in settings.retry_tier_names)]
+        self._due = DueClock()
+        self._due_timer: asyncio.TimerHandle | None = None
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._running: set[Item] = set()
@@ -98,6 +103,7 @@ class Worker:
         self._done = DoneStore(self._redis, settings.redis_prefix, settings.done_ttl_s)
         self._producer = make_producer(settings, linger_ms=settings.linger_ms)
         self._status = StatusPublisher(self._producer, t.status, settings.status_partitions)
+        self._router = Router(settings, self._producer, self._status, self.id, self._stopping.is_set)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=t.workers_group,
@@ -105,6 +111,8 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2_000,
+            # a resumed retry partition is fetched on the next round: bound how long that waits
+            fetch_max_wait_ms=50,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
@@ -124,7 +132,7 @@ class Worker:
         await self._producer.start()
         self._status.start()
         self._done.start()
-        self._consumer.subscribe(list(self._levels), listener=_Listener(self))
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
         await self._consumer.start()
         self._spawn(self._fetch_loop(), "fetch")
         self._spawn(self._commit_loop(), "commit")
@@ -181,6 +189,9 @@ class Worker:
     def adopt(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._trackers.setdefault(tp, OffsetTracker())
+        # pauses are lost in a rebalance: a retry partition still waiting stays paused
+        if waiting := [tp for tp in assigned if self._due.waiting(tp)]:
+            self._consumer.pause(*waiting)
         log.info("worker %s assigned %d partitions", self.id, len(assigned))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
@@ -240,11 +251,14 @@ class Worker:
 
     async def _take_in(self, batches: dict[TopicPartition, list[Any]]) -> None:
         items: list[Item] = []
+        now_ms = _now_ms()
         for tp, records in batches.items():
             tracker = self._trackers.get(tp)
-            level = self._levels.get(tp.topic)
-            if tracker is None or level is None:
+            if tracker is None:
                 continue
+            level = self._levels.get(tp.topic)  # None on a retry topic: the job's priority
+            if level is None:
+                records = self._due_part(tp, records, now_ms)
             for record in records:
                 try:
                     tracker.add(record.offset)
@@ -253,13 +267,12 @@ class Worker:
                 try:
                     job = decode_job(record.value)
                 except DecodeError as exc:
-                    self.stats["poison"] += 1
-                    log.warning("poison record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
-                    tracker.done(record.offset)
+                    self._spawn(self._poison(tp, record, tracker, str(exc)), "poison")
                     continue
                 spec = self.app.handlers.get(job.type)
                 key = job.key if spec is not None and spec.ordered and job.key is not None else None
-                items.append(Item(tp, record.offset, tracker, job, spec, level, key))
+                lvl = level if level is not None else job.priority.rank
+                items.append(Item(tp, record.offset, tracker, job, spec, lvl, key))
         if not items:
             return
         done = await self._done.seen([i.job.id for i in items])
@@ -277,12 +290,49 @@ class Worker:
         self._apply_pauses(touched)
         self._wake(len(self._dispatch))
 
+    def _due_part(self, tp: TopicPartition, records: list[Any], now_ms: int) -> list[Any]:
+        """The records of a retry partition that are due; at the first that is not, pause
+        the partition until it is and rewind to it (every record behind it is due later)."""
+        for i, record in enumerate(records):
+            until = self._due.check(tp, _due_ms(record.headers), now_ms)
+            if until is not None:
+                self._consumer.seek(tp, record.offset)
+                self._consumer.pause(tp)
+                self._schedule_due_wake()
+                return records[:i]
+        return records
+
+    def _schedule_due_wake(self) -> None:
+        wake = self._due.next_wake()
+        if wake is None:
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        delay = max(0.0, (wake - _now_ms()) / 1000)
+        self._due_timer = asyncio.get_running_loop().call_later(delay, self._due_wake)
+
+    def _due_wake(self) -> None:
+        self._due_timer = None
+        assigned = self._consumer.assignment()
+        paused = self._dispatch.paused
+        ready = [tp for tp in self._due.expired(_now_ms()) if tp in assigned and tp not in paused]
+        if ready:
+            self._consumer.resume(*ready)
+        self._schedule_due_wake()
+
+    async def _poison(self, tp: TopicPartition, record: Any, tracker: OffsetTracker, why: str) -> None:
+        self.stats["poison"] += 1
+        log.warning("poison record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, why)
+        source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset)
+        if await self._router.poison(record.value, source, why):
+            tracker.done(record.offset)
+
     def _apply_pauses(self, tps: set[TopicPartition]) -> None:
         pause, resume = self._dispatch.pause_changes(set(tps))
         assigned = self._consumer.assignment()
         if pause := [tp for tp in pause if tp in assigned]:
             self._consumer.pause(*pause)
-        if resume := [tp for tp in resume if tp in assigned]:
+        if resume := [tp for tp in resume if tp in assigned and not self._due.waiting(tp)]:
             self._consumer.resume(*resume)
 
     def _wake(self, n: int) -> None:
@@ -313,11 +363,8 @@ class Worker:
         self._running.add(item)
         try:
             if spec is None:
-                err = {
-                    "type": "UnknownJobType",
-                    "message": f"no handler for job type {job.type!r} on this worker",
-                }
-                self._report(item, "failed", error=err)
+                msg = f"no handler for job type {job.type!r} on this worker"
+                await self._fail(item, Failure({"type": "UnknownJobType", "message": msg}))
                 return
             self._emit(job, "active")
             timeout = job.timeout_s or spec.timeout_s or self.settings.default_timeout_s
@@ -333,19 +380,27 @@ class Worker:
                     task.uncancel()
                 log.info("job %s %s aborted by drain; left for redelivery", job.id, job.type)
                 return
-            except TimeoutError:
-                if cm.expired():
-                    exc = JobTimeout(f"job exceeded its timeout of {timeout}s")
-                self._report(item, "failed", error=_error_dict(exc))
             except Exception as exc:
-                self._report(item, "failed", error=_error_dict(exc))
+                if isinstance(exc, TimeoutError) and cm.expired():
+                    timed_out = JobTimeout(f"job exceeded its timeout of {timeout}s")
+                    await self._fail(item, Failure(_error_dict(timed_out), timed_out, timed_out=True))
+                else:
+                    await self._fail(item, Failure(_error_dict(exc), exc))
             else:
-                self._report(item, "completed", result=result)
+                self._completed(item, result)
         finally:
             self._running.discard(item)
             item.task = None
             self._dispatch.finished(item, time.monotonic() * 1000)
             self._changed.set()
+
+    async def _fail(self, item: Item, failure: Failure) -> None:
+        self.stats["failed"] += 1
+        job = item.job
+        log.info("job %s %s failed attempt %d: %s", job.id, job.type, job.attempt, failure.error["message"])
+        source = Source(topic=item.tp.topic, partition=item.tp.partition, offset=item.offset)
+        if await self._router.failed(job, item.spec, failure, source):
+            item.tracker.done(item.offset)
 
     def _progress(self, job: JobEnvelope, percent: float, message: str | None) -> None:
         self._emit(job, "progress", progress={"percent": percent, "message": message})
@@ -360,20 +415,16 @@ class Worker:
     def _emit(self, job: JobEnvelope, state: str, **fields: Any) -> None:
         self._status.publish(self._event(job, state, fields))
 
-    def _report(self, item: Item, state: str, **fields: Any) -> None:
+    def _completed(self, item: Item, result: Any) -> None:
         """Publish the outcome; once Kafka has it, the record's offset may be committed."""
         job = item.job
-        self.stats[state] = self.stats.get(state, 0) + 1
-        if state == "failed":
-            err = fields.get("error") or {}
-            log.info("job %s %s failed attempt %d: %s", job.id, job.type, job.attempt, err.get("message"))
-        event = self._event(job, state, fields)
+        self.stats["completed"] += 1
+        event = self._event(job, "completed", {"result": result})
 
         def acked(err: BaseException | None) -> None:
             if err is None:
                 item.tracker.done(item.offset)
-                if state == "completed":
-                    self._done.add(job.id)
+                self._done.add(job.id)
             else:  # keep the offset pending and try again: an outcome is never dropped
                 log.warning("status for job %s not acknowledged (%s); retrying", job.id, err)
                 asyncio.get_running_loop().call_later(REPUBLISH_DELAY_S, self._status.publish, event, acked)
@@ -409,6 +460,16 @@ class Worker:
             for tp, point in offsets.items():
                 if (kept := self._trackers.get(tp)) is not None:
                     kept.committed(point)
+
+
+def _due_ms(headers: Any) -> int | None:
+    for name, value in headers or ():
+        if name == HEADER_DUE:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _check_result(result: Any) -> None:

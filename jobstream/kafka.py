@@ -7,11 +7,12 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from jobstream.settings import Settings
+from schemas import partition_for
 
 log = logging.getLogger("jobstream.kafka")
 
@@ -33,6 +34,32 @@ def make_producer(settings: Settings, *, linger_ms: int = 2, request_timeout_ms:
     )
 
 
+class Partitioner:
+    """Partition numbers for job-topic records: `partition_for(key, count)`, with each
+    topic's partition count cached (see `schemas.partition_for` for why not aiokafka's)."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._counts: dict[str, int] = {}
+
+    async def count(self, topic: str) -> int:
+        n = self._counts.get(topic)
+        if n is None:
+            n = self._counts[topic] = len(await self._producer.partitions_for(topic))
+        return n
+
+    async def partition(self, topic: str, key: str) -> int:
+        return partition_for(key, await self.count(topic))
+
+    def refresh(self) -> None:
+        """Re-read the cached counts from the producer's metadata (topics can grow)."""
+        cluster = self._producer.client.cluster
+        for topic in list(self._counts):
+            parts = cluster.partitions_for_topic(topic)
+            if parts:
+                self._counts[topic] = len(parts)
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
     t = settings.topics
     specs = [NewTopic(name, settings.partitions, 1) for name in t.job_topics]
@@ -45,19 +72,22 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     return specs
 
 
-async def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float = 30.0) -> None:
-    """New partitions answer NotLeaderForPartition until their leader is elected; wait."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        described = await admin.describe_topics(names)
-        if all(
-            t.get("error_code", 0) == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-            for t in described
-        ):
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"topics {names} have no leaders after {timeout_s}s")
-        await asyncio.sleep(0.05)
+async def _wait_for_leaders(settings: Settings, names: list[str], timeout_s: float = 60.0) -> None:
+    """New partitions answer NotLeaderForPartition until the broker has taken leadership,
+    which comes after the metadata already names a leader; a ListOffsets request is served
+    only by a ready leader, so wait for one to succeed on every new partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            tps: list[TopicPartition] = []
+            for name in names:
+                while not (parts := consumer.partitions_for_topic(name)):
+                    await consumer._client.force_metadata_update()  # the topic is new to this client
+                tps.extend(TopicPartition(name, p) for p in parts)
+            await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -71,7 +101,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process raced us
                 await admin.create_topics(missing)
-            await _wait_for_leaders(admin, [s.name for s in missing])
+            await _wait_for_leaders(settings, [s.name for s in missing])
         return [s.name for s in missing]
     finally:
         await admin.close()

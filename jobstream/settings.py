@@ -58,7 +58,6 @@ class ApiSettings(Settings):
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch: int = Field(10_000, ge=1)
     submit_timeout_s: float = Field(5.0, gt=0)
-    default_max_attempts: int = Field(3, ge=1, le=100)
     default_timeout_s: float | None = Field(None, gt=0)
     # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now);
     # batching still happens while a produce request is in flight
@@ -74,6 +73,7 @@ class WorkerSettings(Settings):
     done_ttl_s: int = Field(7 * 86_400, ge=60, description="how long a completed id is remembered")
     default_timeout_s: float | None = Field(None, gt=0)
     worker_id: str | None = None
+    default_max_attempts: int = Field(3, ge=1, le=100, description="for jobs and handlers that set none")
     session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
     linger_ms: int = Field(0, ge=0, description="0 keeps status events ahead of retry records")
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from jobstream.kafka import Partitioner
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.errors import Unavailable
@@ -40,38 +40,11 @@ from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.inputs import ItemError
 from producer.metrics import Metrics
-from schemas import Backoff, JobEnvelope, JobSpec, encode_job, job_headers, new_job_id
+from schemas import JobEnvelope, JobSpec, encode_job, job_headers, new_job_id, partition_for
 
 log = logging.getLogger("jobstream.producer.submit")
 
 PROJECTION_TIMEOUT_S = 1.0
-_DEFAULT_BACKOFF = Backoff()
-
-
-class Partitioner:
-    """`crc32(key) % partitions`, with each topic's partition count cached."""
-
-    def __init__(self, producer: Any) -> None:
-        self._producer = producer
-        self._counts: dict[str, int] = {}
-
-    async def count(self, topic: str) -> int:
-        n = self._counts.get(topic)
-        if n is None:
-            n = self._counts[topic] = len(await self._producer.partitions_for(topic))
-        return n
-
-    def refresh(self) -> None:
-        """Re-read the cached counts from the producer's metadata (topics can grow)."""
-        cluster = self._producer.client.cluster
-        for topic in list(self._counts):
-            parts = cluster.partitions_for_topic(topic)
-            if parts:
-                self._counts[topic] = len(parts)
-
-    @staticmethod
-    def partition(key: bytes, count: int) -> int:
-        return zlib.crc32(key) % count
 
 
 class Submitter:
@@ -94,7 +67,6 @@ class Submitter:
         self._metrics = metrics
         self._topics = settings.topics
         self._timeout_s = settings.submit_timeout_s
-        self._max_attempts = settings.default_max_attempts
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
 
@@ -174,13 +146,13 @@ class Submitter:
                     topic = self._topics.jobs(env.priority)
                     n = counts.get(topic) or await self._partitioner.count(topic)
                     counts[topic] = n
-                    key = env.partition_key.encode()
+                    key = env.partition_key
                     futures.append(
                         await producer.send(
                             topic,
                             encode_job(env),
-                            key=key,
-                            partition=zlib.crc32(key) % n,
+                            key=key.encode(),
+                            partition=partition_for(key, n),
                             headers=job_headers(env),
                         )
                     )
@@ -213,8 +185,9 @@ class Submitter:
             payload=spec.payload,
             priority=spec.priority,
             attempt=1,
-            max_attempts=spec.max_attempts if spec.max_attempts is not None else self._max_attempts,
-            backoff=spec.backoff if spec.backoff is not None else _DEFAULT_BACKOFF,
+            # unset stays unset: the worker applies the handler's setting, then its default
+            max_attempts=spec.max_attempts,
+            backoff=spec.backoff,
             timeout_s=spec.timeout_s if spec.timeout_s is not None else self._timeout_default,
             key=spec.key,
             created_at=now,

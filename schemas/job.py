@@ -67,8 +67,8 @@ class JobEnvelope(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.normal
     attempt: int = Field(1, ge=1)
-    max_attempts: int = Field(3, ge=1)
-    backoff: Backoff = Field(default_factory=Backoff)
+    max_attempts: int | None = Field(None, ge=1, description="unset: the handler's, then the worker's")
+    backoff: Backoff | None = None
     timeout_s: float | None = None
     key: str | None = None
     idempotency_key: str | None = None

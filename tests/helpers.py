@@ -113,3 +113,20 @@ async def asgi_client(app: Any, base_url: str = "http://app") -> AsyncIterator[h
         transport = httpx.ASGITransport(app=asgi)
         async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30) as client:
             yield client
+
+
+async def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list[Any]:
+    """The first `count` records of `topic` (waits for them)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -128,7 +128,7 @@ async def test_submit_produces_record_and_queued_status(api: Api) -> None:
     assert headers["js-schema"] == b"1"
     env = decode_job(rec.value)
     assert (env.id, env.type, env.payload, env.priority) == (job_id, "email.send", {"to": "a@b.c"}, "high")
-    assert (env.attempt, env.max_attempts, env.key) == (1, api.settings.default_max_attempts, "user-7")
+    assert (env.attempt, env.max_attempts, env.key) == (1, None, "user-7")  # unset: worker decides
     assert env.created_at > 0
 
     events = await status_events(api.settings.kafka_bootstrap_servers, topics.status, {job_id})

@@ -26,19 +26,22 @@ async def test_jobs_complete_and_report_each_state(settings: Settings) -> None:
 
 
 async def test_failures_timeouts_unknown_types_and_poison_do_not_stop_the_worker(settings: Settings) -> None:
-    """A raising handler, a timeout, an unknown type and a poison record each end reported; the rest run."""
-    failing = make_job("example.fail")
-    slow = make_job("example.sleep", {"ms": 5000}, timeout_s=0.2)
+    """A raising handler, a timeout, an unknown type and a poison record each end dead; the rest run."""
+    failing = make_job("example.fail", max_attempts=1)
+    slow = make_job("example.sleep", {"ms": 5000}, timeout_s=0.2, max_attempts=1)
     unknown = make_job("no.such.type")
     good = [make_job("example.echo", {"i": i}) for i in range(10)]
     async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
         await produce_jobs(settings, [failing, slow, unknown, *good], raw=[b"\x00not json"])
         await status.wait_for(
-            lambda: status.count("completed") == 10 and status.count("failed") == 3, 30, "outcomes"
+            lambda: status.count("completed") == 10 and status.count("dead") == 3, 30, "outcomes"
         )
+    assert status.states(failing.id) == ["active", "failed", "dead"]
     assert status.events[failing.id][-1]["error"]["type"] == "RuntimeError"
+    assert status.events[failing.id][-1]["reason"] == "exhausted"
     assert status.events[slow.id][-1]["error"]["type"] == "JobTimeout"
-    assert status.events[unknown.id][-1]["error"]["type"] == "UnknownJobType"
+    assert status.events[slow.id][-1]["reason"] == "timeout"
+    assert status.events[unknown.id][-1]["reason"] == "unknown_type"
 
 
 async def test_progress_events_arrive_in_order(settings: Settings) -> None:

@@ -1,0 +1,67 @@
+"""Backoff, tier choice and the due clock (pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from consumer.retry import DueClock, Tier, backoff_delay_ms, choose_tier, parse_tiers
+from schemas import Backoff
+
+TIERS = parse_tiers("1s,10s,1m,10m,1h")
+
+
+def test_parse_tiers_sorts_and_validates() -> None:
+    """Tiers parse with units, sort by delay, and refuse junk and repeats."""
+    assert [t.delay_ms for t in parse_tiers("10s, 500ms,1m")] == [500, 10_000, 60_000]
+    assert Tier.parse("2h") == Tier(7_200_000, "2h")
+    for bad in ("", "10", "1x", "0s", "1s,1000ms"):
+        with pytest.raises(ValueError):
+            parse_tiers(bad)
+
+
+@pytest.mark.parametrize(
+    ("delay_ms", "tier"),
+    [(0, "1s"), (900, "1s"), (2_000, "1s"), (4_000, "10s"), (10_000, "10s"), (40_000, "1m"),
+     (5 * 60_000, "10m"), (86_400_000, "1h")],
+)  # fmt: skip
+def test_choose_tier_is_nearest_on_a_log_scale(delay_ms: int, tier: str) -> None:
+    """The chosen tier is the one nearest the delay on a log scale, clamped to the ends."""
+    assert choose_tier(delay_ms, TIERS).name == tier
+
+
+def test_exponential_backoff_doubles_and_caps() -> None:
+    """Without jitter: base, 2*base, 4*base, ... up to max_ms."""
+    b = Backoff(kind="exponential", base_ms=100, max_ms=1_000, jitter=0)
+    assert [backoff_delay_ms(b, a) for a in range(1, 7)] == [100, 200, 400, 800, 1_000, 1_000]
+    assert backoff_delay_ms(b, 10_000) == 1_000  # no overflow on huge attempts
+
+
+def test_fixed_backoff_is_flat() -> None:
+    """Fixed backoff waits base_ms every time."""
+    b = Backoff(kind="fixed", base_ms=250, jitter=0)
+    assert {backoff_delay_ms(b, a) for a in range(1, 10)} == {250}
+
+
+def test_jitter_stays_within_bounds() -> None:
+    """With jitter j, every delay lies within d*(1-j) .. d*(1+j), and they spread."""
+    b = Backoff(kind="fixed", base_ms=1_000, jitter=0.2)
+    rng = random.Random(1)
+    delays = [backoff_delay_ms(b, 1, rng) for _ in range(2_000)]
+    assert min(delays) >= 800 and max(delays) <= 1_200
+    assert max(delays) - min(delays) > 300
+
+
+def test_due_clock_pauses_until_due_and_releases() -> None:
+    """A head not yet due makes its partition wait until then; expiry releases it once."""
+    clock = DueClock()
+    assert clock.check("p0", None, 1_000) is None  # no due time: run now
+    assert clock.check("p0", 900, 1_000) is None  # already due
+    assert clock.check("p0", 1_500, 1_000) == 1_500
+    assert clock.check("p1", 1_200, 1_000) == 1_200
+    assert clock.waiting("p0") and clock.next_wake() == 1_200
+    assert clock.expired(1_199) == []
+    assert clock.expired(1_200) == ["p1"]
+    assert clock.expired(1_600) == ["p0"]
+    assert clock.next_wake() is None and not clock.waiting("p0")
