@@ -34,12 +34,12 @@ from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
 from consumer.offsets import OffsetTracker
-from consumer.retry import DueClock
+from consumer.pauses import Pauses
 from consumer.routing import Failure, Router
 from jobstream.kafka import make_producer
 from jobstream.settings import WorkerSettings
 from jobstream.status import StatusPublisher
-from schemas import HEADER_DUE, DecodeError, JobEnvelope, Priority, Source, decode_job
+from schemas import DecodeError, JobEnvelope, Priority, Source, decode_job
 
 log = logging.getLogger("jobstream.worker")
 
@@ -88,8 +88,6 @@ class Worker:
         t = settings.topics
         self._levels = {t.jobs(p): p.rank for p in Priority}
         self._topics = [*self._levels, *(t.retry(name) for name in settings.retry_tier_names)]
-        self._due = DueClock()
-        self._due_timer: asyncio.TimerHandle | None = None
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._running: set[Item] = set()
@@ -116,6 +114,7 @@ class Worker:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
+        self._pauses = Pauses(self._consumer, self._dispatch)
         self.stats = {"completed": 0, "failed": 0, "skipped": 0, "poison": 0}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -161,6 +160,7 @@ class Worker:
     async def _shutdown(self) -> None:
         try:
             self._dispatch.drop(set(self._trackers))
+            self._pauses.close()
             await self._drain(lambda item: True, self.settings.drain_timeout_s)
             for task in list(self._tasks):
                 if task is not asyncio.current_task():
@@ -189,9 +189,7 @@ class Worker:
     def adopt(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._trackers.setdefault(tp, OffsetTracker())
-        # pauses are lost in a rebalance: a retry partition still waiting stays paused
-        if waiting := [tp for tp in assigned if self._due.waiting(tp)]:
-            self._consumer.pause(*waiting)
+        self._pauses.adopt(assigned)  # pause state is lost in a rebalance
         log.info("worker %s assigned %d partitions", self.id, len(assigned))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
@@ -258,7 +256,7 @@ class Worker:
                 continue
             level = self._levels.get(tp.topic)  # None on a retry topic: the job's priority
             if level is None:
-                records = self._due_part(tp, records, now_ms)
+                records = self._pauses.due_records(tp, records, now_ms)
             for record in records:
                 try:
                     tracker.add(record.offset)
@@ -287,38 +285,8 @@ class Worker:
                 continue
             self._dispatch.add(item, now)
             touched.add(item.tp)
-        self._apply_pauses(touched)
+        self._pauses.buffer_changed(touched)
         self._wake(len(self._dispatch))
-
-    def _due_part(self, tp: TopicPartition, records: list[Any], now_ms: int) -> list[Any]:
-        """The records of a retry partition that are due; at the first that is not, pause
-        the partition until it is and rewind to it (every record behind it is due later)."""
-        for i, record in enumerate(records):
-            until = self._due.check(tp, _due_ms(record.headers), now_ms)
-            if until is not None:
-                self._consumer.seek(tp, record.offset)
-                self._consumer.pause(tp)
-                self._schedule_due_wake()
-                return records[:i]
-        return records
-
-    def _schedule_due_wake(self) -> None:
-        wake = self._due.next_wake()
-        if wake is None:
-            return
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-        delay = max(0.0, (wake - _now_ms()) / 1000)
-        self._due_timer = asyncio.get_running_loop().call_later(delay, self._due_wake)
-
-    def _due_wake(self) -> None:
-        self._due_timer = None
-        assigned = self._consumer.assignment()
-        paused = self._dispatch.paused
-        ready = [tp for tp in self._due.expired(_now_ms()) if tp in assigned and tp not in paused]
-        if ready:
-            self._consumer.resume(*ready)
-        self._schedule_due_wake()
 
     async def _poison(self, tp: TopicPartition, record: Any, tracker: OffsetTracker, why: str) -> None:
         self.stats["poison"] += 1
@@ -326,14 +294,6 @@ class Worker:
         source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset)
         if await self._router.poison(record.value, source, why):
             tracker.done(record.offset)
-
-    def _apply_pauses(self, tps: set[TopicPartition]) -> None:
-        pause, resume = self._dispatch.pause_changes(set(tps))
-        assigned = self._consumer.assignment()
-        if pause := [tp for tp in pause if tp in assigned]:
-            self._consumer.pause(*pause)
-        if resume := [tp for tp in resume if tp in assigned and not self._due.waiting(tp)]:
-            self._consumer.resume(*resume)
 
     def _wake(self, n: int) -> None:
         while n > 0 and self._idle:
@@ -354,7 +314,7 @@ class Worker:
                 await fut
                 continue
             if self._dispatch.buffered(item.tp) <= self.settings.buffer_per_partition // 2:
-                self._apply_pauses({item.tp})
+                self._pauses.buffer_changed({item.tp})
             await self._run(item)
 
     async def _run(self, item: Item) -> None:
@@ -460,16 +420,6 @@ class Worker:
             for tp, point in offsets.items():
                 if (kept := self._trackers.get(tp)) is not None:
                     kept.committed(point)
-
-
-def _due_ms(headers: Any) -> int | None:
-    for name, value in headers or ():
-        if name == HEADER_DUE:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 def _check_result(result: Any) -> None:
