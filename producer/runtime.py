@@ -18,14 +18,13 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from jobstream.kafka import make_producer
+from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.metrics import Metrics
-from jobstream.kafka import Partitioner
 from producer.submit import Submitter
 
 log = logging.getLogger("jobstream.producer")
