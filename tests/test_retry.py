@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
+from consumer import HandlerSpec, JobContext, NonRetryable
 from consumer.retry import DueClock, Tier, backoff_delay_ms, choose_tier, parse_tiers
-from schemas import Backoff
+from consumer.routing import Failure, Router
+from jobstream.settings import WorkerSettings
+from schemas import Backoff, DeadReason, JobEnvelope
 
 TIERS = parse_tiers("1s,10s,1m,10m,1h")
 
@@ -65,3 +69,52 @@ def test_due_clock_pauses_until_due_and_releases() -> None:
     assert clock.expired(1_200) == ["p1"]
     assert clock.expired(1_600) == ["p0"]
     assert clock.next_wake() is None and not clock.waiting("p0")
+
+
+def _router() -> Router:
+    """A router for decisions only: it sends nothing, so it needs no producer."""
+    status: Any = None
+    return Router(
+        WorkerSettings(default_max_attempts=3), producer=None, status=status, worker_id="w", stopping=bool
+    )
+
+
+class Unfixable(Exception):
+    pass
+
+
+async def _noop(ctx: JobContext) -> None:
+    return None
+
+
+def test_decide_retries_until_attempts_run_out() -> None:
+    """Attempts left: retry; the last attempt: dead as exhausted, or as timeout when it timed out."""
+    spec = HandlerSpec("t", _noop)
+    router = _router()
+    boom = Failure({"type": "E", "message": "x"}, RuntimeError("x"))
+    assert router.decide(JobEnvelope(id="a", type="t", attempt=2), spec, boom) is None
+    assert router.decide(JobEnvelope(id="a", type="t", attempt=3), spec, boom) is DeadReason.exhausted
+    late = Failure({"type": "JobTimeout", "message": "x"}, None, timed_out=True)
+    assert router.decide(JobEnvelope(id="a", type="t", attempt=3), spec, late) is DeadReason.timeout
+
+
+def test_job_then_handler_then_worker_decide_max_attempts() -> None:
+    """A job's max_attempts wins over its handler's, which wins over the worker default."""
+    router = _router()
+    assert router.max_attempts(JobEnvelope(id="a", type="t"), HandlerSpec("t", _noop)) == 3
+    assert router.max_attempts(JobEnvelope(id="a", type="t"), HandlerSpec("t", _noop, max_attempts=5)) == 5
+    job = JobEnvelope(id="a", type="t", max_attempts=1)
+    assert router.max_attempts(job, HandlerSpec("t", _noop, max_attempts=5)) == 1
+
+
+def test_non_retryable_errors_go_straight_to_dead() -> None:
+    """NonRetryable, or a class the handler lists, dead-letters on the first attempt; no handler too."""
+    spec = HandlerSpec("t", _noop, non_retryable=(Unfixable,))
+    router = _router()
+    job = JobEnvelope(id="a", type="t", attempt=1)
+    for exc in (NonRetryable("no"), Unfixable("no")):
+        assert (
+            router.decide(job, spec, Failure({"type": "E", "message": "no"}, exc)) is DeadReason.non_retryable
+        )
+    assert router.decide(job, spec, Failure({"type": "E", "message": "x"}, ValueError())) is None
+    assert router.decide(job, None, Failure({"type": "E", "message": "x"})) is DeadReason.unknown_type
