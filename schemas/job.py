@@ -49,7 +49,7 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: JobType
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = {}  # pydantic copies mutable defaults; a factory is slow in model_construct
     priority: Priority = Priority.normal
     key: JobKey | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
@@ -64,7 +64,7 @@ class JobEnvelope(BaseModel):
 
     id: str
     type: JobType
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = {}  # pydantic copies mutable defaults; a factory is slow in model_construct
     priority: Priority = Priority.normal
     attempt: int = Field(1, ge=1)
     max_attempts: int | None = Field(None, ge=1, description="unset: the handler's, then the worker's")
@@ -75,11 +75,9 @@ class JobEnvelope(BaseModel):
     created_at: int = 0
     not_before: int | None = None
     parent_id: str | None = None
-    then: list[JobSpec] = Field(default_factory=list)
+    then: list[JobSpec] = []
     replay_of: str | None = None
-    errors: list[dict[str, Any]] = Field(
-        default_factory=list, description="the errors of earlier attempts (schemas.AttemptError)"
-    )
+    errors: list[dict[str, Any]] = Field([], description="the errors of earlier attempts (schemas.AttemptError)")
 
     @property
     def partition_key(self) -> str:
