@@ -1,8 +1,10 @@
 """The ids of completed jobs, remembered in Redis so a redelivered job is not run again.
 
-Checks are one MGET per fetched batch; marks are buffered and written in one pipeline
-per flush. Redis being down degrades to at-least-once (a redelivered completed job may
-run again) and never stops the worker.
+Ids go into one hash per day (`{p}:done:<day>`), so a flush of thousands of marks is one
+HSET and one EXPIRE, and a day's hash expires whole once older than the TTL. A check
+asks every day within the TTL in one pipeline; the worker checks only records that may
+have been delivered before (see `Worker.adopt`). Redis being down degrades to
+at-least-once (a redelivered completed job may run again) and never stops the worker.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from redis.exceptions import RedisError
 log = logging.getLogger("jobstream.worker")
 
 _MAX_PENDING = 200_000
+DAY_S = 86_400
 
 
 class DoneStore:
     def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:done:"
+        self._days = ttl_s // DAY_S + 2  # hashes a mark made up to ttl_s ago can be in
         self._ttl = ttl_s
         self._pending: list[str] = []
         self._wake = asyncio.Event()
@@ -54,12 +58,16 @@ class DoneStore:
         """Those of `ids` recorded as completed (empty when Redis is unreachable)."""
         if not ids:
             return set()
+        today = int(time.time()) // DAY_S
         try:
-            values = await self._redis.mget([self._prefix + i for i in ids])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for day in range(today - self._days + 1, today + 1):
+                    pipe.hmget(f"{self._prefix}{day}", ids)
+                per_day = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(f"completed-id check skipped, Redis unreachable: {exc}")
             return set()
-        return {i for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i for values in per_day for i, v in zip(ids, values, strict=True) if v is not None}
 
     def add(self, job_id: str) -> None:
         if len(self._pending) < _MAX_PENDING:
@@ -70,10 +78,11 @@ class DoneStore:
         if not self._pending:
             return
         ids, self._pending = self._pending, []
+        key = f"{self._prefix}{int(time.time()) // DAY_S}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.set(self._prefix + job_id, b"1", ex=self._ttl)
+                pipe.hset(key, mapping=dict.fromkeys(ids, b"1"))
+                pipe.expire(key, self._ttl + DAY_S)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(f"could not record {len(ids)} completed ids, will retry: {exc}")

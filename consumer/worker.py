@@ -75,7 +75,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker.release(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._worker.adopt(set(assigned))
+        await self._worker.adopt(set(assigned))
 
 
 class Worker:
@@ -90,6 +90,7 @@ class Worker:
         self._topics = [*self._levels, *(t.retry(name) for name in settings.retry_tier_names)]
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
+        self._seen_below: dict[TopicPartition, int] = {}  # see adopt()
         self._running: set[Item] = set()
         self._idle: list[asyncio.Future[None]] = []
         self._changed = asyncio.Event()  # a run ended: drains re-check
@@ -165,15 +166,16 @@ class Worker:
             for task in list(self._tasks):
                 if task is not asyncio.current_task():
                     task.cancel()
-            await self._status.close()
-            await self._done.close()
-            await self._commit()
-            await self._consumer.stop()  # leaves the group: the others rebalance at once
+            # each step is bounded: with Kafka or Redis gone, stop anyway; what is not
+            # committed is redelivered
+            await _bounded(self._status.close(), 15, "flush status events")
+            await _bounded(self._done.close(), 10, "record completed ids")
+            await _bounded(self._commit(), 10, "commit")
+            await _bounded(self._consumer.stop(), 15, "leave the group")  # the others rebalance at once
         except Exception:
             log.exception("worker %s: error while shutting down", self.id)
         finally:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            await _bounded(self._producer.stop(), 10, "close the producer")
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             log.info("worker %s stopped: %s", self.id, self.stats)
@@ -186,10 +188,19 @@ class Worker:
 
     # -- rebalance -----------------------------------------------------------------------
 
-    def adopt(self, assigned: set[TopicPartition]) -> None:
+    async def adopt(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._trackers.setdefault(tp, OffsetTracker())
         self._pauses.adopt(assigned)  # pause state is lost in a rebalance
+        # Only records written before we owned a partition can have been delivered before
+        # (to a worker that died, or to us before a restart): only those need the
+        # completed-id check, so the steady state makes no Redis round trip per batch.
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(list(assigned)), 10)
+            self._seen_below.update(ends)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("worker %s: no end offsets (%s); checking every record", self.id, exc)
+            self._seen_below.update(dict.fromkeys(assigned, 2**62))
         log.info("worker %s assigned %d partitions", self.id, len(assigned))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
@@ -203,6 +214,7 @@ class Worker:
         await self._commit(revoked)
         for tp in revoked:
             self._trackers.pop(tp, None)
+            self._seen_below.pop(tp, None)
         log.info("worker %s released %d partitions", self.id, len(revoked))
 
     async def _drain(self, which: Callable[[Item], bool], timeout_s: float) -> None:
@@ -273,7 +285,8 @@ class Worker:
                 items.append(Item(tp, record.offset, tracker, job, spec, lvl, key))
         if not items:
             return
-        done = await self._done.seen([i.job.id for i in items])
+        below = self._seen_below
+        done = await self._done.seen([i.job.id for i in items if i.offset < below.get(i.tp, 2**62)])
         now = time.monotonic() * 1000
         touched: set[TopicPartition] = set()
         for item in items:
@@ -420,6 +433,15 @@ class Worker:
             for tp, point in offsets.items():
                 if (kept := self._trackers.get(tp)) is not None:
                     kept.committed(point)
+
+
+async def _bounded(step: Any, timeout_s: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        log.warning("shutdown: could not %s within %.0fs; going on", what, timeout_s)
+    except Exception as exc:
+        log.warning("shutdown: could not %s: %s", what, exc)
 
 
 def _check_result(result: Any) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sized
 from typing import Any
 
 import httpx
@@ -130,3 +130,17 @@ async def read_topic(settings: Settings, topic: str, count: int, timeout_s: floa
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[Sized]], size: int, what: str, timeout_s: float = 30
+) -> None:
+    """Call the async `probe` until what it returns has `size` items (backing off, bounded)."""
+    delay = 0.01
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(await probe()) < size:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None

@@ -56,20 +56,6 @@ async def test_progress_events_arrive_in_order(settings: Settings) -> None:
     assert status.states(job.id) == ["active"] + ["progress"] * 5 + ["completed"]
 
 
-async def test_completed_job_is_not_run_again_when_redelivered(settings: Settings) -> None:
-    """A job whose id is recorded as completed is skipped when its record comes again."""
-    job = make_job("example.echo", {"x": 1})
-    async with StatusLog(settings) as status:
-        async with Worker(app, worker_settings(settings)):
-            await produce_jobs(settings, [job])
-            await status.wait_for(lambda: "completed" in status.states(job.id), 30, "completion")
-        marker = make_job("example.echo", {"marker": True})
-        async with Worker(app, worker_settings(settings)):
-            await produce_jobs(settings, [job, marker])  # the same job again, then a marker
-            await status.wait_for(lambda: "completed" in status.states(marker.id), 30, "marker")
-    assert status.states(job.id) == ["active", "completed"]
-
-
 async def test_concurrency_is_bounded(settings: Settings) -> None:
     """No more than `concurrency` handlers run at once."""
     jobs = [make_job("example.sleep", {"ms": 50}) for _ in range(40)]

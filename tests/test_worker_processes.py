@@ -9,10 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from consumer.donestore import DoneStore
 from jobstream import procs
 from jobstream.settings import Settings
-from tests.helpers import StatusLog, make_job, produce_jobs
+from tests.helpers import StatusLog, make_job, produce_jobs, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +93,34 @@ async def test_sigkill_mid_run_loses_nothing_and_bounds_duplicates(
     finally:
         procs.stop(a)
         procs.stop(b)
+
+
+async def test_completed_job_is_not_run_again_when_redelivered(
+    settings: Settings, env: dict[str, str], tmp_path: Path, redis: Redis
+) -> None:
+    """A worker killed after completing jobs but before committing: its successor skips them."""
+    jobs = [make_job("example.echo", {"i": i}) for i in range(20)]
+    no_commits = {**env, "JOBSTREAM_COMMIT_INTERVAL_MS": "3600000"}
+    first = procs.spawn(
+        [sys.executable, "-m", "jobstream.cli", "worker", "consumer.examples:app"],
+        env=no_commits,
+        log=tmp_path / "a.log",
+    )
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        async with StatusLog(settings) as status:
+            await produce_jobs(settings, jobs)
+            await status.wait_for(lambda: len(completions(status)) == len(jobs), 60, "every job to complete")
+            done = DoneStore(redis, settings.redis_prefix, 3600)
+            await wait_until(lambda: done.seen([j.id for j in jobs]), len(jobs), "the completed ids in Redis")
+            first.kill()
+            first.wait(10)
+            second = start_worker(env, tmp_path / "b.log")
+            marker = make_job("example.echo", {"marker": True})
+            await produce_jobs(settings, [marker])
+            await status.wait_for(lambda: "completed" in status.states(marker.id), 60, "the marker job")
+            assert max(runs(status).values()) == 1, "a completed job ran again"
+    finally:
+        procs.stop(first)
+        if second is not None:
+            procs.stop(second)
