@@ -1,7 +1,10 @@
 """Is Kafka up, is Redis up: a background monitor the routes ask without waiting.
 
-Every `interval_s` each check runs, bounded by `timeout_s`; a check that raises or times
-out marks its service down until a later check passes. The submit path also reports a
+Every `interval_s` each check runs, bounded by `timeout_s`; a check that raises marks its
+service down until a later check passes. A check that only times out marks it down only
+when nothing has shown the service alive for `grace_s` (`note_ok`: the submit path reports
+every acknowledgement): a process whose event loop is saturated by work answers its own
+checks late, and that must not turn into 503s for a healthy Kafka. The submit path also reports a
 failed send (`mark_down`), so requests fail fast from the first failure rather than
 from the next tick. Nothing here restarts a client: aiokafka and redis-py reconnect on
 their own, and the monitor notices when they have.
@@ -27,15 +30,24 @@ class ServiceHealth:
     up: bool = True
     error: str | None = None
     since: float = 0.0  # monotonic time of the last flip
+    alive_at: float = 0.0  # monotonic time the service last did something for us
 
 
 class HealthMonitor:
     """Keeps an up/down verdict per service. Async context manager; `close()` is idempotent."""
 
-    def __init__(self, checks: dict[str, Check], *, interval_s: float = 1.0, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        checks: dict[str, Check],
+        *,
+        interval_s: float = 1.0,
+        timeout_s: float = 2.0,
+        grace_s: float = 5.0,
+    ) -> None:
         self._checks = checks
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.grace_s = grace_s
         self._state = {name: ServiceHealth(since=time.monotonic()) for name in checks}
         self._task: asyncio.Task[None] | None = None
         self._flipped = asyncio.Event()  # set, then replaced, on every up/down flip
@@ -77,6 +89,13 @@ class HealthMonitor:
     def mark_down(self, name: str, error: str) -> None:
         self._set(name, False, error)
 
+    def note_ok(self, name: str) -> None:
+        """The service just answered a real request: it is alive."""
+        s = self._state[name]
+        s.alive_at = time.monotonic()
+        if not s.up:
+            self._set(name, True, None)
+
     async def check_now(self) -> dict[str, bool]:
         """Run every check once, concurrently, and return the verdicts."""
         names = list(self._checks)
@@ -94,11 +113,14 @@ class HealthMonitor:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
+            if time.monotonic() - self._state[name].alive_at < self.grace_s:
+                return self._state[name].up  # slow to answer, but it served us just now
             self._set(name, False, f"no answer within {self.timeout_s:g}s")
             return False
         except Exception as exc:
             self._set(name, False, _describe(exc))
             return False
+        self._state[name].alive_at = time.monotonic()
         self._set(name, True, None)
         return True
 

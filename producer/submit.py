@@ -119,6 +119,8 @@ class Submitter:
                 failure = err
                 rows[i] = {"index": i, "id": env.id, "error": self._send_error(err)}
                 self._publisher.publish(_refused(event, err))
+        if acked:
+            self._health.note_ok("kafka")
         if failure is not None:
             self._note_failure(failure, len(pending) - len(acked))
             if not acked:
@@ -198,7 +200,9 @@ class Submitter:
 
     def _note_failure(self, exc: BaseException, jobs: int) -> None:
         self._metrics.count_rejected("kafka_failed", jobs)
-        if isinstance(exc, TimeoutError | KafkaTimeoutError) or getattr(exc, "retriable", False):
+        # A timeout may only mean this process is saturated: the health monitor decides
+        # from its checks; an error from the client itself means Kafka is unreachable.
+        if not isinstance(exc, TimeoutError | KafkaTimeoutError) and getattr(exc, "retriable", False):
             self._health.mark_down("kafka", _describe(exc))
         log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
 
