@@ -77,7 +77,9 @@ class JobEnvelope(BaseModel):
     parent_id: str | None = None
     then: list[JobSpec] = []
     replay_of: str | None = None
-    errors: list[dict[str, Any]] = Field([], description="the errors of earlier attempts (schemas.AttemptError)")
+    errors: list[dict[str, Any]] = Field(
+        [], description="the errors of earlier attempts (schemas.AttemptError)"
+    )
 
     @property
     def partition_key(self) -> str:
