@@ -1,4 +1,4 @@
-"""The `jobstream` command: `dev | api | gateway | worker | topics | submit | bench`."""
+"""The `jobstream` command: `dev | api | gateway | worker | topics | submit | dlq | bench`."""
 
 from __future__ import annotations
 
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--gateway", default="ws://127.0.0.1:8001/ws", help="WebSocket used by --wait")
     sm.add_argument("--timeout", type=float, help="seconds --wait waits before giving up")
     sm.set_defaults(func=cmd_submit)
+
+    from jobstream.dlq_cli import add_parser as add_dlq_parser
+
+    add_dlq_parser(sub)
 
     bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")
     bn.add_argument("--quick", action="store_true", help="smaller runs")

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from jobstream.settings import ApiSettings
+from producer.dlq_routes import router as dlq_router
 from producer.errors import CatchAllMiddleware, install_handlers
 from producer.limits import BodyLimitMiddleware
 from producer.metrics import Metrics
@@ -36,6 +37,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(dlq_router)
     install_handlers(app, metrics.count_rejected)
     # Added last = outermost: the catch-all wraps the size limit, which wraps the routes.
     app.add_middleware(

@@ -1,10 +1,11 @@
 """What the app holds while it runs, opened and closed by its lifespan.
 
 `open_runtime()` opens, in order, the Kafka producer, Redis, the status publisher, the
-projection's group-commit writer and the health monitor, and closes them in reverse:
-the monitor stops, pending projection writes and status events are flushed, then Redis
-and the producer close. Routes reach the parts through the `Annotated` aliases at the
-bottom of this module; nothing here lives at module level.
+projection's group-commit writer, the health monitor, the dead-letter indexer and the
+replayer, and closes them in reverse: running replays are cancelled (and record so),
+the indexer leaves its group, the monitor stops, pending projection writes and status
+events are flushed, then Redis and the producer close. Routes reach the parts through
+the `Annotated` aliases at the bottom of this module; nothing here lives at module level.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from jobstream.kafka import Partitioner, make_producer
+from jobstream.kafka import DLQ_RETENTION_MS, Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
+from producer.dlq_index import DlqIndexer
+from producer.dlq_store import DlqStore
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.metrics import Metrics
+from producer.replay import Replayer
 from producer.submit import Submitter
 
 log = logging.getLogger("jobstream.producer")
@@ -46,6 +50,9 @@ class Runtime:
     projection: Projection
     health: HealthMonitor
     submitter: Submitter
+    dlq: DlqStore
+    indexer: DlqIndexer
+    replayer: Replayer
 
 
 @contextlib.asynccontextmanager
@@ -96,8 +103,15 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
                 await partitioner.count(topic)
             except Exception as exc:
                 log.warning("no partitions yet topic=%s error=%r", topic, exc)
+        dlq = DlqStore(redis, settings.redis_prefix, DLQ_RETENTION_MS)
+        indexer = await stack.enter_async_context(DlqIndexer(settings, dlq))
+        replayer = await stack.enter_async_context(
+            Replayer(dlq, producer, publisher, partitioner, settings.topics)
+        )
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
-        yield Runtime(settings, metrics, producer, redis, projection, health, submitter)
+        yield Runtime(
+            settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer
+        )
 
 
 async def _runtime(request: Request) -> Runtime:

@@ -1,0 +1,122 @@
+"""The dead-letter routes: browse (`GET /dlq`, `GET /dlq/{id}`) and replay.
+
+Everything here reads the Redis index the `DlqIndexer` keeps, so a record shows up a
+moment after it reaches the dead-letter topic. With Redis down these routes answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from producer.dlq_cursor import CursorError, Position, decode_cursor, encode_cursor
+from producer.dlq_query import MAX_Q_CHARS, ReplayRequest, build_filter, detail, summary
+from producer.errors import FieldError, InvalidInput, InvalidJson, NotFound, Unavailable, describe_errors
+from producer.inputs import check_content_type
+from producer.replay_run import ReplayOptions
+from producer.responses import json_response
+from producer.runtime import RuntimeDep
+from schemas import DeadReason
+from schemas.job import JobType
+
+router = APIRouter(prefix="/dlq", tags=["dead letters"])
+
+REDIS_TIMEOUT_S = 30.0
+T = TypeVar("T")
+
+
+@router.get("", summary="Browse dead letters, newest first")
+async def list_dead(
+    runtime: RuntimeDep,
+    types: Annotated[list[JobType], Query(alias="type")] = [],  # noqa: B006 (FastAPI copies it)
+    reasons: Annotated[list[DeadReason], Query(alias="reason")] = [],  # noqa: B006
+    since: str | None = None,
+    until: str | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=MAX_Q_CHARS)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """`{"items": [{"id", "type", "reason", "dead_at", "attempts", "last_error", "source",
+    "replayed_by"}], "next_cursor"}`; pass `next_cursor` back as `cursor` for the next page."""
+    flt = build_filter(types=types, reasons=reasons, since=since, until=until, q=q)
+    after: Position | None = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor)
+        except CursorError as exc:
+            raise InvalidInput(
+                f"invalid filter: field 'cursor' {exc}", [FieldError("cursor", str(exc))]
+            ) from None
+    store = runtime.dlq
+    page = await _redis(runtime, store.page(flt, limit, after))
+    claims, _ = await _redis(runtime, store.replay_marks([d.id for d in page.items]))
+    items = [summary(d, by) for d, by in zip(page.items, claims, strict=True)]
+    next_cursor = encode_cursor(page.next) if page.next is not None else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/replays/{replay_id}", summary="A replay's progress")
+async def get_replay(replay_id: str, runtime: RuntimeDep) -> Response:
+    """`{"replay_id", "state", "matched", "replayed", "skipped", "skipped_by_reason",
+    "failed", "error", "started_at", "finished_at", "filter", "options"}`; 404 if unknown."""
+    status = await _redis(runtime, runtime.replayer.status(replay_id))
+    if status is None:
+        raise NotFound(f"no replay with id {replay_id}")
+    return json_response(status)
+
+
+@router.get("/{dead_id}", summary="One dead letter in full")
+async def get_dead(dead_id: str, runtime: RuntimeDep) -> Response:
+    """The record (`job`, `raw` for poison, every attempt's `errors`, `source`) with
+    `replayed_by` (replay id) and `replayed_as` (the new job's id); 404 if unknown."""
+    store = runtime.dlq
+    dead = await _redis(runtime, store.get(dead_id))
+    if dead is None:
+        raise NotFound(f"no dead letter with id {dead_id}")
+    claims, news = await _redis(runtime, store.replay_marks([dead_id]))
+    return json_response(detail(dead, claims[0], news[0]))
+
+
+@router.post("/replay", summary="Count (dry run) or replay dead letters")
+async def replay(request: Request, runtime: RuntimeDep) -> Response:
+    """Body: `{"types", "reasons", "ids", "since", "until", "q", "dry_run": true, "priority",
+    "rate", "force"}`. Dry run: 200 `{"matched", "sample"}`. Else 202 `{"replay_id",
+    "matched"}`; follow it at `GET /dlq/replays/{replay_id}`."""
+    check_content_type(request.headers.get("content-type"))
+    body = await request.body()
+    try:
+        req = ReplayRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
+        raise InvalidInput(*describe_errors(errors, "invalid replay")) from None
+    flt = req.to_filter()
+    replayer = runtime.replayer
+    ids, sample = await _redis(runtime, replayer.select(flt))
+    if req.dry_run:
+        return json_response({"matched": len(ids), "sample": sample})
+    if not runtime.health.is_up("kafka"):
+        raise Unavailable("kafka", "Kafka is unreachable: nothing was replayed", retry_after=2)
+    options = ReplayOptions(priority=req.priority, rate=req.rate, force=req.force)
+    replay_id = await _redis(runtime, replayer.start(flt, options, ids))
+    return json_response({"replay_id": replay_id, "matched": len(ids)}, 202)
+
+
+async def _redis(runtime: RuntimeDep, work: Awaitable[T]) -> T:
+    """Await a Redis-backed step; a Redis outage becomes 503 with Retry-After."""
+    health = runtime.health
+    try:
+        return await asyncio.wait_for(work, REDIS_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise Unavailable(
+            "redis",
+            "Redis is unreachable: the dead-letter index is unavailable",
+            retry_after=health.retry_after_s,
+        ) from exc
