@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.errors import ConfigError
-from schemas import TYPE_PATTERN, Backoff, JobEnvelope
+from schemas import TYPE_PATTERN, Backoff, JobEnvelope, JobSpec
 
 
 class ProgressSink(Protocol):
@@ -29,12 +29,18 @@ class ProgressSink(Protocol):
 class JobContext:
     """What a handler sees of its job. `progress()` publishes a `progress` status event."""
 
-    __slots__ = ("_sink", "job", "worker")
+    __slots__ = ("_sink", "follow_ups", "job", "worker")
 
     def __init__(self, job: JobEnvelope, worker: str, sink: ProgressSink) -> None:
         self.job = job
         self.worker = worker
         self._sink = sink
+        self.follow_ups: list[JobSpec] = []
+
+    def then(self, job_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Add a follow-up job, enqueued (with this job's result as `payload.parent_result`)
+        when this one completes, after the job's own `then`."""
+        self.follow_ups.append(JobSpec(type=job_type, payload=payload or {}, **fields))
 
     @property
     def id(self) -> str:

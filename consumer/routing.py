@@ -33,7 +33,9 @@ from schemas import (
     DeadLetter,
     DeadReason,
     JobEnvelope,
+    JobSpec,
     Source,
+    child_job_id,
     encode_dead_letter,
     encode_job,
     job_headers,
@@ -41,12 +43,25 @@ from schemas import (
 
 log = logging.getLogger("jobstream.worker")
 
+Headers = list[tuple[str, bytes]]
+Record = tuple[str, str, bytes, Headers]  # topic, key, value, headers
 RETRY_PAUSE_S = 1.0
 _DEFAULT_BACKOFF = Backoff()
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def child_envelope(parent: JobEnvelope, spec: JobSpec, index: int, result: Any, now: int) -> JobEnvelope:
+    """The `index`-th follow-up of `parent`: the spec, given the parent's result as
+    `payload.parent_result`, with a deterministic id."""
+    return JobEnvelope.model_construct(
+        id=child_job_id(parent.id, index), type=spec.type, payload={**spec.payload, "parent_result": result},
+        priority=spec.priority, attempt=1, max_attempts=spec.max_attempts, backoff=spec.backoff,
+        timeout_s=spec.timeout_s, key=spec.key, idempotency_key=None, created_at=now, not_before=None,
+        parent_id=parent.id, then=spec.then or [], replay_of=None, expires_at=spec.expiry_ms(now), errors=[],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +149,34 @@ class Router:
             [failed, retrying], self._topics.retry(tier.name), job.partition_key, encode_job(retry), headers
         )
 
+    async def expired(self, job: JobEnvelope, source: Source) -> bool:
+        """A job not started before its `expires_at`: dead, without running it."""
+        now = _now_ms()
+        message = f"the job expired at {job.expires_at} before it started"
+        dead = DeadLetter(
+            id=job.id, type=job.type, reason=DeadReason.expired, job=job, errors=job.errors, source=source,
+            dead_at=now,
+        )  # fmt: skip
+        error = {"type": "Expired", "message": message}
+        event = self._event(job, "dead", now, reason=DeadReason.expired.value, error=error)
+        value = encode_dead_letter(dead)
+        return await self._route([event], self._topics.dlq, job.partition_key, value, job_headers(job))
+
+    async def follow_ups(self, parent: JobEnvelope, specs: list[JobSpec], result: Any) -> list[str] | None:
+        """Enqueue a completed job's follow-ups (their `queued` events first); their ids, once
+        Kafka has them all, or None if the worker stopped first (the parent then runs again,
+        and enqueues the same ids)."""
+        now = _now_ms()
+        children = [child_envelope(parent, spec, i, result, now) for i, spec in enumerate(specs)]
+        events = [{"job_id": c.id, "type": c.type, "state": "queued", "attempt": 1, "at": now,
+                   "priority": c.priority.value, "parent_id": parent.id} for c in children]  # fmt: skip
+        records = [
+            (self._topics.jobs(c.priority), c.partition_key, encode_job(c), job_headers(c)) for c in children
+        ]
+        if not await self._route_many(events, records):
+            return None
+        return [c.id for c in children]
+
     async def poison(self, value: bytes | None, source: Source, why: str) -> bool:
         """Send a record that does not decode to the dead-letter topic, bytes and all."""
         dead = DeadLetter(
@@ -156,26 +199,31 @@ class Router:
         return event
 
     async def _route(
-        self,
-        events: list[dict[str, Any]],
-        topic: str,
-        key: str,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
+        self, events: list[dict[str, Any]], topic: str, key: str, value: bytes, headers: Headers
     ) -> bool:
+        return await self._route_many(events, [(topic, key, value, headers)])
+
+    async def _route_many(self, events: list[dict[str, Any]], records: list[Record]) -> bool:
+        """Status events first (acknowledged), then the records; retried until Kafka takes
+        them or the worker stops. True once Kafka has everything."""
         while True:
             try:
                 if events:
                     await (await self._status.send_now(events))
-                partition = await self._partitioner.partition(topic, key)
-                fut = await self._producer.send(
-                    topic, value, key=key.encode(), partition=partition, headers=headers
-                )
-                await fut
+                futures = []
+                for topic, key, value, headers in records:
+                    partition = await self._partitioner.partition(topic, key)
+                    futures.append(
+                        await self._producer.send(
+                            topic, value, key=key.encode(), partition=partition, headers=headers
+                        )
+                    )
+                await asyncio.gather(*futures)
                 return True
             except KafkaError as exc:
+                where = ", ".join(sorted({r[0] for r in records})) or "the status topic"
                 if self._stopping():
-                    log.warning("could not route to %s before stopping: %s; left for redelivery", topic, exc)
+                    log.warning("could not route to %s before stopping: %s; left for redelivery", where, exc)
                     return False
-                log.warning("could not route to %s, retrying in %.0fs: %s", topic, RETRY_PAUSE_S, exc)
+                log.warning("could not route to %s, retrying in %.0fs: %s", where, RETRY_PAUSE_S, exc)
                 await asyncio.sleep(RETRY_PAUSE_S)

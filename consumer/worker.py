@@ -30,6 +30,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from redis.asyncio import Redis
 
 from consumer.app import HandlerSpec, JobContext, WorkerApp
+from consumer.control import CancelRequests
 from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
@@ -116,6 +117,7 @@ class Worker:
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
         self._pauses = Pauses(self._consumer, self._dispatch)
+        self._cancels = CancelRequests(settings, self._cancel_requested)
         self.stats = {"completed": 0, "failed": 0, "skipped": 0, "poison": 0}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -132,6 +134,7 @@ class Worker:
         await self._producer.start()
         self._status.start()
         self._done.start()
+        await self._cancels.start()
         self._consumer.subscribe(self._topics, listener=_Listener(self))
         await self._consumer.start()
         self._spawn(self._fetch_loop(), "fetch")
@@ -168,6 +171,7 @@ class Worker:
                     task.cancel()
             # each step is bounded: with Kafka or Redis gone, stop anyway; what is not
             # committed is redelivered
+            await self._cancels.close()
             await _bounded(self._status.close(), 15, "flush status events")
             await _bounded(self._done.close(), 10, "record completed ids")
             await _bounded(self._commit(), 10, "commit")
@@ -286,7 +290,14 @@ class Worker:
         if not items:
             return
         below = self._seen_below
-        done = await self._done.seen([i.job.id for i in items if i.offset < below.get(i.tp, 2**62)])
+        # also checked: follow-ups and scheduled jobs, whose producer may write them twice
+        done = await self._done.seen(
+            [
+                i.job.id
+                for i in items
+                if i.offset < below.get(i.tp, 2**62) or i.job.parent_id or i.job.not_before
+            ]
+        )
         now = time.monotonic() * 1000
         touched: set[TopicPartition] = set()
         for item in items:
@@ -295,6 +306,9 @@ class Worker:
             if item.job.id in done:
                 self.stats["skipped"] += 1
                 item.tracker.done(item.offset)
+                continue
+            if item.job.id in self._cancels:
+                self._cancelled(item)
                 continue
             self._dispatch.add(item, now)
             touched.add(item.tp)
@@ -339,6 +353,13 @@ class Worker:
                 msg = f"no handler for job type {job.type!r} on this worker"
                 await self._fail(item, Failure({"type": "UnknownJobType", "message": msg}))
                 return
+            if job.id in self._cancels:
+                self._cancelled(item)
+                return
+            if job.expires_at is not None and _now_ms() > job.expires_at:
+                if await self._router.expired(job, self._source(item)):
+                    item.tracker.done(item.offset)
+                return
             self._emit(job, "active")
             timeout = job.timeout_s or spec.timeout_s or self.settings.default_timeout_s
             ctx = JobContext(job, self.id, self._progress)
@@ -351,7 +372,10 @@ class Worker:
                     raise
                 if (task := asyncio.current_task()) is not None:
                     task.uncancel()
-                log.info("job %s %s aborted by drain; left for redelivery", job.id, job.type)
+                if job.id in self._cancels:
+                    self._cancelled(item)
+                else:
+                    log.info("job %s %s aborted by drain; left for redelivery", job.id, job.type)
                 return
             except Exception as exc:
                 if isinstance(exc, TimeoutError) and cm.expired():
@@ -360,7 +384,10 @@ class Worker:
                 else:
                     await self._fail(item, Failure(_error_dict(exc), exc))
             else:
-                self._completed(item, result)
+                specs = [*job.then, *ctx.follow_ups]
+                children = await self._router.follow_ups(job, specs, result) if specs else []
+                if children is not None:  # None: stopping before Kafka took them; runs again
+                    self._completed(item, result, children)
         finally:
             self._running.discard(item)
             item.task = None
@@ -371,8 +398,7 @@ class Worker:
         self.stats["failed"] += 1
         job = item.job
         log.info("job %s %s failed attempt %d: %s", job.id, job.type, job.attempt, failure.error["message"])
-        source = Source(topic=item.tp.topic, partition=item.tp.partition, offset=item.offset)
-        if await self._router.failed(job, item.spec, failure, source):
+        if await self._router.failed(job, item.spec, failure, self._source(item)):
             item.tracker.done(item.offset)
 
     def _progress(self, job: JobEnvelope, percent: float, message: str | None) -> None:
@@ -388,16 +414,36 @@ class Worker:
     def _emit(self, job: JobEnvelope, state: str, **fields: Any) -> None:
         self._status.publish(self._event(job, state, fields))
 
-    def _completed(self, item: Item, result: Any) -> None:
+    @staticmethod
+    def _source(item: Item) -> Source:
+        return Source(topic=item.tp.topic, partition=item.tp.partition, offset=item.offset)
+
+    def _cancel_requested(self, job_id: str) -> None:
+        for item in list(self._running):
+            if item.job.id == job_id:
+                log.info("job %s %s cancelled while running", job_id, item.job.type)
+                self._abort(item)
+
+    def _cancelled(self, item: Item) -> None:
+        self.stats["cancelled"] = self.stats.get("cancelled", 0) + 1
+        self._outcome(item, self._event(item.job, "cancelled", {}), completed=False)
+
+    def _completed(self, item: Item, result: Any, children: list[str]) -> None:
+        self.stats["completed"] += 1
+        fields: dict[str, Any] = {"result": result}
+        if children:
+            fields["children"] = children
+        self._outcome(item, self._event(item.job, "completed", fields), completed=True)
+
+    def _outcome(self, item: Item, event: dict[str, Any], completed: bool) -> None:
         """Publish the outcome; once Kafka has it, the record's offset may be committed."""
         job = item.job
-        self.stats["completed"] += 1
-        event = self._event(job, "completed", {"result": result})
 
         def acked(err: BaseException | None) -> None:
             if err is None:
                 item.tracker.done(item.offset)
-                self._done.add(job.id)
+                if completed:
+                    self._done.add(job.id)
             else:  # keep the offset pending and try again: an outcome is never dropped
                 log.warning("status for job %s not acknowledged (%s); retrying", job.id, err)
                 asyncio.get_running_loop().call_later(REPUBLISH_DELAY_S, self._status.publish, event, acked)

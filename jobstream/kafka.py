@@ -17,6 +17,7 @@ from schemas import partition_for
 log = logging.getLogger("jobstream.kafka")
 
 DLQ_RETENTION_MS = 14 * 86_400_000
+CONTROL_RETENTION_MS = 86_400_000  # cancel requests: workers read the whole topic at start
 
 
 def make_producer(settings: Settings, *, linger_ms: int = 2, request_timeout_ms: int = 30_000) -> Any:
@@ -68,7 +69,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     specs.append(
         NewTopic(t.dlq, settings.partitions, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)})
     )
-    specs.append(NewTopic(t.control, 1, 1))
+    specs.append(NewTopic(t.control, 1, 1, topic_configs={"retention.ms": str(CONTROL_RETENTION_MS)}))
     return specs
 
 

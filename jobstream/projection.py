@@ -37,7 +37,7 @@ return n
 # Jobs per script call: bounds how long one call holds Redis.
 _CHUNK = 500
 
-_JSON_FIELDS = ("progress", "result", "error")
+_JSON_FIELDS = ("progress", "result", "error", "children")
 
 
 def job_key(prefix: str, job_id: str) -> str:
@@ -64,7 +64,7 @@ def _merge(into: dict[str, Any], event: dict[str, Any]) -> None:
         f["state"] = state
     if state == JobState.active.value:
         f["error"] = None
-    for name in ("result", "error", "parent_id"):
+    for name in ("result", "error", "parent_id", "children", "reason"):
         if event.get(name) is not None:
             f[name] = event[name]
     if state == JobState.completed.value:
@@ -127,6 +127,8 @@ class Projection:
             "result": js("result"),
             "error": js("error"),
             "parent_id": h.get("parent_id") or None,
+            "children": js("children") or [],
+            "reason": h.get("reason") or None,
             "created_at": int(h.get("created_at") or 0),
             "updated_at": int(h.get("updated_at") or 0),
         }

@@ -65,6 +65,11 @@ class NotFound(ApiError):
     reason = "not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    reason = "conflict"
+
+
 class TooLarge(ApiError):
     status = 413
     reason = "too_large"

@@ -27,6 +27,8 @@ from producer.errors import (
 from schemas import JobSpec
 
 _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
+# in the contract, not yet served: refused rather than silently ignored
+_NOT_YET = ("delay_ms", "run_at", "idempotency_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,12 @@ def parse_batch(body: bytes, max_batch: int, max_payload_bytes: int) -> list[Job
 
 
 def payload_problem(spec: JobSpec, max_payload_bytes: int) -> ItemError | None:
-    """Why a spec's payload cannot be sent (too large as JSON, unencodable), or None."""
+    """Why a spec cannot be sent (payload too large as JSON or unencodable, a field this
+    server does not serve yet), or None."""
+    for name in _NOT_YET:
+        if getattr(spec, name) is not None:
+            message = f"field {name!r} is not available on this server yet; submit without it"
+            return ItemError(422, message, [FieldError(name, "is not available on this server yet")])
     try:
         size = len(orjson.dumps(spec.payload))
     except (TypeError, orjson.JSONEncodeError) as exc:

@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from producer.errors import FieldError, InvalidInput, NotFound, Unavailable
+from jobstream.projection import Projection
+from producer.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable
+from producer.health import HealthMonitor
 from producer.inputs import check_content_type, parse_batch, parse_job
 from producer.responses import json_response
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
+from schemas import encode_cancel
 
 router = APIRouter()
 
 LOOKUP_TIMEOUT_S = 2.0
+_FINISHED = frozenset({"completed", "dead", "cancelled"})
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -54,7 +60,11 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
 @router.get("/jobs/{job_id}", summary="A job's latest state")
 async def get_job(job_id: str, projection: ProjectionDep, health: HealthDep) -> Response:
     """`{"id", "type", "state", "attempt", "progress", "result", "error", "created_at",
-    "updated_at"}`; 404 when the projection does not know the id."""
+    "updated_at", "parent_id", "children"}`; 404 when the projection does not know the id."""
+    return json_response(await get_state(job_id, projection, health))
+
+
+async def get_state(job_id: str, projection: Projection, health: HealthMonitor) -> dict[str, Any]:
     if not _JOB_ID.match(job_id):
         error = FieldError("id", "must be 1 to 128 characters: letters, digits, '_', '.', ':' or '-'")
         raise InvalidInput(f"invalid job id: {error.message}", [error])
@@ -66,7 +76,29 @@ async def get_job(job_id: str, projection: ProjectionDep, health: HealthDep) -> 
         raise _redis_down(health.retry_after_s) from exc
     if state is None:
         raise NotFound(f"no job with id {job_id}")
-    return json_response(state)
+    return state
+
+
+@router.delete("/jobs/{job_id}", status_code=202, summary="Cancel a job")
+async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
+    """202 `{"id", "state": "cancelling"}`: every worker is told (control topic); one that
+    reaches the job skips it, one running it cancels it, and publishes `cancelled` (not
+    retried). 409 with the state for a job already completed, dead or cancelled."""
+    state = await get_state(job_id, runtime.projection, runtime.health)
+    if state["state"] in _FINISHED:
+        raise Conflict(
+            f"job {job_id} is already {state['state']}; there is nothing to cancel", state=state["state"]
+        )
+    topic = runtime.settings.topics.control
+    try:
+        async with asyncio.timeout(runtime.settings.submit_timeout_s):
+            sent = await runtime.producer.send(
+                topic, encode_cancel(job_id, int(time.time() * 1000)), key=job_id.encode()
+            )
+            await sent
+    except (KafkaError, TimeoutError) as exc:
+        raise Unavailable("kafka", f"Kafka did not take the cancel request ({exc}); retry later") from exc
+    return json_response({"id": job_id, "state": "cancelling"}, 202)
 
 
 @router.get("/healthz", summary="Liveness")

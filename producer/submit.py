@@ -193,9 +193,8 @@ class Submitter:
             timeout_s=spec.timeout_s if spec.timeout_s is not None else self._timeout_default,
             key=spec.key,
             created_at=now,
-            # Passed although empty: for a missing field with a default_factory pydantic
-            # inspects the factory's signature on every call, which costs more than the rest.
-            then=[],
+            then=spec.then or [],
+            expires_at=spec.expiry_ms(now),
         )
 
     def _note_failure(self, exc: BaseException, jobs: int) -> None:

@@ -6,9 +6,11 @@ Nothing in this package does I/O.
 from __future__ import annotations
 
 from schemas.codec import (
+    decode_cancel,
     decode_dead_letter,
     decode_job,
     decode_status_batch,
+    encode_cancel,
     encode_dead_letter,
     encode_job,
     encode_status_batch,
@@ -18,7 +20,7 @@ from schemas.codec import (
 )
 from schemas.dead_letter import AttemptError, DeadLetter, DeadReason, Source
 from schemas.errors import DecodeError, SchemaError
-from schemas.ids import new_job_id
+from schemas.ids import child_job_id, new_job_id
 from schemas.job import (
     TYPE_PATTERN,
     Backoff,
@@ -52,9 +54,12 @@ __all__ = [
     "Source",
     "StatusEvent",
     "Topics",
+    "child_job_id",
+    "decode_cancel",
     "decode_dead_letter",
     "decode_job",
     "decode_status_batch",
+    "encode_cancel",
     "encode_dead_letter",
     "encode_job",
     "encode_status_batch",

@@ -66,6 +66,21 @@ def decode_dead_letter(raw: bytes | None) -> DeadLetter:
         raise DecodeError(f"not a dead letter: {_first_error(exc)}") from None
 
 
+def encode_cancel(job_id: str, at_ms: int) -> bytes:
+    """A control record asking every worker to cancel `job_id`."""
+    return orjson.dumps({"cancel": job_id, "at": at_ms})
+
+
+def decode_cancel(raw: bytes | None) -> str | None:
+    """The job id a control record asks to cancel, or None if it is not a cancel request."""
+    try:
+        value = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    job_id = value.get("cancel") if isinstance(value, dict) else None
+    return job_id if isinstance(job_id, str) else None
+
+
 def status_partition(job_id: str, partitions: int) -> int:
     """The status-topic partition of a job: stable across processes and restarts."""
     return zlib.crc32(job_id.encode()) % partitions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 _HEX = "0123456789abcdef"
 
@@ -20,3 +21,12 @@ def new_job_id(now_ms: int | None = None) -> str:
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def child_job_id(parent_id: str, index: int) -> str:
+    """The id of a parent's `index`-th follow-up: the same every time, so a parent that runs
+    again after a crash enqueues the same children, which the completed-id check absorbs."""
+    return str(uuid.uuid5(_CHAIN_NAMESPACE, f"{parent_id}/{index}"))
+
+
+_CHAIN_NAMESPACE = uuid.UUID("6f1c0e9a-3d5b-4c1e-9a7e-2b8f0c4d5e6f")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+MAX_DELAY_MS = 366 * 86_400_000
 
 JobType = Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
 JobKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -55,6 +56,28 @@ class JobSpec(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout_s: float | None = Field(None, gt=0, le=86_400)
     backoff: Backoff | None = None
+    delay_ms: int | None = Field(None, ge=0, le=MAX_DELAY_MS, description="run no earlier than this from now")
+    run_at: AwareDatetime | None = Field(None, description="run no earlier than this (RFC 3339)")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    then: list[JobSpec] | None = Field(None, max_length=16, description="follow-ups run when this completes")
+    ttl_ms: int | None = Field(None, gt=0, le=MAX_DELAY_MS, description="not run if not started by then")
+    expires_at: AwareDatetime | None = Field(None, description="not run if not started by then (RFC 3339)")
+
+    def expiry_ms(self, now_ms: int) -> int | None:
+        """When the job, not yet started, is given up on (ms since the epoch), if ever."""
+        if self.ttl_ms is not None:
+            return now_ms + self.ttl_ms
+        if self.expires_at is not None:
+            return int(self.expires_at.timestamp() * 1000)
+        return None
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> JobSpec:
+        if self.delay_ms is not None and self.run_at is not None:
+            raise ValueError("give delay_ms or run_at, not both")
+        if self.ttl_ms is not None and self.expires_at is not None:
+            raise ValueError("give ttl_ms or expires_at, not both")
+        return self
 
 
 class JobEnvelope(BaseModel):
@@ -77,6 +100,7 @@ class JobEnvelope(BaseModel):
     parent_id: str | None = None
     then: list[JobSpec] = []
     replay_of: str | None = None
+    expires_at: int | None = Field(None, description="ms since the epoch; not started by then: dead")
     errors: list[dict[str, Any]] = Field(
         [], description="the errors of earlier attempts (schemas.AttemptError)"
     )
