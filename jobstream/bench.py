@@ -113,6 +113,19 @@ class Bench:
                     f"lines in `{log}`" + (f":\n\n{head}\n" if head else "")
                 )
 
+    def meter(self) -> load.CpuMeter:
+        kafka, redis = self.stack.kafka, self.stack.redis
+        assert kafka is not None and kafka.proc is not None and redis is not None and redis.proc is not None
+        started = {n: p.pid for n, p, _ in self.children}
+        return load.CpuMeter(
+            {"kafka": kafka.proc.pid, "redis": redis.proc.pid, "bench": os.getpid(), **started}
+        )
+
+    def cpu_note(self, num: str, meter: load.CpuMeter, since: int) -> None:
+        """Note the CPU used since `meter` started, counting the children spawned after
+        the first `since` as new."""
+        self.notes.append(f"{num}: {meter.report({n: p.pid for n, p, _ in self.children[since:]})}")
+
     async def fresh(self, name: str) -> Settings:
         """A topic prefix of its own, with its topics created."""
         kafka, redis = self.stack.kafka, self.stack.redis
@@ -163,6 +176,7 @@ class Bench:
             else:
                 args = [sys.executable, "-m", "jobstream.bench_load", "single", api, "64", str(secs)]
                 how = f"asyncio client (wrk missing), 64 connections, {secs} s"
+            meter, since = self.meter(), len(self.children)
             proc = self.spawn("load", args, s)
             out_log = self.children[-1][2]
             while proc.poll() is None:
@@ -184,6 +198,7 @@ class Bench:
             f"{r['non2xx']:,.0f} non-2xx, {r['socket_errors']:,.0f} socket errors{lat}; "
             f"{in_kafka:,} jobs reached Kafka"
         )
+        self.cpu_note("1", meter, since)
         self.stop_children("1")
 
     async def batch(self) -> None:
@@ -200,7 +215,8 @@ class Bench:
                 status, data = await pool.request("POST", "/jobs/batch", body)
                 if status != 200:
                     counts["http_errors"] += 1
-                    self.notes.append(f"2: HTTP {status}: {data[:300]!r}")
+                    if counts["http_errors"] == 1:
+                        self.notes.append(f"2: first failed request: HTTP {status} {data[:300]!r}")
                     continue
                 results = orjson.loads(data)["results"]
                 failed = sum(1 for x in results if "error" in x)
@@ -213,6 +229,7 @@ class Bench:
 
         stop = asyncio.Event()
         ticker = asyncio.create_task(load.every_second("batch HTTP, jobs accepted", accepted, stop))
+        meter, since = self.meter(), len(self.children)
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(inflight)))
         secs = time.perf_counter() - start
@@ -228,6 +245,7 @@ class Bench:
             f"2: after 2 warm-up batches, {counts['ok']:,} of {total:,} jobs accepted in {secs:.2f} s; "
             f"{counts['failed']:,} item errors, {counts['http_errors']} failed requests"
         )
+        self.cpu_note("2", meter, since)
         self.stop_children("2")
 
     async def e2e(self, workers: int) -> None:
@@ -237,6 +255,7 @@ class Bench:
         say(f"preload: {n:,} jobs in {time.perf_counter() - t0:.1f} s; starting {workers} worker(s)")
         async with load.KafkaProbe(s) as probe:
             end = await probe.end_total()
+            meter, since = self.meter(), len(self.children)
             spawned = time.perf_counter()
             for i in range(workers):
                 self.spawn_cli(f"worker-{i}", ["worker", "consumer.examples:app", "--concurrency", "64"], s)
@@ -266,6 +285,7 @@ class Bench:
             f"3 ({label}): first commit {first[0] - spawned:.1f} s after spawn "
             f"({first[1]:,} already done); all {end:,} committed {now - spawned:.1f} s after spawn"
         )
+        self.cpu_note(f"3 ({label})", meter, since)
         self.stop_children(f"3 ({label})")
 
     async def latency(self) -> None:
@@ -283,6 +303,7 @@ class Bench:
         ws = gw.replace("http://", "ws://") + "/ws"
         say("latency: warm-up, 1 s at 100 jobs/s")
         await load.LatencyRun(api, ws).run(100, 1, lambda m: None)
+        meter, since = self.meter(), len(self.children)
         run = load.LatencyRun(api, ws)
 
         def report(msg: str) -> None:
@@ -302,6 +323,7 @@ class Bench:
             f"4: {run.sent:,} sent, {len(run.sent_at):,} accepted, {len(lat):,} completed "
             f"events seen, {len(run.errors)} errors {run.errors[:3]}"
         )
+        self.cpu_note("4", meter, since)
         self.stop_children("4")
 
     def row(self, scenario: str, value: float, key: str, unit: str = "jobs/s") -> None:
@@ -405,6 +427,9 @@ def render(bench: Bench, command: str, quick: bool) -> str:
         *(f"| {r.scenario} | {r.figure} | {r.target} | {mark[r.met]} |" for r in bench.rows),
         "",
         "## Details",
+        "",
+        "CPU lines: average cores each process used during the measurement; 'everything else' is "
+        "the rest of the machine's busy time (other programs running meanwhile).",
         "",
         *(f"- {n}" for n in bench.notes),
         "",

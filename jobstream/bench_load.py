@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,7 +59,21 @@ class HttpPool:
         self.opened = 0
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        conn = self._idle.pop() if self._idle else await self._open()
+        """One request; a reused connection the server closed meanwhile (uvicorn closes
+        idle keep-alive connections after 5 s) is replaced once, as browsers do."""
+        if self._idle:
+            conn = self._idle.pop()
+            try:
+                return await self._exchange(conn, method, path, body)
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+                conn[1].close()
+        return await self._exchange(await self._open(), method, path, body)
+
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str, path: str, body: bytes
+    ) -> tuple[int, bytes]:
         reader, writer = conn
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -300,6 +317,52 @@ class LatencyRun:
 
     def latencies_ms(self) -> list[float]:
         return sorted((self.done_at[i] - t) * 1000 for i, t in self.sent_at.items() if i in self.done_at)
+
+
+def _ticks(pid: int) -> int:
+    """CPU time (user + system, clock ticks) of a live process; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _reaped_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy() -> int:
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]
+    )
+    return user + nice + system + irq + softirq + steal
+
+
+class CpuMeter:
+    """Where the machine's CPU went during a measurement: per process of ours, and the
+    rest (a finished load generator, and anything else running on the machine)."""
+
+    def __init__(self, steady: dict[str, int]) -> None:
+        self._steady = steady
+        self._start = time.monotonic()
+        self._busy = _machine_busy()
+        self._base = {name: _ticks(pid) for name, pid in steady.items()}
+        self._reaped = _reaped_s()
+
+    def report(self, started: dict[str, int]) -> str:
+        hz, secs = os.sysconf("SC_CLK_TCK"), max(time.monotonic() - self._start, 1e-9)
+        used = {n: _ticks(p) - self._base[n] for n, p in self._steady.items()}
+        used.update({n: _ticks(p) for n, p in started.items()})
+        if reaped := round((_reaped_s() - self._reaped) * hz):  # children that exited meanwhile
+            used["exited children (load generator)"] = reaped
+        rest = _machine_busy() - self._busy - sum(used.values())
+        parts = [f"{n} {t / hz / secs:.2f}" for n, t in sorted(used.items(), key=lambda x: -x[1]) if t > 0]
+        return (
+            f"CPU cores busy on average over {secs:.1f} s (of {os.cpu_count()}): {', '.join(parts)}, "
+            f"everything else {max(rest, 0) / hz / secs:.2f}"
+        )
 
 
 async def every_second(label: str, count: Callable[[], Awaitable[int]], stop: asyncio.Event) -> None:
