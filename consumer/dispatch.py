@@ -2,9 +2,11 @@
 
 `Dispatch` is pure (no I/O, time passed in): it holds fetched records that have not
 started, hands them out by priority with aging (`PrioritySelector`), keeps records of
-`ordered` job types that share a key running one at a time in arrival order, and counts
-records buffered per partition so that the worker pauses a partition whose buffer is
-full and resumes it once half of it has drained.
+`ordered` job types that share a key running one at a time in arrival order, holds retry
+records until their due time (the due clock: a partition's records wait in log order
+behind its first record not yet due, and `release` lets them go at their time), and
+counts records buffered per partition so that the worker pauses a partition whose buffer
+is full and resumes it once half of it has drained.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Dispatch(Generic[ItemT]):
         self._paused: set[Hashable] = set()
         self._owner: dict[str, ItemT | None] = {}  # ordered key -> its queued or running item
         self._waiting: dict[str, deque[tuple[float, ItemT]]] = {}  # later items of a busy key
+        self._not_due: dict[Hashable, deque[tuple[int, ItemT]]] = {}  # per partition, in log order
 
     def __len__(self) -> int:
         return len(self._selector)
@@ -43,9 +46,31 @@ class Dispatch(Generic[ItemT]):
     def buffered(self, tp: Hashable) -> int:
         return self._buffered.get(tp, 0)
 
-    def add(self, item: ItemT, now_ms: float) -> None:
+    def add(self, item: ItemT, now_ms: float, due_ms: int | None = None, wall_ms: int = 0) -> None:
+        """Buffer a fetched record. One due after `wall_ms` (or behind one that is) waits
+        for `release`; `now_ms` is the monotonic clock that aging counts on."""
         tp = item.tp
         self._buffered[tp] = self._buffered.get(tp, 0) + 1
+        held = self._not_due.get(tp)
+        if held or (due_ms is not None and due_ms > wall_ms):
+            self._not_due.setdefault(tp, deque()).append((due_ms or 0, item))
+            return
+        self._enqueue(item, now_ms)
+
+    def release(self, now_ms: float, wall_ms: int) -> int | None:
+        """Let every held record now due go on; the wall time the next one is due, or None."""
+        nxt: int | None = None
+        for tp in list(self._not_due):
+            held = self._not_due[tp]
+            while held and held[0][0] <= wall_ms:
+                self._enqueue(held.popleft()[1], now_ms)
+            if held:
+                nxt = held[0][0] if nxt is None else min(nxt, held[0][0])
+            else:
+                del self._not_due[tp]
+        return nxt
+
+    def _enqueue(self, item: ItemT, now_ms: float) -> None:
         key = item.order_key
         if key is not None:
             if key in self._owner:
@@ -98,6 +123,7 @@ class Dispatch(Generic[ItemT]):
                     if waiting:
                         self._waiting[okey] = waiting
         for tp in tps:
+            dropped.extend(e[1] for e in self._not_due.pop(tp, ()))
             self._buffered.pop(tp, None)
             self._paused.discard(tp)
         return dropped

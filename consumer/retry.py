@@ -1,11 +1,12 @@
-"""Backoff, delay tiers and the due clock: when a failed job runs again, and where it waits.
+"""Backoff and delay tiers: when a failed job runs again, and where it waits.
 
 Pure functions and a small class; time and randomness are passed in.
 
 A failed attempt with attempts left waits on a retry topic, one topic per delay tier.
 Every record in a tier waits that tier's delay from when it was written, so a tier's
 records fall due in log order and a reader only ever has to look at a partition's head.
-The tier is the one nearest (on a log scale) to the backoff delay the job asked for.
+The tier is the one nearest (on a log scale) to the backoff delay the job asked for. The
+worker holds a fetched retry record until its due time (`consumer.dispatch`).
 """
 
 from __future__ import annotations
@@ -67,40 +68,3 @@ def choose_tier(delay_ms: int, tiers: tuple[Tier, ...]) -> Tier:
         return tiers[-1]
     target = math.log(delay_ms)
     return min(tiers, key=lambda t: (abs(math.log(t.delay_ms) - target), t.delay_ms))
-
-
-class DueClock:
-    """Per retry partition: may the head record run now, or until when must it wait?
-
-    A partition whose head is not due is paused until that moment; every other
-    partition flows on. `pauses` is re-derived from fetched heads after a rebalance.
-    """
-
-    __slots__ = ("_until",)
-
-    def __init__(self) -> None:
-        self._until: dict[object, int] = {}
-
-    def check(self, tp: object, due_ms: int | None, now_ms: int) -> int | None:
-        """None when a record due at `due_ms` may run now; else the time to wait for."""
-        if due_ms is None or due_ms <= now_ms:
-            return None
-        self._until[tp] = due_ms
-        return due_ms
-
-    def expired(self, now_ms: int) -> list[object]:
-        """Partitions whose wait is over; they are forgotten here."""
-        done = [tp for tp, until in self._until.items() if until <= now_ms]
-        for tp in done:
-            del self._until[tp]
-        return done
-
-    def waiting(self, tp: object) -> bool:
-        return tp in self._until
-
-    def forget(self, tps: set[object]) -> None:
-        for tp in tps:
-            self._until.pop(tp, None)
-
-    def next_wake(self) -> int | None:
-        return min(self._until.values(), default=None)

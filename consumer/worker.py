@@ -35,7 +35,7 @@ from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
 from consumer.offsets import OffsetTracker
-from consumer.pauses import Pauses
+from consumer.pauses import Pauses, due_ms, now_ms
 from consumer.routing import Failure, Router
 from jobstream.kafka import make_producer
 from jobstream.settings import WorkerSettings
@@ -46,10 +46,6 @@ log = logging.getLogger("jobstream.worker")
 
 MAX_RESULT_BYTES = 1024 * 1024
 REPUBLISH_DELAY_S = 1.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +59,7 @@ class Item:
     spec: HandlerSpec | None
     level: int
     order_key: str | None
+    due: int | None = None  # a retry record's due time (wall ms)
     task: asyncio.Task[Any] | None = None
     aborted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +89,7 @@ class Worker:
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._trackers: dict[TopicPartition, OffsetTracker] = {}
         self._seen_below: dict[TopicPartition, int] = {}  # see adopt()
+        self._due_timer: asyncio.TimerHandle | None = None
         self._running: set[Item] = set()
         self._idle: list[asyncio.Future[None]] = []
         self._changed = asyncio.Event()  # a run ended: drains re-check
@@ -111,8 +109,6 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2_000,
-            # a resumed retry partition is fetched on the next round: bound how long that waits
-            fetch_max_wait_ms=50,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
@@ -164,7 +160,8 @@ class Worker:
     async def _shutdown(self) -> None:
         try:
             self._dispatch.drop(set(self._trackers))
-            self._pauses.close()
+            if self._due_timer is not None:
+                self._due_timer.cancel()
             await self._drain(lambda item: True, self.settings.drain_timeout_s)
             for task in list(self._tasks):
                 if task is not asyncio.current_task():
@@ -195,7 +192,6 @@ class Worker:
     async def adopt(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._trackers.setdefault(tp, OffsetTracker())
-        self._pauses.adopt(assigned)  # pause state is lost in a rebalance
         # Only records written before we owned a partition can have been delivered before
         # (to a worker that died, or to us before a restart): only those need the
         # completed-id check, so the steady state makes no Redis round trip per batch.
@@ -265,14 +261,11 @@ class Worker:
 
     async def _take_in(self, batches: dict[TopicPartition, list[Any]]) -> None:
         items: list[Item] = []
-        now_ms = _now_ms()
         for tp, records in batches.items():
             tracker = self._trackers.get(tp)
             if tracker is None:
                 continue
             level = self._levels.get(tp.topic)  # None on a retry topic: the job's priority
-            if level is None:
-                records = self._pauses.due_records(tp, records, now_ms)
             for record in records:
                 try:
                     tracker.add(record.offset)
@@ -285,12 +278,18 @@ class Worker:
                     continue
                 spec = self.app.handlers.get(job.type)
                 key = job.key if spec is not None and spec.ordered and job.key is not None else None
-                lvl = level if level is not None else job.priority.rank
-                items.append(Item(tp, record.offset, tracker, job, spec, lvl, key))
+                if level is None:
+                    item = Item(
+                        tp, record.offset, tracker, job, spec, job.priority.rank, key, due_ms(record.headers)
+                    )
+                else:
+                    item = Item(tp, record.offset, tracker, job, spec, level, key)
+                items.append(item)
         if not items:
             return
         below = self._seen_below
         # also checked: follow-ups and scheduled jobs, whose producer may write them twice
+        wall = now_ms()
         done = await self._done.seen(
             [
                 i.job.id
@@ -310,10 +309,22 @@ class Worker:
             if item.job.id in self._cancels:
                 self._cancelled(item)
                 continue
-            self._dispatch.add(item, now)
+            self._dispatch.add(item, now, item.due, wall)
             touched.add(item.tp)
         self._pauses.buffer_changed(touched)
+        self._release()
+
+    def _release(self) -> None:
+        """Let held retry records that are due go on, wake runners, and set the timer for
+        the next due time: no polling, and no handler slot held while a record waits."""
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+        nxt = self._dispatch.release(time.monotonic() * 1000, now_ms())
         self._wake(len(self._dispatch))
+        if nxt is not None:
+            delay = max(0.0, (nxt - now_ms()) / 1000)
+            self._due_timer = asyncio.get_running_loop().call_later(delay, self._release)
 
     async def _poison(self, tp: TopicPartition, record: Any, tracker: OffsetTracker, why: str) -> None:
         self.stats["poison"] += 1
@@ -356,7 +367,7 @@ class Worker:
             if job.id in self._cancels:
                 self._cancelled(item)
                 return
-            if job.expires_at is not None and _now_ms() > job.expires_at:
+            if job.expires_at is not None and now_ms() > job.expires_at:
                 if await self._router.expired(job, self._source(item)):
                     item.tracker.done(item.offset)
                 return
@@ -406,7 +417,7 @@ class Worker:
 
     def _event(self, job: JobEnvelope, state: str, fields: dict[str, Any]) -> dict[str, Any]:
         event = {"job_id": job.id, "type": job.type, "state": state, "attempt": job.attempt,
-                 "at": _now_ms(), "worker": self.id, **fields}  # fmt: skip
+                 "at": now_ms(), "worker": self.id, **fields}  # fmt: skip
         if job.parent_id is not None:
             event["parent_id"] = job.parent_id
         return event

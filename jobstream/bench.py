@@ -32,12 +32,16 @@ import orjson
 
 from jobstream import bench_load as load
 from jobstream import procs
+from jobstream.bench_retry import retry_path
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 from jobstream.stack import KAFKA_VERSION, LocalStack, StackError
 
 say = load.say
-TARGETS = {"single": 5_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 25.0}
+TARGETS = {
+    "single": 5_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 25.0,
+    "retry": 0.0, "late_p99": 100.0,
+}  # fmt: skip
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING)\b|Traceback")
 
 
@@ -48,10 +52,11 @@ class Plan:
     e2e_jobs: int = 200_000
     lat_rate: int = 500
     lat_s: int = 10
+    retry_jobs: int = 20_000
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(wrk_s=3, batch_total=40_000, e2e_jobs=40_000, lat_s=4)
+        return cls(wrk_s=3, batch_total=40_000, e2e_jobs=40_000, lat_s=4, retry_jobs=5_000)
 
 
 @dataclass
@@ -326,6 +331,22 @@ class Bench:
         self.cpu_note("4", meter, since)
         self.stop_children("4")
 
+    async def retry(self) -> None:
+        s, n = await self.fresh("retry"), self.plan.retry_jobs
+        meter, since = self.meter(), len(self.children)
+
+        def workers() -> None:
+            for i in range(2):
+                self.spawn_cli(f"worker-{i}", ["worker", "consumer.examples:app", "--concurrency", "64"], s)
+
+        rate, p50, p99, worst, late = await retry_path(s, n, workers, self.check_alive, say)
+        self.row(f"5. Retry path: jobs that fail once then succeed, 2 workers ({n:,} jobs)", rate, "retry")
+        self.row("5. Retry lateness p99 (second attempt's start minus its due time)", p99, "late_p99", "ms")
+        self.rows.append(Row("5. Retry lateness p50; max", f"{p50} ms; {worst} ms"))
+        self.notes.append(f"5: {n:,} jobs through the 1 s tier; {late:,} started more than 100 ms after due")
+        self.cpu_note("5", meter, since)
+        self.stop_children("5")
+
     def row(self, scenario: str, value: float, key: str, unit: str = "jobs/s") -> None:
         target = TARGETS[key]
         if unit == "ms":
@@ -335,16 +356,19 @@ class Bench:
         self.rows.append(Row(scenario, shown, goal, met))
         say(f"RESULT {scenario}: {shown} (target {goal}: {'met' if met else 'NOT met'})")
 
-    async def run_all(self) -> int:
+    async def run_all(self, only: set[str] | None = None) -> int:
         steps = [
             ("1", self.single),
             ("2", self.batch),
             ("3", lambda: self.e2e(1)),
             ("3", lambda: self.e2e(2)),
             ("4", self.latency),
+            ("5", self.retry),
         ]
         failed = 0
         for num, step in steps:
+            if only and num not in only:
+                continue
             try:
                 await step()
             except Exception as exc:
@@ -476,7 +500,7 @@ def bench_cli(args: argparse.Namespace) -> int:
         except ImportError:  # pragma: no cover
             runner = asyncio.Runner()
         with runner:
-            code = runner.run(bench.run_all())
+            code = runner.run(bench.run_all(set(args.only.split(",")) if args.only else None))
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
     except StackError as exc:
@@ -492,6 +516,9 @@ def bench_cli(args: argparse.Namespace) -> int:
         return code
     doc = render(bench, command, args.quick)
     print("\n" + doc)
+    if args.only:
+        say(f"--only {args.only}: {args.out} left as it was")
+        return code
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(doc)
     say(f"wrote {args.out}")

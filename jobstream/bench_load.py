@@ -217,16 +217,20 @@ class KafkaProbe:
         return sum(max(meta.offset, 0) for tp, meta in got.items() if tp in self._tp_set)
 
 
-async def preload(settings: Settings, n: int, tick: Callable[[int], None]) -> None:
-    """Write `n` unique `example.noop` jobs round-robin over the priority topics; return
-    once Kafka has acknowledged them all."""
+async def preload(
+    settings: Settings, n: int, tick: Callable[[int], None], job_type: str = "example.noop", **fields: Any
+) -> None:
+    """Write `n` unique jobs (default `example.noop`; `fields` go into each envelope)
+    round-robin over the priority topics; return once Kafka has acknowledged them all."""
     producer = make_producer(settings, linger_ms=20)
     await producer.start()
     try:
         prios, now_ms = Priority.ordered(), int(time.time() * 1000)
         pending: list[asyncio.Future[Any]] = []
         for i in range(n):
-            job = JobEnvelope(id=new_job_id(), type="example.noop", priority=prios[i % 3], created_at=now_ms)
+            job = JobEnvelope(
+                id=new_job_id(), type=job_type, priority=prios[i % 3], created_at=now_ms, **fields
+            )
             topic = settings.topics.jobs(job.priority)
             pending.append(
                 await producer.send(topic, encode_job(job), key=job.id.encode(), headers=job_headers(job))

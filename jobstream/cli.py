@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")
     bn.add_argument("--quick", action="store_true", help="smaller runs")
     bn.add_argument("--out", default="docs/BENCHMARKS.md")
+    bn.add_argument("--only", help="comma-separated scenario numbers (1-5); does not write --out")
     bn.set_defaults(func=cmd_bench)
     return p
 

@@ -107,3 +107,33 @@ def test_drop_forgets_a_revoked_partition() -> None:
     assert d.drop({"p0"}) == [first]
     assert d.buffered("p0") == 0
     assert d.take(0) is survivor
+
+
+def test_due_clock_holds_a_retry_partition_until_its_head_is_due() -> None:
+    """A record not yet due waits, and so does everything behind it on its partition; others run."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    later, behind, other = (
+        It("r0", NORMAL, None, "later"),
+        It("r0", NORMAL, None, "behind"),
+        It("p1", NORMAL, None),
+    )
+    d.add(later, 0, due_ms=1_500, wall_ms=1_000)
+    d.add(behind, 0, due_ms=900, wall_ms=1_000)  # due, but behind a record that is not
+    d.add(other, 0)
+    assert d.take(0) is other and d.take(0) is None
+    assert d.release(0, 1_499) == 1_500  # nothing due yet: wake at 1,500
+    assert d.take(0) is None
+    assert d.release(0, 1_500) is None
+    assert [d.take(0), d.take(0)] == [later, behind]
+    assert d.buffered("r0") == 0
+
+
+def test_held_records_count_toward_the_pause_and_are_dropped_on_revoke() -> None:
+    """Records waiting for their due time fill the buffer like any other; a revoke drops them."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=2)
+    a, b = It("r0", NORMAL, None), It("r0", NORMAL, None)
+    d.add(a, 0, due_ms=5_000, wall_ms=0)
+    d.add(b, 0, due_ms=5_000, wall_ms=0)
+    assert d.pause_changes({"r0"}) == (["r0"], [])
+    assert d.drop({"r0"}) == [a, b]
+    assert d.release(0, 10_000) is None and d.take(0) is None

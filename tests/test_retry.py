@@ -1,4 +1,4 @@
-"""Backoff, tier choice and the due clock (pure)."""
+"""Backoff, tier choice and retry decisions (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consumer import HandlerSpec, JobContext, NonRetryable
-from consumer.retry import DueClock, Tier, backoff_delay_ms, choose_tier, parse_tiers
+from consumer.retry import Tier, backoff_delay_ms, choose_tier, parse_tiers
 from consumer.routing import Failure, Router
 from jobstream.settings import WorkerSettings
 from schemas import Backoff, DeadReason, JobEnvelope
@@ -55,20 +55,6 @@ def test_jitter_stays_within_bounds() -> None:
     delays = [backoff_delay_ms(b, 1, rng) for _ in range(2_000)]
     assert min(delays) >= 800 and max(delays) <= 1_200
     assert max(delays) - min(delays) > 300
-
-
-def test_due_clock_pauses_until_due_and_releases() -> None:
-    """A head not yet due makes its partition wait until then; expiry releases it once."""
-    clock = DueClock()
-    assert clock.check("p0", None, 1_000) is None  # no due time: run now
-    assert clock.check("p0", 900, 1_000) is None  # already due
-    assert clock.check("p0", 1_500, 1_000) == 1_500
-    assert clock.check("p1", 1_200, 1_000) == 1_200
-    assert clock.waiting("p0") and clock.next_wake() == 1_200
-    assert clock.expired(1_199) == []
-    assert clock.expired(1_200) == ["p1"]
-    assert clock.expired(1_600) == ["p0"]
-    assert clock.next_wake() is None and not clock.waiting("p0")
 
 
 def _router() -> Router:

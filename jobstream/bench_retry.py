@@ -1,0 +1,98 @@
+"""The retry-path scenario of `make bench`: jobs that fail once, then succeed.
+
+Preloads `example.flaky` jobs (`fail_times` 1, a fixed 1 s backoff, so every retry waits on
+the 1 s tier), runs two workers, and reads the status topic: throughput is jobs completed
+per second from the first `active` to the last `completed`; lateness is each second
+attempt's `active` time minus the `due_at` of its `retrying` event (both worker clocks on
+this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from jobstream import bench_load as load
+from jobstream.settings import Settings
+from schemas import decode_status_batch
+
+
+class RetryWatch:
+    """Follows the status topic: first `active`, `completed` count, and lateness per job."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = AIOKafkaConsumer(
+            settings.topics.status,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        self.due: dict[str, int] = {}
+        self.lateness_ms: list[int] = []
+        self.completed = 0
+        self.first_active: int | None = None
+        self.last_completed = 0
+
+    async def __aenter__(self) -> RetryWatch:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> None:
+        for records in (await self._consumer.getmany(timeout_ms=100, max_records=5_000)).values():
+            for record in records:
+                for e in decode_status_batch(record.value):
+                    self._see(e)
+
+    def _see(self, e: dict[str, Any]) -> None:
+        state = e["state"]
+        if state == "active":
+            if self.first_active is None:
+                self.first_active = e["at"]
+            due = self.due.pop(e["job_id"], None)
+            if due is not None:
+                self.lateness_ms.append(e["at"] - due)
+        elif state == "retrying":
+            self.due[e["job_id"]] = e["due_at"]
+        elif state == "completed":
+            self.completed += 1
+            self.last_completed = max(self.last_completed, e["at"])
+
+
+async def retry_path(
+    s: Settings,
+    n: int,
+    spawn_workers: Callable[[], None],
+    check: Callable[[], None],
+    say: Callable[[str], None],
+) -> tuple[float, int, int, int, int]:
+    """(jobs/s, lateness p50, p99, max, jobs seen late) for `n` jobs that fail once."""
+    await load.preload(
+        s, n, lambda k: say(f"retry preload: {k:,}/{n:,}"), "example.flaky",
+        payload={"fail_times": 1}, backoff={"kind": "fixed", "base_ms": 1_000, "jitter": 0},
+    )  # fmt: skip
+    async with RetryWatch(s) as watch:
+        spawn_workers()
+        started, last = time.perf_counter(), 0.0
+        deadline = started + max(180.0, n / 200)
+        while watch.completed < n:
+            check()
+            await watch.poll()
+            now = time.perf_counter()
+            if now - last >= 1.0:
+                say(f"retry path: {now - started:4.0f}s completed {watch.completed:,}/{n:,}")
+                last = now
+            if now > deadline:
+                raise TimeoutError(f"only {watch.completed:,} of {n:,} retried jobs completed")
+            await asyncio.sleep(0)
+    assert watch.first_active is not None
+    rate = n / max((watch.last_completed - watch.first_active) / 1000, 1e-3)
+    late = sorted(watch.lateness_ms)
+    p50, p99 = late[len(late) // 2], late[min(len(late) - 1, int(len(late) * 0.99))]
+    return rate, p50, p99, late[-1], sum(1 for x in late if x > 100)
