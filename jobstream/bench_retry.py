@@ -21,8 +21,9 @@ from jobstream.settings import Settings
 from schemas import decode_status_batch
 
 
-class RetryWatch:
-    """Follows the status topic: first `active`, `completed` count, and lateness per job."""
+class StatusWatch:
+    """Follows the status topic: the first `active`, how many `completed` and when the last
+    was, and each retry's lateness (its next `active` minus its `due_at`)."""
 
     def __init__(self, settings: Settings) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -36,8 +37,10 @@ class RetryWatch:
         self.completed = 0
         self.first_active: int | None = None
         self.last_completed = 0
+        self.started_by: dict[str, int] = {}  # worker -> its first `active`
+        self.completed_at: list[int] = []
 
-    async def __aenter__(self) -> RetryWatch:
+    async def __aenter__(self) -> StatusWatch:
         await self._consumer.start()
         return self
 
@@ -55,6 +58,7 @@ class RetryWatch:
         if state == "active":
             if self.first_active is None:
                 self.first_active = e["at"]
+            self.started_by.setdefault(e.get("worker", ""), e["at"])
             due = self.due.pop(e["job_id"], None)
             if due is not None:
                 self.lateness_ms.append(e["at"] - due)
@@ -62,7 +66,16 @@ class RetryWatch:
             self.due[e["job_id"]] = e["due_at"]
         elif state == "completed":
             self.completed += 1
+            self.completed_at.append(e["at"])
             self.last_completed = max(self.last_completed, e["at"])
+
+    def rate_once_all_started(self) -> tuple[float, int, float]:
+        """Jobs/s from the moment every worker had started a job to the last completion:
+        (rate, jobs counted, seconds), so a group still settling does not count."""
+        since = max(self.started_by.values())
+        n = sum(1 for t in self.completed_at if t > since)
+        secs = max((self.last_completed - since) / 1000, 1e-3)
+        return n / secs, n, secs
 
 
 async def retry_path(
@@ -77,7 +90,7 @@ async def retry_path(
         s, n, lambda k: say(f"retry preload: {k:,}/{n:,}"), "example.flaky",
         payload={"fail_times": 1}, backoff={"kind": "fixed", "base_ms": 1_000, "jitter": 0},
     )  # fmt: skip
-    async with RetryWatch(s) as watch:
+    async with StatusWatch(s) as watch:
         spawn_workers()
         started, last = time.perf_counter(), 0.0
         deadline = started + max(180.0, n / 200)
