@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer.errors import ConfigError
+from consumer.ratelimit import Limit
 from schemas import TYPE_PATTERN, Backoff, JobEnvelope, JobSpec
 
 
@@ -74,6 +75,7 @@ class HandlerSpec:
     max_attempts: int | None = None  # a job's own setting wins over these
     backoff: Backoff | None = None
     non_retryable: tuple[builtins.type[BaseException], ...] = ()
+    rate_limit: str | None = None  # "50/s": shared by every worker through Redis
 
 
 @dataclass
@@ -92,6 +94,7 @@ class WorkerApp:
         max_attempts: int | None = None,
         backoff: Backoff | None = None,
         non_retryable: tuple[type[BaseException], ...] = (),
+        rate_limit: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated async function for `job_type`.
 
@@ -100,6 +103,11 @@ class WorkerApp:
         """
         if max_attempts is not None and max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        if rate_limit is not None:
+            try:
+                Limit.parse(rate_limit)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if not re.fullmatch(TYPE_PATTERN[1:-1], job_type):
             raise ConfigError(f"job type {job_type!r} must match {TYPE_PATTERN}")
         if job_type in self.handlers:
@@ -107,7 +115,7 @@ class WorkerApp:
 
         def register(func: Handler) -> Handler:
             self.handlers[job_type] = HandlerSpec(
-                job_type, func, timeout_s, ordered, max_attempts, backoff, tuple(non_retryable)
+                job_type, func, timeout_s, ordered, max_attempts, backoff, tuple(non_retryable), rate_limit
             )
             return func
 

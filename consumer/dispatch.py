@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from consumer.priority import PrioritySelector
 
@@ -25,6 +25,18 @@ class Dispatchable(Protocol):
     def level(self) -> int: ...
     @property
     def order_key(self) -> str | None: ...
+    @property
+    def limit_key(self) -> str | None: ...
+
+
+class _Gate:
+    """A rate-limited job type: tokens in hand, and records that found none."""
+
+    __slots__ = ("held", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.held: deque[Any] = deque()
 
 
 ItemT = TypeVar("ItemT", bound=Dispatchable)
@@ -39,6 +51,7 @@ class Dispatch(Generic[ItemT]):
         self._owner: dict[str, ItemT | None] = {}  # ordered key -> its queued or running item
         self._waiting: dict[str, deque[tuple[float, ItemT]]] = {}  # later items of a busy key
         self._not_due: dict[Hashable, deque[tuple[int, ItemT]]] = {}  # per partition, in log order
+        self._gates: dict[str, _Gate] = {}  # rate-limited types
 
     def __len__(self) -> int:
         return len(self._selector)
@@ -80,11 +93,32 @@ class Dispatch(Generic[ItemT]):
         self._selector.push(item.level, item, now_ms)
 
     def take(self, now_ms: float) -> ItemT | None:
-        """The record to start now, or None."""
-        item = self._selector.pop(now_ms)
-        if item is not None:
+        """The record to start now, or None. A record of a rate-limited type with no token
+        in hand is held aside (still buffered, so its partition pauses when full) and the
+        next record is tried: it holds no runner."""
+        while (item := self._selector.pop(now_ms)) is not None:
+            key = item.limit_key
+            if key is not None:
+                gate = self._gates.setdefault(key, _Gate())
+                if gate.tokens <= 0:
+                    gate.held.append(item)
+                    continue
+                gate.tokens -= 1
             self._buffered[item.tp] -= 1
-        return item
+            return item
+        return None
+
+    def starved(self) -> dict[str, int]:
+        """Rate-limited types with records held and no token: how many records each holds."""
+        return {key: len(g.held) for key, g in self._gates.items() if g.held and g.tokens <= 0}
+
+    def grant(self, key: str, tokens: int, now_ms: float) -> None:
+        """Tokens for a rate-limited type: as many held records go back in line."""
+        gate = self._gates.setdefault(key, _Gate())
+        gate.tokens += tokens
+        for _ in range(min(tokens, len(gate.held))):
+            item = gate.held.popleft()
+            self._selector.push(item.level, item, now_ms)
 
     def finished(self, item: ItemT, now_ms: float) -> None:
         """A started record is over: let the next record with its key start."""
@@ -122,6 +156,9 @@ class Dispatch(Generic[ItemT]):
                     self._selector.push(nxt.level, nxt, queued_at)
                     if waiting:
                         self._waiting[okey] = waiting
+        for gate in self._gates.values():
+            dropped.extend(i for i in gate.held if i.tp in tps)
+            gate.held = deque(i for i in gate.held if i.tp not in tps)
         for tp in tps:
             dropped.extend(e[1] for e in self._not_due.pop(tp, ()))
             self._buffered.pop(tp, None)

@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from consumer.app import HandlerSpec, JobContext, WorkerApp
 from consumer.control import CancelRequests
@@ -36,6 +37,7 @@ from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
 from consumer.offsets import OffsetTracker
 from consumer.pauses import Pauses, due_ms, now_ms
+from consumer.ratelimit import Limit, TokenBuckets, parse_limits
 from consumer.routing import Failure, Router
 from jobstream.kafka import make_producer
 from jobstream.settings import WorkerSettings
@@ -60,6 +62,7 @@ class Item:
     level: int
     order_key: str | None
     due: int | None = None  # a retry record's due time (wall ms)
+    limit_key: str | None = None  # its job type, when that type is rate-limited
     task: asyncio.Task[Any] | None = None
     aborted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +116,12 @@ class Worker:
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
         self._pauses = Pauses(self._consumer, self._dispatch)
+        self._limits = {
+            **{t: Limit.parse(h.rate_limit) for t, h in app.handlers.items() if h.rate_limit},
+            **parse_limits(settings.rate_limits),  # settings override the app
+        }
+        self._buckets = TokenBuckets(self._redis, settings.redis_prefix)
+        self._starved = asyncio.Event()
         self._cancels = CancelRequests(settings, self._cancel_requested)
         self.stats = {"completed": 0, "failed": 0, "skipped": 0, "poison": 0}
 
@@ -135,6 +144,8 @@ class Worker:
         await self._consumer.start()
         self._spawn(self._fetch_loop(), "fetch")
         self._spawn(self._commit_loop(), "commit")
+        if self._limits:
+            self._spawn(self._limit_loop(), "rate-limits")
         for i in range(self.settings.concurrency):
             self._spawn(self._runner(), f"runner-{i}")
         log.info(
@@ -278,13 +289,10 @@ class Worker:
                     continue
                 spec = self.app.handlers.get(job.type)
                 key = job.key if spec is not None and spec.ordered and job.key is not None else None
-                if level is None:
-                    item = Item(
-                        tp, record.offset, tracker, job, spec, job.priority.rank, key, due_ms(record.headers)
-                    )
-                else:
-                    item = Item(tp, record.offset, tracker, job, spec, level, key)
-                items.append(item)
+                due = due_ms(record.headers) if level is None else None
+                lvl = job.priority.rank if level is None else level
+                limited = job.type if job.type in self._limits else None
+                items.append(Item(tp, record.offset, tracker, job, spec, lvl, key, due, limited))
         if not items:
             return
         below = self._seen_below
@@ -347,6 +355,8 @@ class Worker:
         while True:
             item = self._dispatch.take(time.monotonic() * 1000)
             if item is None:
+                if self._limits and self._dispatch.starved():
+                    self._starved.set()
                 fut = loop.create_future()
                 self._idle.append(fut)
                 await fut
@@ -460,6 +470,33 @@ class Worker:
                 asyncio.get_running_loop().call_later(REPUBLISH_DELAY_S, self._status.publish, event, acked)
 
         self._status.publish(event, acked)
+
+    async def _limit_loop(self) -> None:
+        """Fetch tokens for rate-limited types whose records wait, sleeping until the next
+        token is due; records of other types never wait on this."""
+        while True:
+            starved = self._dispatch.starved()
+            if not starved:
+                self._starved.clear()
+                await self._starved.wait()
+                continue
+            waits: list[int] = []
+            for job_type, held in starved.items():
+                limit = self._limits[job_type]
+                try:
+                    granted, wait = await self._buckets.take(job_type, limit, min(held, limit.batch))
+                except (RedisError, OSError) as exc:
+                    log.warning("rate limit for %s: Redis unreachable, retrying: %s", job_type, exc)
+                    granted, wait = 0, 1_000
+                if granted:
+                    self._dispatch.grant(job_type, granted, time.monotonic() * 1000)
+                    self._wake(granted)
+                if granted < held:
+                    waits.append(max(wait, 1))
+            if waits:
+                self._starved.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._starved.wait(), min(waits) / 1000)
 
     # -- commit --------------------------------------------------------------------------
 

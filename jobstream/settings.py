@@ -74,6 +74,7 @@ class WorkerSettings(Settings):
     default_timeout_s: float | None = Field(None, gt=0)
     worker_id: str | None = None
     default_max_attempts: int = Field(3, ge=1, le=100, description="for jobs and handlers that set none")
+    rate_limits: str = Field("", description="per job type, e.g. images.resize=50/s,mail.send=10/m")
     session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
     linger_ms: int = Field(0, ge=0, description="0 keeps status events ahead of retry records")
 

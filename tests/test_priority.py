@@ -68,6 +68,7 @@ class It:
     level: int
     order_key: str | None
     name: str = ""
+    limit_key: str | None = None
 
 
 def test_ordered_key_runs_one_at_a_time_in_order() -> None:
@@ -137,3 +138,19 @@ def test_held_records_count_toward_the_pause_and_are_dropped_on_revoke() -> None
     assert d.pause_changes({"r0"}) == (["r0"], [])
     assert d.drop({"r0"}) == [a, b]
     assert d.release(0, 10_000) is None and d.take(0) is None
+
+
+def test_rate_limited_type_is_held_without_blocking_others() -> None:
+    """With no token, a limited type's records are held aside; other types start; tokens release them."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    limited = [It("p0", NORMAL, None, f"l{i}", limit_key="mail") for i in range(3)]
+    free = It("p1", NORMAL, None, "free")
+    for item in [*limited, free]:
+        d.add(item, 0)
+    assert d.take(0) is free
+    assert d.take(0) is None
+    assert d.starved() == {"mail": 3}
+    assert d.buffered("p0") == 3  # held records still fill the buffer: the partition can pause
+    d.grant("mail", 2, 1)
+    assert [d.take(1), d.take(1), d.take(1)] == [limited[0], limited[1], None]
+    assert d.starved() == {"mail": 1}

@@ -1,0 +1,82 @@
+"""Rate limits per job type, shared by every worker through Redis.
+
+A limit is `N/s`, `N/m` or `N/h`. Each limited type has a token bucket in Redis, refilled
+by a Lua script on Redis's own clock (so workers' clocks do not matter), holding at most
+a tenth of a second's worth (at least one token) so that a burst stays small. Workers ask
+for tokens in small batches only while they hold records of a starved type, and sleep
+until the script says the next token is due: no polling, no handler slot held.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+_LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_PERIOD_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
+
+# KEYS[1] bucket; ARGV rate (tokens/ms), burst, want. Returns {granted, ms until the next token}.
+_TAKE = """
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate) end
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(math.max(now, ts)))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 60000)
+local wait = 0
+if granted < want then wait = math.ceil((1 - (tokens - math.floor(tokens))) / rate) end
+return {granted, wait}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    per_ms: float  # tokens per millisecond
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        m = _LIMIT.match(text)
+        if m is None or float(m.group(1)) <= 0:
+            raise ValueError(f"a rate limit is a positive number per s, m or h, like '50/s'; got {text!r}")
+        return cls(float(m.group(1)) / _PERIOD_MS[m.group(2)], text.strip())
+
+    @property
+    def burst(self) -> int:
+        return max(1, math.floor(self.per_ms * 100))
+
+    @property
+    def batch(self) -> int:
+        """How many tokens one worker asks for at once."""
+        return self.burst
+
+
+def parse_limits(text: str) -> dict[str, Limit]:
+    """`"images.resize=50/s, mail.send=10/m"` → limits by job type."""
+    limits: dict[str, Limit] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        job_type, sep, limit = part.partition("=")
+        if not sep or not job_type.strip():
+            raise ValueError(f"rate limits are written type=N/s, separated by commas; got {part!r}")
+        limits[job_type.strip()] = Limit.parse(limit)
+    return limits
+
+
+class TokenBuckets:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._prefix = f"{prefix}:rate:"
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self, job_type: str, limit: Limit, want: int) -> tuple[int, int]:
+        """(tokens granted, ms until the next one if fewer than `want`)."""
+        granted, wait = await self._take(
+            keys=[self._prefix + job_type], args=[limit.per_ms, limit.burst, want]
+        )
+        return int(granted), int(wait)
