@@ -20,6 +20,19 @@ from redis.exceptions import RedisError
 log = logging.getLogger("jobstream.worker")
 
 _MAX_PENDING = 200_000
+_CHECK_CHUNK = 1_000  # ids per script call (Lua's unpack has a stack limit)
+# KEYS: the day hashes; ARGV: ids. Returns the ids found in any: the search runs in Redis
+# and the reply holds only what was found, usually nothing.
+_FIND = """
+local found, seen = {}, {}
+for _, key in ipairs(KEYS) do
+  local values = redis.call('HMGET', key, unpack(ARGV))
+  for i, v in ipairs(values) do
+    if v and not seen[i] then seen[i] = true; found[#found + 1] = ARGV[i] end
+  end
+end
+return found
+"""
 DAY_S = 86_400
 
 
@@ -28,6 +41,7 @@ class DoneStore:
         self._redis = redis
         self._prefix = f"{prefix}:done:"
         self._days = ttl_s // DAY_S + 2  # hashes a mark made up to ttl_s ago can be in
+        self._find = redis.register_script(_FIND)
         self._ttl = ttl_s
         self._pending: list[str] = []
         self._wake = asyncio.Event()
@@ -59,15 +73,16 @@ class DoneStore:
         if not ids:
             return set()
         today = int(time.time()) // DAY_S
+        days = [f"{self._prefix}{day}" for day in range(today, today - self._days, -1)]
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for day in range(today - self._days + 1, today + 1):
-                    pipe.hmget(f"{self._prefix}{day}", ids)
-                per_day = await pipe.execute()
+                for start in range(0, len(ids), _CHECK_CHUNK):
+                    await self._find(keys=days, args=ids[start : start + _CHECK_CHUNK], client=pipe)
+                found = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(f"completed-id check skipped, Redis unreachable: {exc}")
             return set()
-        return {i for values in per_day for i, v in zip(ids, values, strict=True) if v is not None}
+        return {i.decode() if isinstance(i, bytes) else i for chunk in found for i in chunk}
 
     def add(self, job_id: str) -> None:
         if len(self._pending) < _MAX_PENDING:
