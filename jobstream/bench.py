@@ -30,8 +30,8 @@ from types import FrameType
 
 import orjson
 
+from jobstream import bench_delay, procs
 from jobstream import bench_load as load
-from jobstream import procs
 from jobstream.bench_retry import StatusWatch, retry_path
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
@@ -40,7 +40,7 @@ from jobstream.stack import KAFKA_VERSION, LocalStack, StackError
 say = load.say
 TARGETS = {
     "single": 5_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 25.0,
-    "retry": 0.0, "late_p99": 100.0,
+    "retry": 0.0, "late_p99": 100.0, "delay_p50": 10.0, "delay_p99": 20.0,
 }  # fmt: skip
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING)\b|Traceback")
 
@@ -345,6 +345,33 @@ class Bench:
         self.cpu_note("5", meter, since)
         self.stop_children("5")
 
+    async def delay(self) -> None:
+        """Scenario 6 (`jobstream.bench_delay`): delayed jobs through a scheduler process."""
+        s = await self.fresh("delay")
+        proc = self.spawn_cli("scheduler", ["scheduler"], s)
+        log = self.children[-1][2]
+        while "scheduler running" not in procs.tail(log, 50):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the scheduler exited:\n{procs.tail(log, 15)}")
+            await asyncio.sleep(0.1)
+        meter, since = self.meter(), len(self.children)
+        n = 20_000 if self.plan.lat_s < 10 else 100_000
+        out = await bench_delay.scenario(s, 1_000, 5, n, lambda m: say(m))
+        p, b = out["paced"], out["burst"]
+        what = "1,000 due/s for 5 s, record seen on its topic minus due time"
+        self.row(f"6. Delayed-job lateness p50 ({what})", p["p50_ms"], "delay_p50", "ms")
+        self.row("6. Delayed-job lateness p99", p["p99_ms"], "delay_p99", "ms")
+        self.rows.append(
+            Row(f"6. {n:,} delayed jobs due at one instant: all on their topic", f"{b['seconds']:.2f} s")
+        )
+        self.notes.append(
+            f"6: lateness min {p['min_ms']:.1f} ms max {p['max_ms']:.1f} ms; sent by the scheduler "
+            f"(record timestamp) p50 {p['sent_p50_ms']:.1f} ms p99 {p['sent_p99_ms']:.1f} ms; "
+            f"burst first seen {b['first_ms']:.0f} ms after due; one `jobstream scheduler` process"
+        )
+        self.cpu_note("6", meter, since)
+        self.stop_children("6")
+
     def row(self, scenario: str, value: float, key: str, unit: str = "jobs/s") -> None:
         target = TARGETS[key]
         if unit == "ms":
@@ -362,6 +389,7 @@ class Bench:
             ("3", lambda: self.e2e(2)),
             ("4", self.latency),
             ("5", self.retry),
+            ("6", self.delay),
         ]
         failed = 0
         for num, step in steps:

@@ -1,4 +1,4 @@
-"""The `jobstream` command: `dev | api | gateway | worker | topics | submit | dlq | bench`."""
+"""The `jobstream` command: `dev | api | gateway | worker | scheduler | topics | submit | dlq | bench`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
+from jobstream.settings import ApiSettings, GatewaySettings, SchedulerSettings, Settings, WorkerSettings
 
 
 def setup_logging(level: str) -> None:
@@ -80,6 +80,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
     raise SystemExit(run_worker(app, settings))
 
 
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    from producer.scheduler_run import run_scheduler
+
+    settings = SchedulerSettings()
+    setup_logging(settings.log_level)
+    raise SystemExit(run_scheduler(settings))
+
+
 def cmd_topics(args: argparse.Namespace) -> None:
     from jobstream.kafka import ensure_topics
 
@@ -135,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("app", help="module:attribute of a consumer.WorkerApp")
     wk.add_argument("--concurrency", type=int)
     wk.set_defaults(func=cmd_worker)
+
+    sc = sub.add_parser("scheduler", help="run a delay scheduler on its own (the API runs one too)")
+    sc.set_defaults(func=cmd_scheduler)
 
     tp = sub.add_parser("topics", help="create the topics")
     tp.set_defaults(func=cmd_topics)

@@ -51,17 +51,33 @@ class Settings(BaseSettings):
         return "{" + self.topic_prefix + "}"
 
 
-class ApiSettings(Settings):
+class DelaySettings(Settings):
+    """What a delay scheduler needs, in the API process or on its own (`jobstream scheduler`)."""
+
+    scheduler_lease_ms: int = Field(
+        10_000, ge=100, description="how long a claim is held before another scheduler may take it"
+    )
+    scheduler_batch: int = Field(1_000, ge=1, le=10_000, description="due jobs claimed per script call")
+    submit_timeout_s: float = Field(5.0, gt=0)
+
+
+class SchedulerSettings(DelaySettings):
+    # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now)
+    linger_ms: int = Field(0, ge=0)
+
+
+class ApiSettings(DelaySettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch: int = Field(10_000, ge=1)
-    submit_timeout_s: float = Field(5.0, gt=0)
+    scheduler: bool = Field(True, description="run a delay scheduler in the API process")
     default_timeout_s: float | None = Field(None, gt=0)
     # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now);
     # batching still happens while a produce request is in flight
     linger_ms: int = Field(0, ge=0)
+    idempotency_ttl_s: int = Field(86_400, ge=1, description="how long an Idempotency-Key is remembered")
 
 
 class WorkerSettings(Settings):

@@ -9,6 +9,7 @@ does not sink the others.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,9 @@ from producer.errors import (
     describe_errors,
 )
 from schemas import JobSpec
+from schemas.job import MAX_DELAY_MS
 
 _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
-# in the contract, not yet served: refused rather than silently ignored
-_NOT_YET = ("delay_ms", "run_at", "idempotency_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +114,11 @@ def parse_batch(body: bytes, max_batch: int, max_payload_bytes: int) -> list[Job
 
 
 def payload_problem(spec: JobSpec, max_payload_bytes: int) -> ItemError | None:
-    """Why a spec cannot be sent (payload too large as JSON or unencodable, a field this
-    server does not serve yet), or None."""
-    for name in _NOT_YET:
-        if getattr(spec, name) is not None:
-            message = f"field {name!r} is not available on this server yet; submit without it"
-            return ItemError(422, message, [FieldError(name, "is not available on this server yet")])
+    """Why a spec cannot be sent (payload too large as JSON or unencodable, `run_at` too far
+    ahead), or None."""
+    if spec.run_at is not None and spec.run_at.timestamp() * 1000 - time.time() * 1000 > MAX_DELAY_MS:
+        error = FieldError("run_at", f"must be at most {MAX_DELAY_MS // 86_400_000} days ahead")
+        return ItemError(422, f"invalid job: field 'run_at' {error.message}", [error])
     try:
         size = len(orjson.dumps(spec.payload))
     except (TypeError, orjson.JSONEncodeError) as exc:

@@ -19,6 +19,8 @@ from starlette.responses import Response
 from jobstream.projection import Projection
 from producer.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable
 from producer.health import HealthMonitor
+from producer.idempotency import Deduplicator
+from producer.idempotency_keys import with_header
 from producer.inputs import check_content_type, parse_batch, parse_job
 from producer.responses import json_response
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
@@ -34,14 +36,22 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 @router.post("/jobs", status_code=202, summary="Submit one job")
 async def submit_job(request: Request, runtime: RuntimeDep) -> Response:
     """Body: a job spec (`type`, optional `payload`, `priority`, `key`, `max_attempts`,
-    `timeout_s`, `backoff`). 202 `{"id", "state": "queued"}` once Kafka has the job."""
+    `timeout_s`, `backoff`, `idempotency_key`, `delay_ms` or `run_at`). 202 `{"id", "state":
+    "queued"}` once Kafka has the job, or `{"id", "state": "scheduled", "run_at"}` once Redis
+    has a job due later; with an `Idempotency-Key` header or field, a repeat answers 200 `{"id",
+    "state", "duplicate": true}` with the first job, and 409 if the key came with another body."""
     started = time.perf_counter()
     check_content_type(request.headers.get("content-type"))
     settings = runtime.settings
     spec = parse_job(await request.body(), settings.max_payload_bytes)
-    job_id = await runtime.submitter.submit_one(spec)
+    spec = with_header(spec, request.headers.get("idempotency-key"))
+    if spec.idempotency_key is not None:  # 200 with the first job for a repeat
+        body, status = await Deduplicator(runtime).submit_one(spec)
+        runtime.metrics.observe_latency("single", time.perf_counter() - started)
+        return json_response(body, status)
+    body = await runtime.submitter.submit(spec)  # {"id", "state"}, and "run_at" when scheduled
     runtime.metrics.observe_latency("single", time.perf_counter() - started)
-    return json_response({"id": job_id, "state": "queued"}, 202)
+    return json_response(body, 202)
 
 
 @router.post("/jobs/batch", summary="Submit many jobs")
@@ -52,7 +62,7 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     check_content_type(request.headers.get("content-type"))
     settings = runtime.settings
     items = parse_batch(await request.body(), settings.max_batch, settings.max_payload_bytes)
-    results = await runtime.submitter.submit_many(items)
+    results = await Deduplicator(runtime).submit_many(items)  # = submitter's when no item has a key
     runtime.metrics.observe_latency("batch", time.perf_counter() - started)
     return json_response({"results": results})
 
@@ -81,10 +91,13 @@ async def get_state(job_id: str, projection: Projection, health: HealthMonitor) 
 
 @router.delete("/jobs/{job_id}", status_code=202, summary="Cancel a job")
 async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
-    """202 `{"id", "state": "cancelling"}`: every worker is told (control topic); one that
+    """A scheduled job not yet due is removed from Redis: 200 `{"id", "state": "cancelled"}`.
+    Otherwise 202 `{"id", "state": "cancelling"}`: every worker is told (control topic); one that
     reaches the job skips it, one running it cancels it, and publishes `cancelled` (not
     retried). 409 with the state for a job already completed, dead or cancelled."""
     state = await get_state(job_id, runtime.projection, runtime.health)
+    if state["state"] == "scheduled" and await runtime.delayed.cancel(job_id, state["type"]):
+        return json_response({"id": job_id, "state": "cancelled"}, 200)  # removed before it was due
     if state["state"] in _FINISHED:
         raise Conflict(
             f"job {job_id} is already {state['state']}; there is nothing to cancel", state=state["state"]

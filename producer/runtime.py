@@ -1,8 +1,9 @@
 """What the app holds while it runs, opened and closed by its lifespan.
 
 `open_runtime()` opens, in order, the Kafka producer, Redis, the status publisher, the
-projection's group-commit writer, the health monitor, the dead-letter indexer and the
-replayer, and closes them in reverse: running replays are cancelled (and record so),
+projection's group-commit writer, the health monitor, the dead-letter indexer, the
+replayer and the delay scheduler (`settings.scheduler`), and closes them in reverse: the
+scheduler stops claiming and settles its batches, running replays are cancelled (and record so),
 the indexer leaves its group, the monitor stops, pending projection writes and status
 events are flushed, then Redis and the producer close. Routes reach the parts through
 the `Annotated` aliases at the bottom of this module; nothing here lives at module level.
@@ -23,12 +24,15 @@ from jobstream.kafka import DLQ_RETENTION_MS, Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
+from producer.delay_store import DelayStore
+from producer.delayed import Delayed
 from producer.dlq_index import DlqIndexer
 from producer.dlq_store import DlqStore
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.metrics import Metrics
 from producer.replay import Replayer
+from producer.scheduler import Scheduler
 from producer.submit import Submitter
 
 log = logging.getLogger("jobstream.producer")
@@ -53,6 +57,8 @@ class Runtime:
     dlq: DlqStore
     indexer: DlqIndexer
     replayer: Replayer
+    delayed: Delayed
+    scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +102,9 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             interval_s=HEALTH_INTERVAL_S,
             timeout_s=HEALTH_TIMEOUT_S,
         )
-        submitter = Submitter(settings, producer, partitioner, publisher, writer, health, metrics)
+        delay_store = DelayStore(redis, settings.redis_prefix)
+        delayed = Delayed(delay_store, publisher, writer, health, metrics, settings.submit_timeout_s)
+        submitter = Submitter(settings, producer, partitioner, publisher, writer, health, metrics, delayed)
         await stack.enter_async_context(health)
         for topic in settings.topics.job_topics:  # warm the partition cache; misses retry lazily
             try:
@@ -108,10 +116,20 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         replayer = await stack.enter_async_context(
             Replayer(dlq, producer, publisher, partitioner, settings.topics)
         )
+        scheduler = None
+        if settings.scheduler:  # closed before the publisher and the producer it uses
+            scheduler = await stack.enter_async_context(
+                Scheduler(
+                    delay_store, producer, partitioner, publisher, settings.topics,
+                    lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
+                    produce_timeout_s=settings.submit_timeout_s,
+                )
+            )  # fmt: skip
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
-            settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer
-        )
+            settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer,
+            delayed, scheduler,
+        )  # fmt: skip
 
 
 async def _runtime(request: Request) -> Runtime:

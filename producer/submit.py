@@ -13,6 +13,9 @@ What a client can rely on:
   only a lookup in the moment right after the submit may miss it. Refusing would make
   clients resubmit jobs that are in fact queued.
 
+A job due later (`delay_ms`, `run_at`) goes to Redis instead (`producer.delayed`) and is
+answered `scheduled`; in a mixed batch the immediate jobs are sent first.
+
 The `queued` events are acknowledged before the jobs are sent, so on the status topic a
 job's `queued` always comes before a worker's `active` (sent together, aiokafka may put
 the job in an earlier produce request than its event: it drains one batch per partition
@@ -35,6 +38,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from jobstream.kafka import Partitioner
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
+from producer.delayed import Delayed
 from producer.errors import Unavailable
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
@@ -59,7 +63,9 @@ class Submitter:
         writer: GroupCommit[dict[str, Any]],
         health: HealthMonitor,
         metrics: Metrics,
+        delayed: Delayed,
     ) -> None:
+        self._delayed = delayed
         self._producer = producer
         self._publisher = publisher
         self._writer = writer
@@ -72,27 +78,38 @@ class Submitter:
 
     async def submit_one(self, spec: JobSpec) -> str:
         """Produce one job; return its id once Kafka has it. Raises `Unavailable`."""
+        return str((await self.submit(spec))["id"])
+
+    async def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Submit one job; the answer `{"id", "state"}` (and `run_at` when scheduled)."""
         rows = await self.submit_many([spec])
         row = rows[0]
         if "error" in row:  # a single job that Kafka refused is the whole answer
             raise self._unavailable(row["error"]["message"])
-        return str(row["id"])
+        return {k: v for k, v in row.items() if k != "index"}
 
-    async def submit_many(self, items: Sequence[JobSpec | ItemError]) -> list[dict[str, Any]]:
+    async def submit_many(
+        self, items: Sequence[JobSpec | ItemError], ids: Sequence[str | None] | None = None
+    ) -> list[dict[str, Any]]:
         """Produce the specs among `items`, report the rest; one result row per item, in order.
 
+        `ids[i]`, when given and not None, is the id of item i's job (chosen up front by
+        `producer.idempotency`); otherwise a new one is made.
         Raises `Unavailable` when Kafka is known down or acknowledged none of the jobs.
         """
         rows: list[dict[str, Any]] = [{} for _ in items]
         pending: list[tuple[int, JobEnvelope]] = []
+        later: list[tuple[int, JobEnvelope]] = []  # delayed: stored in Redis (`producer.delayed`)
         now = time.time_ns() // 1_000_000
         for i, item in enumerate(items):
             if isinstance(item, JobSpec):
-                pending.append((i, self._envelope(item, now)))
+                env = self._envelope(item, now, ids[i] if ids is not None else None)
+                (pending if env.not_before is None else later).append((i, env))
             else:
                 rows[i] = {"index": i, "error": item.as_dict()}
                 self._metrics.count_rejected("invalid" if item.status == 422 else "too_large")
         if not pending:
+            await self._later(later, rows, now)
             return rows
         if not self._health.is_up("kafka"):
             self._metrics.count_rejected("kafka_down", len(pending))
@@ -126,7 +143,24 @@ class Submitter:
             if not acked:
                 raise self._unavailable(f"Kafka did not acknowledge the jobs: {_describe(failure)}")
         await self._after_ack(acked, deadline)
+        await self._later(later, rows, now, others_accepted=True)
         return rows
+
+    async def _later(
+        self, later: list[tuple[int, JobEnvelope]], rows: list[dict[str, Any]], now: int,
+        *, others_accepted: bool = False,
+    ) -> None:  # fmt: skip
+        """Store the delayed jobs; when other jobs of the request were accepted, a failure is
+        reported per item rather than raised."""
+        if not later:
+            return
+        try:
+            await self._delayed.submit(later, rows, now)
+        except Unavailable as exc:
+            if not others_accepted:
+                raise
+            for i, env in later:
+                rows[i] = {"index": i, "id": env.id, "error": {"status": 503, "message": exc.detail}}
 
     async def _queued_first(self, events: list[dict[str, Any]], deadline: float) -> None:
         """Put the `queued` events on the status topic; raise `Unavailable` if Kafka will not."""
@@ -178,11 +212,12 @@ class Submitter:
             self._metrics.projection_errors.inc(len(events))
             log.warning("projection write failed jobs=%d error=%s", len(events), _describe(err))
 
-    def _envelope(self, spec: JobSpec, now: int) -> JobEnvelope:
+    def _envelope(self, spec: JobSpec, now: int, job_id: str | None = None) -> JobEnvelope:
         # The spec is validated; constructing the envelope without a second validation
         # is the point (one pydantic pass per job).
+        due = spec.due_ms(now)
         return JobEnvelope.model_construct(
-            id=new_job_id(now),
+            id=job_id or new_job_id(now),
             type=spec.type,
             payload=spec.payload,
             priority=spec.priority,
@@ -192,9 +227,11 @@ class Submitter:
             backoff=spec.backoff,
             timeout_s=spec.timeout_s if spec.timeout_s is not None else self._timeout_default,
             key=spec.key,
+            idempotency_key=spec.idempotency_key,
             created_at=now,
             then=spec.then or [],
-            expires_at=spec.expiry_ms(now),
+            not_before=due,
+            expires_at=spec.expiry_ms(due or now),  # a delayed job's ttl_ms counts from its due time
         )
 
     def _note_failure(self, exc: BaseException, jobs: int) -> None:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 MAX_DELAY_MS = 366 * 86_400_000
+# RFC 3339 date-time, offset required (pydantic alone also takes numbers and naive times)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 JobType = Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
 JobKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -70,6 +83,28 @@ class JobSpec(BaseModel):
         if self.expires_at is not None:
             return int(self.expires_at.timestamp() * 1000)
         return None
+
+    def due_ms(self, now_ms: int) -> int | None:
+        """When a delayed job falls due (ms since the epoch); None when it is due now."""
+        if self.delay_ms:
+            return now_ms + self.delay_ms
+        if self.run_at is not None:
+            due = int(self.run_at.timestamp() * 1000)
+            return due if due > now_ms else None
+        return None
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        if (
+            value is None
+            or isinstance(value, dt.datetime)
+            or (isinstance(value, str) and _RFC3339.match(value))
+        ):
+            return value
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T09:30:00Z"
+        )
 
     @model_validator(mode="after")
     def _exclusive(self) -> JobSpec:

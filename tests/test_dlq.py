@@ -320,17 +320,16 @@ async def test_concurrent_replays_enqueue_each_record_once(api: Api) -> None:
         api.client.post("/dlq/replay", json=body), api.client.post("/dlq/replay", json=body)
     )
     assert first.status_code == second.status_code == 202
-    reports = []
+    final: dict[str, dict[str, Any]] = {}  # the last report of each replay
     for r in (first, second):
         rid = r.json()["replay_id"]
 
         async def done(rid: str = rid) -> bool:
-            rep = (await api.client.get(f"/dlq/replays/{rid}")).json()
-            reports.append(rep)
-            return bool(rep["state"] == "done")
+            final[rid] = (await api.client.get(f"/dlq/replays/{rid}")).json()
+            return bool(final[rid]["state"] == "done")
 
         await wait_until(done, f"replay {rid}")
-    a, b = reports[-2], reports[-1]
+    a, b = final.values()
     assert a["replayed"] + b["replayed"] == 4
     assert a["skipped"] + b["skipped"] == 4
     total = sum([await topic_size(s, s.topics.jobs(p)) for p in Priority])

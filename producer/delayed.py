@@ -1,0 +1,150 @@
+"""The API side of delayed jobs (`delay_ms`, `run_at`): store them, cancel them.
+
+A delayed submit, like an immediate one, puts its status event on the status topic
+first (`scheduled`, with `due_at` and `run_at`), so a job's `scheduled` always precedes
+the `queued` the scheduler publishes when it fires it, however short the delay. Then one
+MULTI round trip stores the whole request's jobs in Redis (`DelayStore.add`); only then
+is the job answered `scheduled`. Redis down: 503 naming redis, and the `scheduled`
+events already published are followed by `dead` (reason `rejected`), so no phantom job
+stays scheduled. Kafka down: 503 naming kafka, as for any submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from jobstream.status import StatusPublisher
+from producer.delay_store import CANCELLED, DelayStore
+from producer.errors import Unavailable
+from producer.groupcommit import GroupCommit
+from producer.health import HealthMonitor
+from producer.metrics import Metrics
+from schemas import JobEnvelope
+
+log = logging.getLogger("jobstream.producer.delayed")
+
+PROJECTION_TIMEOUT_S = 1.0
+
+
+def rfc3339(ms: int) -> str:
+    """`2030-01-01T09:30:00.000Z` for a time in ms since the epoch."""
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Delayed:
+    """Stores delayed jobs and cancels them before they fire."""
+
+    def __init__(
+        self,
+        store: DelayStore,
+        publisher: StatusPublisher,
+        writer: GroupCommit[dict[str, Any]],
+        health: HealthMonitor,
+        metrics: Metrics,
+        timeout_s: float,
+    ) -> None:
+        self.store = store
+        self._publisher = publisher
+        self._writer = writer
+        self._health = health
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+
+    async def submit(
+        self, later: list[tuple[int, JobEnvelope]], rows: list[dict[str, Any]], now: int
+    ) -> None:
+        """Store the jobs and fill their result rows; raises `Unavailable` if none is stored."""
+        for service in ("redis", "kafka"):
+            if not self._health.is_up(service):
+                self._metrics.count_rejected(f"{service}_down", len(later))
+                raise self._unavailable(service, f"{service.capitalize()} is unreachable")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        events = [_scheduled(env, now) for _, env in later]
+        try:
+            async with asyncio.timeout_at(deadline):
+                await (await self._publisher.send_now(events))
+        except (TimeoutError, KafkaError) as exc:
+            self._metrics.count_rejected("kafka_failed", len(later))
+            raise self._unavailable("kafka", f"Kafka did not take the jobs: {exc!r}") from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.store.add([env for _, env in later])
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._metrics.count_rejected("redis_failed", len(later))
+            if not isinstance(exc, TimeoutError):
+                self._health.mark_down("redis", repr(exc))
+            log.warning("redis did not take delayed jobs jobs=%d error=%r", len(later), exc)
+            for event in events:
+                self._publisher.publish(_rejected(event, exc))
+            raise self._unavailable("redis", f"Redis did not take the jobs: {exc!r}") from exc
+        self._health.note_ok("redis")
+        for (i, env), event in zip(later, events, strict=True):
+            rows[i] = {"index": i, "id": env.id, "state": "scheduled", "run_at": event["run_at"]}
+            self._metrics.count_submitted(env.priority)
+        await self._project(events, deadline)
+
+    async def cancel(self, job_id: str, job_type: str) -> bool:
+        """Remove a scheduled job before it fires: True once it is gone and `cancelled` is
+        published. False when it was already claimed or fired: cancel it through the
+        control topic (a claim removed here is never fired again if its scheduler died)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                outcome = await self.store.cancel(job_id)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise self._unavailable("redis", f"Redis did not answer the cancel: {exc!r}") from exc
+        if outcome != CANCELLED:
+            return False
+        now = time.time_ns() // 1_000_000
+        event = {"job_id": job_id, "type": job_type, "state": "cancelled", "attempt": 1, "at": now,
+                 "reason": "cancelled before due"}  # fmt: skip
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await (await self._publisher.send_now([event]))
+        except (TimeoutError, KafkaError) as exc:  # removed either way; the projection says so
+            log.warning("cancelled event not published job=%s error=%r", job_id, exc)
+        loop = asyncio.get_running_loop()
+        await self._project([event], loop.time() + self._timeout_s)
+        return True
+
+    async def _project(self, events: list[dict[str, Any]], deadline: float) -> None:
+        """Write the projection, bounded; never raises (the projector writes it anyway)."""
+        write = self._writer.write(events)
+        timeout = max(PROJECTION_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
+        done, _ = await asyncio.wait([write], timeout=timeout)
+        if not done or write.exception() is not None:
+            self._metrics.projection_errors.inc(len(events))
+            log.warning("projection write failed jobs=%d", len(events))
+
+    def _unavailable(self, service: str, why: str) -> Unavailable:
+        return Unavailable(
+            service, f"{why}; the job was not accepted, retry later", retry_after=self._health.retry_after_s
+        )
+
+
+def _scheduled(env: JobEnvelope, now: int) -> dict[str, Any]:
+    assert env.not_before is not None
+    return {
+        "job_id": env.id,
+        "type": env.type,
+        "state": "scheduled",
+        "attempt": 1,
+        "at": now,
+        "priority": env.priority.value,
+        "due_at": env.not_before,
+        "run_at": rfc3339(env.not_before),
+    }
+
+
+def _rejected(event: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    message = f"the job was not accepted: Redis did not store it ({err!r})"
+    return {**event, "state": "dead", "reason": "rejected", "at": time.time_ns() // 1_000_000,
+            "error": {"type": "Rejected", "message": message}}  # fmt: skip

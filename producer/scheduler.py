@@ -1,0 +1,259 @@
+"""The delay scheduler: moves due jobs from Redis (`DelayStore`) to their priority topics.
+
+One loop claims up to `batch` due jobs (a Lua script: due order, lease `lease_ms`),
+publishes their `queued` events and waits for Kafka to take them (as the API does, so a
+worker's `active` never precedes `queued`), hands the job records to the producer, and
+moves on to the next claim; a finisher per batch gathers the acks and then deletes the
+acknowledged jobs from Redis in one round trip. What Kafka did not acknowledge stays
+claimed, and any scheduler claims it again when the lease expires: nothing is lost, and a
+job is produced twice only when a scheduler dies (or Kafka stalls past the lease) between
+produce and delete; the worker's completed-id check absorbs that duplicate.
+
+Between claims the loop sleeps until the earliest due time or lease expiry, at most
+`max_sleep_s`. Inserts publish their earliest due time on a Redis channel, so schedulers
+in every process wake early for a job due sooner than they planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+import orjson
+
+from jobstream.kafka import Partitioner
+from jobstream.status import StatusPublisher
+from producer.delay_store import DelayStore
+from schemas import (
+    HEADER_ATTEMPT,
+    HEADER_SCHEMA,
+    HEADER_TYPE,
+    SCHEMA_VERSION,
+    Priority,
+    Topics,
+    partition_for,
+)
+
+log = logging.getLogger("jobstream.scheduler")
+
+BATCHES_IN_FLIGHT = 4
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Scheduler:
+    """Fires delayed jobs when due. Async context manager; `close()` is idempotent and
+    returns once the loops have stopped and every produced batch is settled."""
+
+    def __init__(
+        self,
+        store: DelayStore,
+        producer: Any,
+        partitioner: Partitioner,
+        publisher: StatusPublisher,
+        topics: Topics,
+        *,
+        lease_ms: int = 10_000,
+        batch: int = 1_000,
+        max_sleep_s: float = 1.0,
+        produce_timeout_s: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._producer = producer
+        self._partitioner = partitioner
+        self._publisher = publisher
+        self._topics = topics
+        self._lease_ms = lease_ms
+        self._batch = batch
+        self._max_sleep_s = max_sleep_s
+        # acks later than this: leave the jobs claimed (well before the lease runs out)
+        self._produce_timeout_s = min(produce_timeout_s, lease_ms / 2000)
+        self._wake = asyncio.Event()
+        self._sleep_until = math.inf  # ms; an insert due before this wakes the loop
+        self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finishers: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self.fired = 0
+
+    async def __aenter__(self) -> Scheduler:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if not self._tasks and not self._closing:
+            for coro, name in ((self._run(), "scheduler"), (self._listen(), "scheduler-wake")):
+                self._tasks.add(asyncio.create_task(coro, name=name))
+
+    async def close(self) -> None:
+        """Stop claiming, let produced batches settle (bounded), stop listening. Idempotent."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks:
+            if task.get_name() == "scheduler-wake":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._finishers:
+            await asyncio.wait(self._finishers, timeout=self._produce_timeout_s + 2)
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            try:
+                if await self._fire_once() >= self._batch:
+                    continue  # more are due: claim again at once
+                await self._sleep_until_due()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scheduler step failed, retrying in %.1fs: %r", backoff, exc)
+                await self._nap(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _fire_once(self) -> int:
+        """Claim due jobs and hand them to Kafka; returns how many were claimed."""
+        await self._slots.acquire()  # released by the batch's finisher, or below
+        handed_off = False
+        try:
+            now = now_ms()
+            raw = await self._store.claim(now, self._lease_ms, self._batch)
+            if not raw:
+                return 0
+            jobs = [orjson.loads(r) for r in raw]
+            events = [_queued(job, now) for job in jobs]
+            futures: list[asyncio.Future[Any]] = []
+            try:
+                async with asyncio.timeout(self._produce_timeout_s):
+                    await (await self._publisher.send_now(events))
+                    futures = await self._send(jobs, raw, futures)
+            except BaseException:
+                for fut in futures:
+                    fut.add_done_callback(_observe)
+                raise  # the jobs stay claimed and fire again after the lease
+            task = asyncio.create_task(self._finish(jobs, futures), name="scheduler-finish")
+            handed_off = True
+        finally:
+            if not handed_off:
+                self._slots.release()
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
+        return len(jobs)
+
+    async def _send(
+        self, jobs: list[dict[str, Any]], raw: list[bytes], futures: list[asyncio.Future[Any]]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand each record to the producer, appending its ack future to `futures`."""
+        counts: dict[str, int] = {}
+        for job, value in zip(jobs, raw, strict=True):
+            topic = self._topics.jobs(Priority(job.get("priority", "normal")))
+            n = counts.get(topic) or await self._partitioner.count(topic)
+            counts[topic] = n
+            key = job.get("key") or job["id"]
+            headers = [
+                (HEADER_SCHEMA, SCHEMA_VERSION),
+                (HEADER_TYPE, job["type"].encode()),
+                (HEADER_ATTEMPT, str(job.get("attempt", 1)).encode()),
+            ]
+            futures.append(
+                await self._producer.send(
+                    topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
+                )
+            )
+        return futures
+
+    async def _finish(self, jobs: list[dict[str, Any]], futures: list[asyncio.Future[Any]]) -> None:
+        """Wait for the acks, then forget the acknowledged jobs in Redis."""
+        try:
+            await asyncio.wait(futures, timeout=self._produce_timeout_s)
+            acked = [j["id"] for j, f in zip(jobs, futures, strict=True) if _ok(f)]
+            if len(acked) < len(jobs):
+                log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
+                            len(jobs) - len(acked))  # fmt: skip
+            try:
+                await self._store.done(acked)
+            except Exception as exc:  # they stay claimed: fired again after the lease
+                log.warning("could not forget %d fired jobs in redis: %r", len(acked), exc)
+            self.fired += len(acked)
+        finally:
+            self._slots.release()
+
+    async def _sleep_until_due(self) -> None:
+        self._wake.clear()
+        self._sleep_until = math.inf  # until we know the head, any insert wakes us
+        head = await self._store.next_due()
+        now = now_ms()
+        wait_ms = self._max_sleep_s * 1000 if head is None else min(head - now, self._max_sleep_s * 1000)
+        if wait_ms <= 0:
+            return
+        self._sleep_until = now + wait_ms
+        await self._nap(wait_ms / 1000)
+        self._sleep_until = -math.inf
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, unless woken (a sooner job, or close)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _listen(self) -> None:
+        """Wake the loop when another process stores a job due before it planned to look."""
+        backoff = 0.1
+        while not self._closing:
+            try:
+                async with self._store.redis.pubsub(ignore_subscribe_messages=True) as sub:
+                    await sub.subscribe(self._store.channel)
+                    self._wake.set()  # inserts may have come while we were not listening
+                    backoff = 0.1
+                    # checked, not only cancelled: redis-py's read timeout can swallow a cancel
+                    while not self._closing:
+                        msg = await sub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                        if msg is not None and int(msg["data"]) < self._sleep_until:
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scheduler wake channel failed, resubscribing in %.1fs: %r", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+
+def _queued(job: dict[str, Any], now: int) -> dict[str, Any]:
+    return {
+        "job_id": job["id"],
+        "type": job["type"],
+        "state": "queued",
+        "attempt": job.get("attempt", 1),
+        "at": now,
+        "priority": job.get("priority", "normal"),
+        "due_at": job.get("not_before"),
+    }
+
+
+def _ok(fut: asyncio.Future[Any]) -> bool:
+    if not fut.done():
+        fut.add_done_callback(_observe)
+        return False
+    return not fut.cancelled() and fut.exception() is None
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,70 @@
+"""`jobstream scheduler`: the delay scheduler as a process of its own.
+
+The API runs one by default (`JOBSTREAM_SCHEDULER=true`); run this instead, or beside it,
+to fire delayed jobs from a separate process: any number may run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from redis.asyncio import Redis
+
+from jobstream.kafka import Partitioner, make_producer
+from jobstream.settings import SchedulerSettings
+from jobstream.status import StatusPublisher
+from producer.delay_store import DelayStore
+from producer.scheduler import Scheduler
+
+log = logging.getLogger("jobstream.scheduler")
+
+
+async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT (or `stop` is set), then stop cleanly: no claim is
+    abandoned mid-way except to its lease."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            producer = make_producer(
+                settings,
+                linger_ms=settings.linger_ms,
+                request_timeout_ms=int(settings.submit_timeout_s * 1000),
+            )
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+            stack.push_async_callback(redis.aclose)
+            publisher = await stack.enter_async_context(
+                StatusPublisher(producer, settings.topics.status, settings.status_partitions)
+            )
+            scheduler = Scheduler(
+                DelayStore(redis, settings.redis_prefix), producer, Partitioner(producer), publisher,
+                settings.topics, lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
+                produce_timeout_s=settings.submit_timeout_s,
+            )  # fmt: skip
+            async with scheduler:
+                log.info("scheduler running prefix=%s", settings.topic_prefix)
+                await stop.wait()
+                log.info("scheduler stopping fired=%d", scheduler.fired)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_scheduler(settings: SchedulerSettings) -> int:
+    """Run a scheduler process to completion; returns the exit code."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(serve(settings))
+    return 0

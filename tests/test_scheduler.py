@@ -1,0 +1,272 @@
+"""Delayed jobs: the claim/lease scripts, the scheduler, the API, cancellation, restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from consumer import Worker
+from consumer.examples import app as examples
+from gateway import create_app as create_gateway
+from jobstream import procs
+from jobstream.kafka import Partitioner, make_producer
+from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
+from jobstream.stack import RedisServer
+from producer import create_app
+from producer.delay_store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
+from producer.scheduler import Scheduler, now_ms
+from schemas import JobEnvelope, Priority, decode_job
+from tests.conftest import MS
+from tests.helpers import StatusLog, asgi_client, make_job, read_topic, wait_until
+
+
+def delayed(due: int) -> JobEnvelope:
+    return make_job("example.echo", not_before=due)
+
+
+@contextlib.asynccontextmanager
+async def scheduler(settings: Settings, redis: Redis, lease_ms: int = 10_000) -> AsyncIterator[Scheduler]:
+    """A scheduler with its own producer and status publisher, as `jobstream scheduler` runs."""
+    from jobstream.status import StatusPublisher
+
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        async with StatusPublisher(producer, settings.topics.status, settings.status_partitions) as pub:
+            store = DelayStore(redis, settings.redis_prefix)
+            s = Scheduler(store, producer, Partitioner(producer), pub, settings.topics, lease_ms=lease_ms)
+            async with s:
+                yield s
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def store(settings: Settings, redis: Redis) -> DelayStore:
+    return DelayStore(redis, settings.redis_prefix)
+
+
+async def test_claim_takes_due_jobs_in_due_order_and_leases_them(store: DelayStore) -> None:
+    """Claim returns only due jobs, earliest first, and holds them until the lease expires."""
+    now = now_ms()
+    jobs = [delayed(now + d) for d in (300, 100, 200, 60_000)]
+    await store.add(jobs)
+    got = [decode_job(r).id for r in await store.claim(now + 1_000, 5_000, 10)]
+    assert got == [jobs[1].id, jobs[2].id, jobs[0].id]
+    assert await store.counts() == (1, 3)
+    assert await store.claim(now + 1_000, 5_000, 10) == []  # leased: no one else takes them
+    assert await store.next_due() == now + 6_000  # the lease expiry comes before the last job
+    again = [decode_job(r).id for r in await store.claim(now + 6_001, 5_000, 2)]
+    assert len(again) == 2 and set(again) < {j.id for j in jobs[:3]}  # expired leases, `limit` kept
+    await store.done(again)
+    assert await store.counts() == (1, 1)
+
+
+async def test_cancel_script_says_where_the_job_was(store: DelayStore) -> None:
+    """Cancel removes a waiting job (1), a claimed one (2), and reports a gone one (0)."""
+    now = now_ms()
+    waiting, claimed = delayed(now + 60_000), delayed(now - 1)
+    await store.add([waiting, claimed])
+    assert len(await store.claim(now, 5_000, 10)) == 1
+    assert await store.cancel(waiting.id) == CANCELLED
+    assert await store.cancel(claimed.id) == CANCELLED_WHILE_CLAIMED
+    assert await store.cancel(claimed.id) == 0
+    assert await store.counts() == (0, 0)
+    assert await store.claim(now + 3_600_000, 5_000, 10) == []  # a dead claimer's job never fires
+
+
+async def test_dead_schedulers_claims_fire_after_the_lease(
+    settings: Settings, redis: Redis, store: DelayStore
+) -> None:
+    """Jobs claimed by a scheduler that never deletes them are produced by another after the lease."""
+    now = now_ms()
+    jobs = [delayed(now - 10) for _ in range(20)]
+    await store.add(jobs)
+    lease_ms = 500
+    assert len(await store.claim(now, lease_ms, 100)) == 20  # ... and the claimer dies
+    async with scheduler(settings, redis, lease_ms=lease_ms):
+        records = await read_topic(settings, settings.topics.jobs(Priority.normal), 20, timeout_s=30)
+    assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in jobs)
+    assert min(r.timestamp for r in records) >= now + lease_ms
+    await wait_until(lambda: _empty(store), 1, "the fired jobs to leave Redis")
+
+
+async def _empty(store: DelayStore) -> list[bool]:
+    """One item once both sets are empty (for `wait_until`)."""
+    return [True] if await store.counts() == (0, 0) else []
+
+
+async def test_two_schedulers_produce_each_job_exactly_once(
+    settings: Settings, redis: Redis, store: DelayStore
+) -> None:
+    """Two schedulers racing over 3,000 jobs due at once produce every job once."""
+    due = now_ms() + 300
+    jobs = [delayed(due + i % 50) for i in range(3_000)]
+    async with scheduler(settings, redis) as a, scheduler(settings, redis) as b:
+        await store.add(jobs)
+        await wait_until(lambda: _empty(store), 1, "Redis to be empty", timeout_s=60)
+        await wait_until(lambda: _fired(a, b, 3_000), 1, "the acks")
+    records = await read_topic(settings, settings.topics.jobs(Priority.normal), 3_000)
+    ids = [decode_job(r.value).id for r in records]
+    assert sorted(ids) == sorted(j.id for j in jobs)
+    assert a.fired + b.fired == 3_000
+    assert min(r.timestamp for r in records) >= due
+    assert await _end_total(settings) == 3_000  # nothing beyond: no duplicate anywhere
+
+
+async def _fired(a: Scheduler, b: Scheduler, n: int) -> list[int]:
+    return [1] if a.fired + b.fired >= n else []
+
+
+async def _end_total(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in settings.topics.job_topics for p in range(settings.partitions)]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def test_redis_restart_keeps_scheduled_jobs(settings: Settings) -> None:
+    """Jobs stored in a Redis that is killed (SIGKILL) and restarted on its AOF still fire."""
+    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
+    server = RedisServer(data, procs.free_port())
+    server.start()
+    try:
+        client = Redis.from_url(server.url)
+        # LocalStack's Redis fsyncs every second; `always` makes this test not depend on timing
+        await client.config_set("appendfsync", "always")
+        own = DelayStore(client, settings.redis_prefix)
+        jobs = [delayed(now_ms() + 500) for _ in range(50)]
+        await own.add(jobs)
+        await client.aclose()
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait()
+        server.proc = None
+        server.start()
+        client = Redis.from_url(server.url)
+        own = DelayStore(client, settings.redis_prefix)
+        assert await own.counts() == (50, 0)
+        async with scheduler(settings, client):
+            records = await read_topic(settings, settings.topics.jobs(Priority.normal), 50)
+        assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in jobs)
+        await client.aclose()
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API (with its scheduler), a worker and the gateway (whose projector feeds lookups)."""
+    worker = WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000})
+    gateway = create_gateway(GatewaySettings(**settings.model_dump()))
+    app = create_app(ApiSettings(**settings.model_dump()))
+    async with Worker(examples, worker), asgi_client(gateway), asgi_client(app) as client:
+        yield client
+
+
+async def test_delayed_job_is_scheduled_then_runs_on_time(api: httpx.AsyncClient, settings: Settings) -> None:
+    """POST with delay_ms answers scheduled with run_at; the job is queued no earlier than due, soon after."""
+    async with StatusLog(settings) as status:
+        r = await api.post("/jobs", json={"type": "example.echo", "payload": {"a": 1}, "delay_ms": 400})
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert body["state"] == "scheduled" and body["run_at"].endswith("Z")
+        job_id = body["id"]
+        assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "scheduled"
+        await status.wait_for(lambda: "completed" in status.states(job_id), 30, "the delayed job")
+    events = {e["state"]: e for e in status.events[job_id]}
+    assert status.states(job_id) == ["scheduled", "queued", "active", "completed"]
+    due = events["scheduled"]["due_at"]
+    assert events["queued"]["due_at"] == due
+    assert due <= events["queued"]["at"] < due + 250 * MS * 1000
+    assert events["active"]["at"] >= due
+
+
+async def test_run_at_in_the_past_and_zero_delay_queue_at_once(api: httpx.AsyncClient) -> None:
+    """A run_at already past and delay_ms 0 are plain submits: state queued."""
+    for extra in ({"run_at": "2001-01-01T00:00:00Z"}, {"delay_ms": 0}):
+        r = await api.post("/jobs", json={"type": "example.echo", **extra})
+        assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+
+
+async def test_batch_rows_say_scheduled_with_run_at(api: httpx.AsyncClient) -> None:
+    """Batch items with run_at are scheduled rows with run_at; others stay queued."""
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
+    run_at = at.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
+    jobs = [{"type": "example.echo", "run_at": run_at}, {"type": "example.echo"}]
+    r = await api.post("/jobs/batch", json={"jobs": jobs})
+    rows = r.json()["results"]
+    assert rows[0]["state"] == "scheduled", rows
+    assert rows[0]["run_at"] == at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert rows[1]["state"] == "queued"
+    far = (at + dt.timedelta(days=400)).isoformat()
+    r = await api.post("/jobs", json={"type": "example.echo", "run_at": far})
+    assert r.status_code == 422 and "run_at" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"run_at": "2030-01-01T00:00:00"}, "run_at"),  # naive
+        ({"run_at": "next tuesday"}, "run_at"),
+        ({"run_at": 1_900_000_000}, "run_at"),
+        ({"run_at": "2030-01-01T00:00:00Z", "delay_ms": 5}, "delay_ms or run_at"),
+    ],
+)
+async def test_bad_delay_fields_are_422_naming_the_field(
+    api: httpx.AsyncClient, extra: dict[str, object], field: str
+) -> None:
+    """A naive or non-RFC 3339 run_at, or both delay_ms and run_at, answer 422 naming the field."""
+    r = await api.post("/jobs", json={"type": "example.echo", **extra})
+    assert r.status_code == 422, r.text
+    assert field in r.json()["detail"]
+
+
+async def test_cancel_removes_a_scheduled_job_and_it_never_runs(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    """DELETE of a scheduled job answers 200 cancelled; it leaves Redis and never runs."""
+    async with StatusLog(settings) as status:
+        r = await api.post("/jobs", json={"type": "example.echo", "delay_ms": 500})
+        job_id = r.json()["id"]
+        r = await api.delete(f"/jobs/{job_id}")
+        assert r.status_code == 200 and r.json() == {"id": job_id, "state": "cancelled"}
+        assert await DelayStore(redis, settings.redis_prefix).counts() == (0, 0)
+        # a job due later than the cancelled one: once it has run, the scheduler went past both
+        r = await api.post("/jobs", json={"type": "example.echo", "delay_ms": 600})
+        later = r.json()["id"]
+        await status.wait_for(lambda: "completed" in status.states(later), 30, "the later job")
+    assert status.states(job_id) == ["scheduled", "cancelled"]
+    assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "cancelled"
+
+
+async def test_redis_down_answers_503_naming_redis(settings: Settings) -> None:
+    """With Redis unreachable, a delayed submit is refused with 503, Retry-After and service redis."""
+    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
+    server = RedisServer(data, procs.free_port())
+    server.start()
+    try:
+        app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": server.url}))
+        async with asgi_client(app) as client:
+            server.stop()
+            # known down (health monitor) or found down (the write fails): 503 either way
+            r = await client.post("/jobs", json={"type": "example.echo", "delay_ms": 1000})
+            assert r.status_code == 503, r.text
+            assert r.json()["service"] == "redis" and "Retry-After" in r.headers
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
