@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from jobstream.settings import ApiSettings
 from producer.dlq_routes import router as dlq_router
 from producer.errors import CatchAllMiddleware, install_handlers
+from producer.fastpath import FastSubmit
 from producer.limits import BodyLimitMiddleware
 from producer.metrics import Metrics
 from producer.routes import router
@@ -39,7 +40,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(router)
     app.include_router(dlq_router)
     install_handlers(app, metrics.count_rejected)
-    # Added last = outermost: the catch-all wraps the size limit, which wraps the routes.
+    # Added last = outermost: the catch-all wraps the size limit, which wraps the fast path
+    # for POST /jobs, which wraps the routes.
+    app.add_middleware(FastSubmit, on_reject=metrics.count_rejected)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected
     )

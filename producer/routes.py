@@ -23,7 +23,7 @@ from producer.idempotency import Deduplicator
 from producer.idempotency_keys import with_header
 from producer.inputs import check_content_type, parse_batch, parse_job
 from producer.responses import json_response
-from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
+from producer.runtime import HealthDep, MetricsDep, ProjectionDep, Runtime, RuntimeDep
 from schemas import encode_cancel
 
 router = APIRouter()
@@ -40,18 +40,24 @@ async def submit_job(request: Request, runtime: RuntimeDep) -> Response:
     "queued"}` once Kafka has the job, or `{"id", "state": "scheduled", "run_at"}` once Redis
     has a job due later; with an `Idempotency-Key` header or field, a repeat answers 200 `{"id",
     "state", "duplicate": true}` with the first job, and 409 if the key came with another body."""
+    headers = request.headers
+    body = await request.body()
+    return await submit_one(runtime, headers.get("content-type"), headers.get("idempotency-key"), body)
+
+
+async def submit_one(
+    runtime: Runtime, content_type: str | None, idem_key: str | None, raw: bytes
+) -> Response:
+    """`POST /jobs`, whichever way the request came in (the route, or `producer.fastpath`)."""
     started = time.perf_counter()
-    check_content_type(request.headers.get("content-type"))
-    settings = runtime.settings
-    spec = parse_job(await request.body(), settings.max_payload_bytes)
-    spec = with_header(spec, request.headers.get("idempotency-key"))
+    check_content_type(content_type)
+    spec = with_header(parse_job(raw, runtime.settings.max_payload_bytes), idem_key)
     if spec.idempotency_key is not None:  # 200 with the first job for a repeat
         body, status = await Deduplicator(runtime).submit_one(spec)
-        runtime.metrics.observe_latency("single", time.perf_counter() - started)
-        return json_response(body, status)
-    body = await runtime.submitter.submit(spec)  # {"id", "state"}, and "run_at" when scheduled
+    else:
+        body, status = await runtime.submitter.submit(spec), 202  # "run_at" too when scheduled
     runtime.metrics.observe_latency("single", time.perf_counter() - started)
-    return json_response(body, 202)
+    return json_response(body, status)
 
 
 @router.post("/jobs/batch", summary="Submit many jobs")
