@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from consumer.donestore import DoneStore
 from jobstream import procs
 from jobstream.settings import Settings
+from schemas import JobSpec, child_job_id
 from tests.helpers import StatusLog, make_job, produce_jobs, wait_until
 
 pytestmark = pytest.mark.slow
@@ -124,3 +125,32 @@ async def test_completed_job_is_not_run_again_when_redelivered(
         procs.stop(first)
         if second is not None:
             procs.stop(second)
+
+
+async def test_chain_survives_a_worker_kill_mid_chain(
+    settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL while the second link runs: a new worker finishes the chain; no child lost, none doubled."""
+    third = JobSpec(type="example.echo", payload={"step": 3})
+    second = JobSpec(type="example.sleep", payload={"ms": 3_000}, then=[third])
+    first = make_job("example.echo", {"step": 1}, then=[second])
+    b_id = child_job_id(first.id, 0)
+    c_id = child_job_id(b_id, 0)
+    killed = start_worker(env, tmp_path / "a.log")
+    survivor: subprocess.Popen[bytes] | None = None
+    try:
+        async with StatusLog(settings) as status:
+            await produce_jobs(settings, [first])
+            await status.wait_for(lambda: "active" in status.states(b_id), 60, "the second link to start")
+            killed.kill()
+            killed.wait(10)
+            survivor = start_worker(env, tmp_path / "b.log")
+            await status.wait_for(lambda: "completed" in status.states(c_id), 90, "the third link")
+            assert status.states(c_id).count("completed") == 1, "the last child ran twice"
+            assert status.states(first.id).count("completed") == 1
+            children = {e["job_id"] for evs in status.events.values() for e in evs if e.get("parent_id")}
+            assert children == {b_id, c_id}
+    finally:
+        procs.stop(killed)
+        if survivor is not None:
+            procs.stop(survivor)
