@@ -10,6 +10,7 @@ Every test gets its own topic prefix, so tests never see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -124,3 +125,21 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
     client = Redis.from_url(services.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _dump_tasks_on_sigusr1() -> AsyncIterator[None]:
+    """`kill -USR1 <pytest pid>` prints every asyncio task's stack: a hung test says where."""
+    import signal
+    import sys
+
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            print(f"--- {task.get_name()}: {task!r}", file=sys.stderr)
+            task.print_stack(limit=12, file=sys.stderr)
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)
+    yield
+    loop.remove_signal_handler(signal.SIGUSR1)
