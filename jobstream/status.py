@@ -89,17 +89,23 @@ class StatusPublisher:
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-    async def close(self) -> None:
-        """Flush, then stop the background task. Idempotent."""
+    async def close(self, timeout_s: float = 15.0) -> None:
+        """Flush, then stop the background task. Returns within about `timeout_s` even if
+        Kafka never answers: a shutdown must not hang on it (records still unacknowledged
+        are then up to the producer's own timeout). Idempotent."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            # not cancelled: a cancel between taking the buffer and sending it would lose it
-            with contextlib.suppress(Exception):
-                await self._task
-        await self.flush()
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self._task is not None:
+                    # not cancelled: a cancel between taking the buffer and sending it would lose it
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._task)
+                await self.flush()
+        except TimeoutError:
+            log.warning("status publisher closed with %d records unacknowledged", len(self._inflight))
 
     async def _run(self) -> None:
         while not self._closing:
