@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import sys
@@ -172,8 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper collections for long-lived services: what is alive after start-up is
+    frozen out of every collection, and the young generation collects every 50,000
+    allocations instead of 700, so full passes over large buffers (the gateway's replay
+    ring, a worker's fetched records) stop showing up as latency spikes."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command in ("api", "gateway", "worker", "scheduler", "bench"):  # bench: the measuring side
+        tune_gc()
     args.func(args)
 
 
