@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from consumer import Worker
+import asyncio
+import itertools
+from typing import Any
+
+from consumer import JobContext, Worker, WorkerApp
 from consumer.examples import app
 from jobstream.settings import Settings, WorkerSettings
 from schemas import Priority
@@ -72,3 +76,27 @@ async def test_concurrency_is_bounded(settings: Settings) -> None:
         running += 1 if starts else -1
         peak = max(peak, running)
     assert peak <= 4
+
+
+ordered_app = WorkerApp("ordered")
+
+
+@ordered_app.handler("ledger.apply", ordered=True)
+async def apply_entry(ctx: JobContext) -> dict[str, Any]:
+    await asyncio.sleep(0.01)
+    return {"n": ctx.payload["n"]}
+
+
+async def test_ordered_type_runs_same_key_records_one_at_a_time_in_order(settings: Settings) -> None:
+    """Records of an ordered type sharing a key start only after the previous one completed, in order."""
+    jobs = [make_job("ledger.apply", {"n": n}, key="account-7") for n in range(15)]
+    async with StatusLog(settings) as status, Worker(ordered_app, worker_settings(settings, concurrency=8)):
+        await produce_jobs(settings, jobs)
+        await status.wait_for(lambda: status.count("completed") == len(jobs), 30, "every entry")
+    for before, after in itertools.pairwise(jobs):
+        done = status.events[before.id][-1]
+        started = status.events[after.id][0]
+        assert (done["state"], started["state"]) == ("completed", "active")
+        assert started["at"] >= done["at"], (
+            f"entry {after.payload['n']} started before {before.payload['n']} ended"
+        )
