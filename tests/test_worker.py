@@ -100,3 +100,18 @@ async def test_ordered_type_runs_same_key_records_one_at_a_time_in_order(setting
         assert started["at"] >= done["at"], (
             f"entry {after.payload['n']} started before {before.payload['n']} ended"
         )
+
+
+async def test_buffered_high_starts_before_low(settings: Settings) -> None:
+    """With the only slot busy, buffered high records start before low ones fetched earlier."""
+    blocker = make_job("example.sleep", {"ms": 1_000})
+    low = [make_job("example.echo", {"i": i}, priority=Priority.low) for i in range(5)]
+    high = [make_job("example.echo", {"i": i}, priority=Priority.high) for i in range(5)]
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings, concurrency=1)):
+        await produce_jobs(settings, [blocker])
+        await status.wait_for(lambda: "active" in status.states(blocker.id), 30, "the blocker to start")
+        await produce_jobs(settings, low)
+        await produce_jobs(settings, high)
+        await status.wait_for(lambda: status.count("completed") == 11, 30, "every job")
+    started = sorted((status.events[j.id][0]["at"], j.priority.value) for j in low + high)
+    assert [p for _, p in started] == ["high"] * 5 + ["low"] * 5
