@@ -11,7 +11,6 @@ batch twice is harmless (the projection never moves a job backwards).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import DataError, RedisError
 
 from gateway.feed import status_partitions
+from jobstream.kafka import start_consumer, stop_task
 from jobstream.projection import Projection
 from jobstream.settings import GatewaySettings
 from schemas import DecodeError, decode_status_batch
@@ -47,6 +47,7 @@ class Projector:
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stop = asyncio.Event()
         self.applied = 0  # events applied since start, for tests and metrics
         self.redis_down = False
 
@@ -63,51 +64,42 @@ class Projector:
             self._task = asyncio.create_task(self._run(), name="gateway-projector")
 
     async def _open(self) -> Any:
-        """Join the group; retry until the topic exists and Kafka answers."""
-        delay = BACKOFF_FIRST_S
-        while True:
-            consumer = None
-            try:
-                # Checked first: a consumer subscribed to a missing topic logs every 100 ms.
-                await status_partitions(self._settings)
-                consumer = AIOKafkaConsumer(
-                    self._topic,
-                    bootstrap_servers=self._settings.kafka_bootstrap_servers,
-                    group_id=self._settings.topics.projector_group,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    client_id=f"jobstream-projector-{self._settings.topic_prefix}",
-                )
-                await consumer.start()
-            except BaseException as exc:
-                if consumer is not None:
-                    await consumer.stop()
-                if not isinstance(exc, Exception):
-                    raise
-                log.warning("projector cannot start, retry in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
+        """Join the group; retry until the topic exists and Kafka answers, or until closed."""
+
+        def make() -> Any:
+            return AIOKafkaConsumer(
+                self._topic,
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                group_id=self._settings.topics.projector_group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"jobstream-projector-{self._settings.topic_prefix}",
+            )
+
+        # the topic is checked first: a consumer subscribed to a missing topic logs every 100 ms
+        consumer = await start_consumer(
+            make, self._stop, "projector", ready=lambda: status_partitions(self._settings)
+        )
+        if consumer is not None:
             group = self._settings.topics.projector_group
             log.info("projector started topic=%s group=%s", self._topic, group)
-            return consumer
+        return consumer
 
     async def close(self) -> None:
         """Stop after the batch in hand (uncommitted if Redis did not take it). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task, self._stop)
         if self._consumer is not None:
             await self._consumer.stop()
         log.info("projector stopped topic=%s", self._topic)
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._open()
-        while True:
+        if consumer is None:
+            return
+        while not self._stop.is_set():
             try:
                 batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS)
             except asyncio.CancelledError:
@@ -119,7 +111,8 @@ class Projector:
             if not batch:
                 continue
             events, offsets = self._decode(batch)
-            await self._apply(events)
+            if not await self._apply(events):
+                return  # closing before Redis took the batch: left uncommitted
             try:
                 await consumer.commit(offsets)
             except KafkaError as exc:  # rebalanced away: the new owner re-applies, harmlessly
@@ -155,8 +148,9 @@ class Projector:
             offsets[tp] = messages[-1].offset + 1
         return events, offsets
 
-    async def _apply(self, events: list[dict[str, Any]]) -> None:
-        """Apply until Redis takes the batch; returns only then (or on a non-retryable error)."""
+    async def _apply(self, events: list[dict[str, Any]]) -> bool:
+        """Apply until Redis takes the batch (or on a non-retryable error, dropping it): True;
+        False if asked to stop first."""
         delay = BACKOFF_FIRST_S
         while True:
             try:
@@ -166,20 +160,22 @@ class Projector:
             except (RedisError, OSError) as exc:
                 if isinstance(exc, DataError):  # our bytes, not Redis: retrying cannot help
                     log.error("projector batch dropped events=%d: %r", len(events), exc)
-                    return
+                    return True
                 self.redis_down = True
+                if self._stop.is_set():
+                    return False
                 log.warning("projector redis unavailable, retry in %.1fs: %r", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
             except Exception:
                 log.exception("projector batch dropped events=%d", len(events))
-                return
+                return True
             if self.redis_down:
                 log.info("projector redis back")
                 self.redis_down = False
             self.applied += len(events)
-            return
+            return True
 
 
 def _projectable(ev: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -59,6 +60,51 @@ class Partitioner:
             parts = cluster.partitions_for_topic(topic)
             if parts:
                 self._counts[topic] = len(parts)
+
+
+async def start_consumer(
+    make: Callable[[], Any],
+    stop: asyncio.Event,
+    what: str,
+    *,
+    ready: Callable[[], Awaitable[Any]] | None = None,
+) -> Any | None:
+    """Start the consumer `make()` builds, retrying with capped backoff while Kafka (or, by
+    `ready()`, its topic) is missing; None once `stop` is set. Asking to stop never cancels
+    a start half-way: a client cancelled inside `start()` leaks its sockets."""
+    delay = 0.1
+    while not stop.is_set():
+        consumer = None
+        try:
+            if ready is not None:
+                await ready()
+            consumer = make()
+            await consumer.start()
+            return consumer
+        except BaseException as exc:
+            if consumer is not None:
+                await consumer.stop()
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("%s cannot start, retry in %.1fs: %s", what, delay, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+    return None
+
+
+async def stop_task(task: asyncio.Task[Any] | None, stop: asyncio.Event, timeout_s: float = 10.0) -> None:
+    """Ask a consumer loop to end at its next safe point (`stop`), wait for it, and cancel
+    it only if it has not ended within `timeout_s`."""
+    stop.set()
+    if task is None:
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:

@@ -13,7 +13,6 @@ would hide every record behind it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import DataError, RedisError
 
+from jobstream.kafka import start_consumer, stop_task
 from jobstream.settings import Settings
 from producer.dlq_store import DlqStore
 from schemas import DecodeError, decode_dead_letter
@@ -33,7 +33,6 @@ FETCH_TIMEOUT_MS = 500
 MAX_RECORDS = 2_000
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
-STOP_TIMEOUT_S = 10.0
 
 
 def indexer_group(settings: Settings) -> str:
@@ -75,49 +74,27 @@ class DlqIndexer:
         if self._closed:
             return
         self._closed = True
-        # Ask the task to end at its next safe point rather than cancel it: a client cancelled
-        # half-way through start() leaks its sockets.
-        self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await stop_task(self._task, self._stop)
         if self._consumer is not None:
             await self._consumer.stop()
         log.info("dlq indexer stopped topic=%s", self._topic)
 
     async def _open(self) -> Any:
-        delay = BACKOFF_FIRST_S
-        while not self._stop.is_set():
-            consumer = None
-            try:
-                # Checked first: a consumer subscribed to a missing topic logs every 100 ms.
-                await self._topic_exists()
-                consumer = AIOKafkaConsumer(
-                    self._topic,
-                    bootstrap_servers=self._settings.kafka_bootstrap_servers,
-                    group_id=indexer_group(self._settings),
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    client_id=f"jobstream-dlq-indexer-{self._settings.topic_prefix}",
-                )
-                await consumer.start()
-            except BaseException as exc:
-                if consumer is not None:
-                    await consumer.stop()
-                if not isinstance(exc, Exception):
-                    raise
-                log.warning("dlq indexer cannot start, retry in %.1fs: %s", delay, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
+        def make() -> Any:
+            return AIOKafkaConsumer(
+                self._topic,
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                group_id=indexer_group(self._settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"jobstream-dlq-indexer-{self._settings.topic_prefix}",
+            )
+
+        # the topic is checked first: a consumer subscribed to a missing topic logs every 100 ms
+        consumer = await start_consumer(make, self._stop, "dlq indexer", ready=self._topic_exists)
+        if consumer is not None:
             log.info("dlq indexer started topic=%s group=%s", self._topic, indexer_group(self._settings))
-            return consumer
-        return None
+        return consumer
 
     async def _topic_exists(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
