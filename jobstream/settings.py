@@ -62,7 +62,7 @@ class DelaySettings(Settings):
 
 
 class SchedulerSettings(DelaySettings):
-    # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now)
+    # 0: a due job waits for no timer (batching still happens while a request is in flight)
     linger_ms: int = Field(0, ge=0)
 
 
@@ -74,8 +74,7 @@ class ApiSettings(DelaySettings):
     max_batch: int = Field(10_000, ge=1)
     scheduler: bool = Field(True, description="run a delay scheduler in the API process")
     default_timeout_s: float | None = Field(None, gt=0)
-    # 0 keeps a job's `queued` event ahead of the job itself (see StatusPublisher.send_now);
-    # batching still happens while a produce request is in flight
+    # 0: a submit waits for no timer (batching still happens while a request is in flight)
     linger_ms: int = Field(0, ge=0)
     idempotency_ttl_s: int = Field(86_400, ge=1, description="how long an Idempotency-Key is remembered")
 

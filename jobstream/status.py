@@ -58,10 +58,9 @@ class StatusPublisher:
         """Hand `events` (behind anything buffered) to the producer now; the future resolves
         when Kafka has all of them, or fails with the first error.
 
-        Why now: a record the same producer sends after this call (a job, a retry) lands in
-        the same produce request as these events or a later one, since aiokafka keeps one
-        request in flight per broker and (with linger 0) drains every batch it holds. So a
-        job's `queued` event is on the status topic before a worker can see the job.
+        Why now: the callers wait for this future before producing the job or retry record
+        the events announce (so no worker's event can overtake them), and a wait must not
+        include the coalescing delay.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_observe)

@@ -18,15 +18,23 @@ claims to expire, and the next claim after the expiry takes them again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
 from schemas import JobEnvelope, encode_job
 
-# KEYS: z, claimed, jobs. ARGV: now (ms), lease (ms), limit. Expired leases first (they were
-# due earliest), then due ids in due order. Returns the envelopes, in that order.
+# KEYS: z, claimed, jobs. ARGV: now (ms), lease (ms), limit, then the ids of jobs Kafka has
+# taken since the last claim (forgotten first, as `done` does). Claims expired leases first
+# (they were due earliest), then due ids in due order. Returns the time the next claim can
+# take something (the earliest due time or lease expiry left, '' if none), then the
+# envelopes in that order: the scheduler's one round trip per cycle.
 _CLAIM = """
+for start = 4, #ARGV, 500 do
+  local chunk = {unpack(ARGV, start, math.min(start + 499, #ARGV))}
+  redis.call('ZREM', KEYS[2], unpack(chunk))
+  redis.call('HDEL', KEYS[3], unpack(chunk))
+end
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
 local lease_until = now + tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
@@ -54,6 +62,12 @@ for start = 1, #ids, 500 do
   end
   if #scored > 0 then redis.call('ZADD', KEYS[2], unpack(scored)) end
 end
+local head = ''
+for _, key in ipairs({KEYS[1], KEYS[2]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] and (head == '' or tonumber(first[2]) < tonumber(head)) then head = first[2] end
+end
+table.insert(out, 1, head)
 return out
 """
 
@@ -76,6 +90,13 @@ _CHUNK = 1_000
 
 CANCELLED = 1
 CANCELLED_WHILE_CLAIMED = 2
+
+
+class Claim(NamedTuple):
+    """What one claim took, and when the next one can take something (ms; None: nothing left)."""
+
+    envelopes: list[bytes]
+    next_due: int | None
 
 
 class DelayStore:
@@ -104,10 +125,12 @@ class DelayStore:
             pipe.publish(self.channel, str(min(_due(e) for e in envelopes)))
             await pipe.execute()
 
-    async def claim(self, now_ms: int, lease_ms: int, limit: int) -> list[bytes]:
-        """Claim up to `limit` due jobs (expired leases first) for `lease_ms`; their envelopes."""
-        out: list[bytes] = await self._claim(keys=self._keys, args=[now_ms, lease_ms, limit])
-        return out
+    async def claim(self, now_ms: int, lease_ms: int, limit: int, forget: Sequence[str] = ()) -> Claim:
+        """Forget the jobs in `forget` (as `done`), then claim up to `limit` due jobs (expired
+        leases first) for `lease_ms`: their envelopes, and the earliest due time or lease
+        expiry left after the claim. One round trip."""
+        head, *envelopes = await self._claim(keys=self._keys, args=[now_ms, lease_ms, limit, *forget])
+        return Claim(envelopes, int(float(head)) if head else None)
 
     async def done(self, ids: Sequence[str]) -> None:
         """Forget jobs Kafka has: out of the claimed set and the hash, in one round trip."""

@@ -1,17 +1,18 @@
 """The delay scheduler: moves due jobs from Redis (`DelayStore`) to their priority topics.
 
-One loop claims up to `batch` due jobs (a Lua script: due order, lease `lease_ms`),
-publishes their `queued` events and waits for Kafka to take them (as the API does, so a
-worker's `active` never precedes `queued`), hands the job records to the producer, and
-moves on to the next claim; a finisher per batch gathers the acks and then deletes the
-acknowledged jobs from Redis in one round trip. What Kafka did not acknowledge stays
-claimed, and any scheduler claims it again when the lease expires: nothing is lost, and a
-job is produced twice only when a scheduler dies (or Kafka stalls past the lease) between
-produce and delete; the worker's completed-id check absorbs that duplicate.
+One loop claims up to `batch` due jobs (a Lua script: due order, lease `lease_ms`; it also
+answers when the next claim can take something), hands them to a task, and sleeps until
+that time. Each batch's task publishes the `queued` events and waits for Kafka to take them
+(as the API does, so a worker's `active` never precedes `queued`), produces the job records,
+gathers their acks; the loop's next claim deletes the acknowledged jobs from Redis. Up to
+`BATCHES_IN_FLIGHT` tasks run at once, so the loop's cycle is one Redis round trip, not
+two Kafka ones. What Kafka did not acknowledge stays claimed, and any scheduler claims it
+again when the lease expires: nothing is lost, and a job is produced twice only when a
+scheduler dies (or Kafka stalls past the lease) between produce and delete; the worker's
+completed-id check absorbs that duplicate.
 
-Between claims the loop sleeps until the earliest due time or lease expiry, at most
-`max_sleep_s`. Inserts publish their earliest due time on a Redis channel, so schedulers
-in every process wake early for a job due sooner than they planned.
+The loop sleeps at most `max_sleep_s`. Inserts publish their earliest due time on a Redis
+channel, so schedulers in every process wake early for a job due sooner than they planned.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from schemas import (
 
 log = logging.getLogger("jobstream.scheduler")
 
-BATCHES_IN_FLIGHT = 4
+BATCHES_IN_FLIGHT = 16
+# acknowledged jobs are deleted from Redis within about this long (by the next claim)
+FORGET_WITHIN_MS = 100
 
 
 def now_ms() -> int:
@@ -79,6 +82,7 @@ class Scheduler:
         self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._finishers: set[asyncio.Task[None]] = set()
+        self._acked: list[str] = []  # ids Kafka has, still claimed in Redis
         self._closing = False
         self._closed = asyncio.Event()
         self.fired = 0
@@ -107,7 +111,12 @@ class Scheduler:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._finishers:
-            await asyncio.wait(self._finishers, timeout=self._produce_timeout_s + 2)
+            await asyncio.wait(self._finishers, timeout=2 * self._produce_timeout_s + 1)
+        if self._acked:
+            try:
+                await self._store.done(self._acked)
+            except Exception as exc:  # they stay claimed: fired again after the lease
+                log.warning("could not forget %d fired jobs in redis: %r", len(self._acked), exc)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -117,9 +126,12 @@ class Scheduler:
         backoff = 0.1
         while not self._closing:
             try:
-                if await self._fire_once() >= self._batch:
+                self._wake.clear()
+                self._sleep_until = math.inf  # until we know the head, any insert wakes us
+                claimed, head = await self._fire_once()
+                if claimed >= self._batch:
                     continue  # more are due: claim again at once
-                await self._sleep_until_due()
+                await self._sleep_until_due(head)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -128,34 +140,52 @@ class Scheduler:
                 await self._nap(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _fire_once(self) -> int:
-        """Claim due jobs and hand them to Kafka; returns how many were claimed."""
-        await self._slots.acquire()  # released by the batch's finisher, or below
-        handed_off = False
+    async def _fire_once(self) -> tuple[int, int | None]:
+        """Claim due jobs and hand them to a task that produces them; returns how many were
+        claimed and when the next claim can take something."""
+        await self._slots.acquire()  # released by the batch's task, or below
+        forget, self._acked = self._acked, []
         try:
             now = now_ms()
-            raw = await self._store.claim(now, self._lease_ms, self._batch)
-            if not raw:
-                return 0
-            jobs = [orjson.loads(r) for r in raw]
-            events = [_queued(job, now) for job in jobs]
-            futures: list[asyncio.Future[Any]] = []
-            try:
-                async with asyncio.timeout(self._produce_timeout_s):
-                    await (await self._publisher.send_now(events))
-                    futures = await self._send(jobs, raw, futures)
-            except BaseException:
-                for fut in futures:
-                    fut.add_done_callback(_observe)
-                raise  # the jobs stay claimed and fire again after the lease
-            task = asyncio.create_task(self._finish(jobs, futures), name="scheduler-finish")
-            handed_off = True
-        finally:
-            if not handed_off:
-                self._slots.release()
+            raw, head = await self._store.claim(now, self._lease_ms, self._batch, forget)
+        except BaseException:
+            self._acked.extend(forget)  # still claimed: forget them next time
+            self._slots.release()
+            raise
+        if not raw:
+            self._slots.release()
+            return 0, head
+        task = asyncio.create_task(self._produce(raw, now), name="scheduler-produce")
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
-        return len(jobs)
+        return len(raw), head
+
+    async def _produce(self, raw: list[bytes], now: int) -> None:
+        """Publish the batch's `queued` events, then (once Kafka has them) the jobs; then forget
+        the acknowledged jobs in Redis. Whatever fails stays claimed: fired again after the lease."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            jobs = [orjson.loads(r) for r in raw]
+            async with asyncio.timeout(self._produce_timeout_s):
+                await (await self._publisher.send_now([_queued(job, now) for job in jobs]))
+                futures = await self._send(jobs, raw, futures)
+            await asyncio.wait(futures, timeout=self._produce_timeout_s)
+            acked = [j["id"] for j, f in zip(jobs, futures, strict=True) if _ok(f)]
+            if len(acked) < len(jobs):
+                log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
+                            len(jobs) - len(acked))  # fmt: skip
+            self._acked.extend(acked)  # the next claim forgets them in Redis ...
+            self.fired += len(acked)
+            if self._sleep_until - now_ms() > FORGET_WITHIN_MS:
+                self._wake.set()  # ... soon: a scheduler killed meanwhile would fire them again
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not fire %d delayed jobs (they fire again after the lease): %r", len(raw), exc)
+        finally:
+            for fut in futures:
+                fut.add_done_callback(_observe)
+            self._slots.release()
 
     async def _send(
         self, jobs: list[dict[str, Any]], raw: list[bytes], futures: list[asyncio.Future[Any]]
@@ -179,26 +209,8 @@ class Scheduler:
             )
         return futures
 
-    async def _finish(self, jobs: list[dict[str, Any]], futures: list[asyncio.Future[Any]]) -> None:
-        """Wait for the acks, then forget the acknowledged jobs in Redis."""
-        try:
-            await asyncio.wait(futures, timeout=self._produce_timeout_s)
-            acked = [j["id"] for j, f in zip(jobs, futures, strict=True) if _ok(f)]
-            if len(acked) < len(jobs):
-                log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
-                            len(jobs) - len(acked))  # fmt: skip
-            try:
-                await self._store.done(acked)
-            except Exception as exc:  # they stay claimed: fired again after the lease
-                log.warning("could not forget %d fired jobs in redis: %r", len(acked), exc)
-            self.fired += len(acked)
-        finally:
-            self._slots.release()
-
-    async def _sleep_until_due(self) -> None:
-        self._wake.clear()
-        self._sleep_until = math.inf  # until we know the head, any insert wakes us
-        head = await self._store.next_due()
+    async def _sleep_until_due(self, head: int | None) -> None:
+        """Sleep until `head` (at most `max_sleep_s`), unless an insert due sooner wakes us."""
         now = now_ms()
         wait_ms = self._max_sleep_s * 1000 if head is None else min(head - now, self._max_sleep_s * 1000)
         if wait_ms <= 0:

@@ -60,12 +60,12 @@ async def test_claim_takes_due_jobs_in_due_order_and_leases_them(store: DelaySto
     now = now_ms()
     jobs = [delayed(now + d) for d in (300, 100, 200, 60_000)]
     await store.add(jobs)
-    got = [decode_job(r).id for r in await store.claim(now + 1_000, 5_000, 10)]
+    got = [decode_job(r).id for r in (await store.claim(now + 1_000, 5_000, 10)).envelopes]
     assert got == [jobs[1].id, jobs[2].id, jobs[0].id]
     assert await store.counts() == (1, 3)
-    assert await store.claim(now + 1_000, 5_000, 10) == []  # leased: no one else takes them
+    assert await store.claim(now + 1_000, 5_000, 10) == ([], now + 6_000)  # leased: no one else takes them
     assert await store.next_due() == now + 6_000  # the lease expiry comes before the last job
-    again = [decode_job(r).id for r in await store.claim(now + 6_001, 5_000, 2)]
+    again = [decode_job(r).id for r in (await store.claim(now + 6_001, 5_000, 2)).envelopes]
     assert len(again) == 2 and set(again) < {j.id for j in jobs[:3]}  # expired leases, `limit` kept
     await store.done(again)
     assert await store.counts() == (1, 1)
@@ -76,12 +76,12 @@ async def test_cancel_script_says_where_the_job_was(store: DelayStore) -> None:
     now = now_ms()
     waiting, claimed = delayed(now + 60_000), delayed(now - 1)
     await store.add([waiting, claimed])
-    assert len(await store.claim(now, 5_000, 10)) == 1
+    assert len((await store.claim(now, 5_000, 10)).envelopes) == 1
     assert await store.cancel(waiting.id) == CANCELLED
     assert await store.cancel(claimed.id) == CANCELLED_WHILE_CLAIMED
     assert await store.cancel(claimed.id) == 0
     assert await store.counts() == (0, 0)
-    assert await store.claim(now + 3_600_000, 5_000, 10) == []  # a dead claimer's job never fires
+    assert (await store.claim(now + 3_600_000, 5_000, 10)).envelopes == []  # a dead claimer's job never fires
 
 
 async def test_dead_schedulers_claims_fire_after_the_lease(
@@ -92,7 +92,7 @@ async def test_dead_schedulers_claims_fire_after_the_lease(
     jobs = [delayed(now - 10) for _ in range(20)]
     await store.add(jobs)
     lease_ms = 500
-    assert len(await store.claim(now, lease_ms, 100)) == 20  # ... and the claimer dies
+    assert len((await store.claim(now, lease_ms, 100)).envelopes) == 20  # ... and the claimer dies
     async with scheduler(settings, redis, lease_ms=lease_ms):
         records = await read_topic(settings, settings.topics.jobs(Priority.normal), 20, timeout_s=30)
     assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in jobs)
