@@ -58,6 +58,9 @@ class DelaySettings(Settings):
         10_000, ge=100, description="how long a claim is held before another scheduler may take it"
     )
     scheduler_batch: int = Field(1_000, ge=1, le=10_000, description="due jobs claimed per script call")
+    scheduler_lookahead_ms: int = Field(
+        50, ge=0, le=5_000, description="claim jobs this early, so each is produced right when due"
+    )
     submit_timeout_s: float = Field(5.0, gt=0)
 
 

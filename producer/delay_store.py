@@ -24,22 +24,22 @@ from redis.asyncio import Redis
 
 from schemas import JobEnvelope, encode_job
 
-# KEYS: z, claimed, jobs. ARGV: now (ms), lease (ms), limit, then the ids of jobs Kafka has
-# taken since the last claim (forgotten first, as `done` does). Claims expired leases first
-# (they were due earliest), then due ids in due order. Returns the time the next claim can
-# take something (the earliest due time or lease expiry left, '' if none), then the
-# envelopes in that order: the scheduler's one round trip per cycle.
+# KEYS: z, claimed, jobs. ARGV: now (ms), horizon (ms), lease (ms), limit, then the ids of
+# jobs Kafka has taken since the last claim (forgotten first, as `done` does). Claims leases
+# expired by `now` first (they were due earliest), then ids due by `horizon` in due order.
+# Returns the earliest due time and lease expiry left ('' for none), then the envelopes in
+# that order: the scheduler's one round trip per cycle.
 _CLAIM = """
-for start = 4, #ARGV, 500 do
+for start = 5, #ARGV, 500 do
   local chunk = {unpack(ARGV, start, math.min(start + 499, #ARGV))}
   redis.call('ZREM', KEYS[2], unpack(chunk))
   redis.call('HDEL', KEYS[3], unpack(chunk))
 end
-local now, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
-local lease_until = now + tonumber(ARGV[2])
+local now, horizon, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local lease_until = now + tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 if #ids < limit then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit - #ids)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'LIMIT', 0, limit - #ids)
   if #due > 0 then
     -- the due ids are the set's first ranks
     redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
@@ -62,12 +62,9 @@ for start = 1, #ids, 500 do
   end
   if #scored > 0 then redis.call('ZADD', KEYS[2], unpack(scored)) end
 end
-local head = ''
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[2] and (head == '' or tonumber(first[2]) < tonumber(head)) then head = first[2] end
+for i, key in ipairs({KEYS[2], KEYS[1]}) do
+  table.insert(out, 1, redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or '')
 end
-table.insert(out, 1, head)
 return out
 """
 
@@ -93,10 +90,11 @@ CANCELLED_WHILE_CLAIMED = 2
 
 
 class Claim(NamedTuple):
-    """What one claim took, and when the next one can take something (ms; None: nothing left)."""
+    """What one claim took, and what is left (ms; None: nothing)."""
 
     envelopes: list[bytes]
-    next_due: int | None
+    next_due: int | None  # the earliest due time of the jobs not claimed
+    next_expiry: int | None  # the earliest expiry of a lease, this claim's included
 
 
 class DelayStore:
@@ -125,12 +123,22 @@ class DelayStore:
             pipe.publish(self.channel, str(min(_due(e) for e in envelopes)))
             await pipe.execute()
 
-    async def claim(self, now_ms: int, lease_ms: int, limit: int, forget: Sequence[str] = ()) -> Claim:
-        """Forget the jobs in `forget` (as `done`), then claim up to `limit` due jobs (expired
-        leases first) for `lease_ms`: their envelopes, and the earliest due time or lease
-        expiry left after the claim. One round trip."""
-        head, *envelopes = await self._claim(keys=self._keys, args=[now_ms, lease_ms, limit, *forget])
-        return Claim(envelopes, int(float(head)) if head else None)
+    async def claim(
+        self,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        forget: Sequence[str] = (),
+        horizon_ms: int | None = None,
+    ) -> Claim:
+        """Forget the jobs in `forget` (as `done`), then claim for `lease_ms` up to `limit`
+        jobs: those whose lease expired by `now_ms` first, then those due by `horizon_ms`
+        (default `now_ms`). One round trip."""
+        horizon = now_ms if horizon_ms is None else horizon_ms
+        due, expiry, *envelopes = await self._claim(
+            keys=self._keys, args=[now_ms, horizon, lease_ms, limit, *forget]
+        )
+        return Claim(envelopes, _ms(due), _ms(expiry))
 
     async def done(self, ids: Sequence[str]) -> None:
         """Forget jobs Kafka has: out of the claimed set and the hash, in one round trip."""
@@ -163,6 +171,10 @@ class DelayStore:
             pipe.zcard(self.claimed)
             waiting, claimed = await pipe.execute()
         return int(waiting), int(claimed)
+
+
+def _ms(score: bytes | str) -> int | None:
+    return int(float(score)) if score else None
 
 
 def _due(env: JobEnvelope) -> int:

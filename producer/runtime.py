@@ -116,12 +116,8 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         scheduler = None
         if settings.scheduler:  # closed before the publisher and the producer it uses
             scheduler = await stack.enter_async_context(
-                Scheduler(
-                    delay_store, producer, partitioner, publisher, settings.topics,
-                    lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
-                    produce_timeout_s=settings.submit_timeout_s,
-                )
-            )  # fmt: skip
+                Scheduler.from_settings(settings, delay_store, producer, partitioner, publisher)
+            )
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer,

@@ -1,15 +1,16 @@
 """The delay scheduler: moves due jobs from Redis (`DelayStore`) to their priority topics.
 
-One loop claims up to `batch` due jobs (a Lua script: due order, lease `lease_ms`; it also
-answers when the next claim can take something), hands them to a task, and sleeps until
-that time. Each batch's task publishes the `queued` events and waits for Kafka to take them
-(as the API does, so a worker's `active` never precedes `queued`), produces the job records,
-gathers their acks; the loop's next claim deletes the acknowledged jobs from Redis. Up to
-`BATCHES_IN_FLIGHT` tasks run at once, so the loop's cycle is one Redis round trip, not
-two Kafka ones. What Kafka did not acknowledge stays claimed, and any scheduler claims it
-again when the lease expires: nothing is lost, and a job is produced twice only when a
-scheduler dies (or Kafka stalls past the lease) between produce and delete; the worker's
-completed-id check absorbs that duplicate.
+One loop claims the jobs due within `lookahead_ms` (up to `batch`; a Lua script: due order,
+lease `lease_ms`; it also answers when the next claim can take something), hands them to a
+task, and sleeps until the next job is due within half the lookahead. Each batch's task
+publishes the `queued` events and waits for Kafka to take them (as the API does, so a
+worker's `active` never precedes `queued`), then produces each job record at its due time,
+never before; so the `queued` round trip happens ahead of time, not on the job's path.
+It gathers the acks; the loop's next claim deletes the acknowledged jobs from Redis. Up to
+`BATCHES_IN_FLIGHT` tasks run at once. What Kafka did not acknowledge stays claimed, and
+any scheduler claims it again when the lease expires: nothing is lost, and a job is
+produced twice only when a scheduler dies (or Kafka stalls past the lease) between produce
+and delete; the worker's completed-id check absorbs that duplicate.
 
 The loop sleeps at most `max_sleep_s`. Inserts publish their earliest due time on a Redis
 channel, so schedulers in every process wake early for a job due sooner than they planned.
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 
 from jobstream.kafka import Partitioner
+from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
 from producer.delay_store import DelayStore
 from schemas import (
@@ -66,6 +68,7 @@ class Scheduler:
         batch: int = 1_000,
         max_sleep_s: float = 1.0,
         produce_timeout_s: float = 5.0,
+        lookahead_ms: int = 50,
     ) -> None:
         self._store = store
         self._producer = producer
@@ -75,10 +78,11 @@ class Scheduler:
         self._lease_ms = lease_ms
         self._batch = batch
         self._max_sleep_s = max_sleep_s
+        self._lookahead_ms = lookahead_ms
         # acks later than this: leave the jobs claimed (well before the lease runs out)
-        self._produce_timeout_s = min(produce_timeout_s, lease_ms / 2000)
+        self._produce_timeout_s = min(produce_timeout_s, max(lease_ms - lookahead_ms, 0) / 2000)
         self._wake = asyncio.Event()
-        self._sleep_until = math.inf  # ms; an insert due before this wakes the loop
+        self._sleep_until = math.inf  # ms; an insert to claim before this wakes the loop
         self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._finishers: set[asyncio.Task[None]] = set()
@@ -86,6 +90,17 @@ class Scheduler:
         self._closing = False
         self._closed = asyncio.Event()
         self.fired = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: DelaySettings, store: DelayStore, producer: Any, partitioner: Partitioner,
+        publisher: StatusPublisher,
+    ) -> Scheduler:  # fmt: skip
+        return cls(
+            store, producer, partitioner, publisher, settings.topics,
+            lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
+            produce_timeout_s=settings.submit_timeout_s, lookahead_ms=settings.scheduler_lookahead_ms,
+        )  # fmt: skip
 
     async def __aenter__(self) -> Scheduler:
         self.start()
@@ -141,13 +156,19 @@ class Scheduler:
                 backoff = min(backoff * 2, 2.0)
 
     async def _fire_once(self) -> tuple[int, int | None]:
-        """Claim due jobs and hand them to a task that produces them; returns how many were
-        claimed and when the next claim can take something."""
+        """Claim the jobs due within the lookahead and hand them to a task that produces each
+        when due; returns how many were claimed and when to claim next."""
         await self._slots.acquire()  # released by the batch's task, or below
         forget, self._acked = self._acked, []
         try:
             now = now_ms()
-            raw, head = await self._store.claim(now, self._lease_ms, self._batch, forget)
+            raw, due, expiry = await self._store.claim(
+                now, self._lease_ms, self._batch, forget, horizon_ms=now + self._lookahead_ms
+            )
+            # claim next when a job is due within half the lookahead (so each claim takes
+            # about that much), or when a lease expires
+            early = None if due is None else due - self._lookahead_ms // 2
+            head = min((t for t in (early, expiry) if t is not None), default=None)
         except BaseException:
             self._acked.extend(forget)  # still claimed: forget them next time
             self._slots.release()
@@ -161,14 +182,18 @@ class Scheduler:
         return len(raw), head
 
     async def _produce(self, raw: list[bytes], now: int) -> None:
-        """Publish the batch's `queued` events, then (once Kafka has them) the jobs; then forget
-        the acknowledged jobs in Redis. Whatever fails stays claimed: fired again after the lease."""
+        """Publish the batch's `queued` events; once Kafka has them, produce each job at its
+        due time (they come in due order), then gather the acks. Whatever fails stays claimed:
+        fired again after the lease."""
         futures: list[asyncio.Future[Any]] = []
         try:
             jobs = [orjson.loads(r) for r in raw]
             async with asyncio.timeout(self._produce_timeout_s):
                 await (await self._publisher.send_now([_queued(job, now) for job in jobs]))
-                futures = await self._send(jobs, raw, futures)
+            counts: dict[str, int] = {}
+            for job, value in zip(jobs, raw, strict=True):
+                await _until(job.get("not_before") or 0)
+                futures.append(await self._send(job, value, counts))
             await asyncio.wait(futures, timeout=self._produce_timeout_s)
             acked = [j["id"] for j, f in zip(jobs, futures, strict=True) if _ok(f)]
             if len(acked) < len(jobs):
@@ -187,27 +212,21 @@ class Scheduler:
                 fut.add_done_callback(_observe)
             self._slots.release()
 
-    async def _send(
-        self, jobs: list[dict[str, Any]], raw: list[bytes], futures: list[asyncio.Future[Any]]
-    ) -> list[asyncio.Future[Any]]:
-        """Hand each record to the producer, appending its ack future to `futures`."""
-        counts: dict[str, int] = {}
-        for job, value in zip(jobs, raw, strict=True):
-            topic = self._topics.jobs(Priority(job.get("priority", "normal")))
-            n = counts.get(topic) or await self._partitioner.count(topic)
-            counts[topic] = n
-            key = job.get("key") or job["id"]
-            headers = [
-                (HEADER_SCHEMA, SCHEMA_VERSION),
-                (HEADER_TYPE, job["type"].encode()),
-                (HEADER_ATTEMPT, str(job.get("attempt", 1)).encode()),
-            ]
-            futures.append(
-                await self._producer.send(
-                    topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
-                )
-            )
-        return futures
+    async def _send(self, job: dict[str, Any], value: bytes, counts: dict[str, int]) -> asyncio.Future[Any]:
+        """Hand one record to the producer; the future resolves on Kafka's ack."""
+        topic = self._topics.jobs(Priority(job.get("priority", "normal")))
+        n = counts.get(topic) or await self._partitioner.count(topic)
+        counts[topic] = n
+        key = job.get("key") or job["id"]
+        headers = [
+            (HEADER_SCHEMA, SCHEMA_VERSION),
+            (HEADER_TYPE, job["type"].encode()),
+            (HEADER_ATTEMPT, str(job.get("attempt", 1)).encode()),
+        ]
+        fut: asyncio.Future[Any] = await self._producer.send(
+            topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
+        )
+        return fut
 
     async def _sleep_until_due(self, head: int | None) -> None:
         """Sleep until `head` (at most `max_sleep_s`), unless an insert due sooner wakes us."""
@@ -237,7 +256,7 @@ class Scheduler:
                     # checked, not only cancelled: redis-py's read timeout can swallow a cancel
                     while not self._closing:
                         msg = await sub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                        if msg is not None and int(msg["data"]) < self._sleep_until:
+                        if msg is not None and int(msg["data"]) - self._lookahead_ms // 2 < self._sleep_until:
                             self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -247,13 +266,20 @@ class Scheduler:
                 backoff = min(backoff * 2, 2.0)
 
 
+async def _until(due_ms: int) -> None:
+    """Return once the clock reads `due_ms` or later (never before: a timer may fire early)."""
+    while (left := due_ms - time.time_ns() / 1_000_000) > 0:  # noqa: ASYNC110 - a clock, no event
+        await asyncio.sleep(left / 1000)
+
+
 def _queued(job: dict[str, Any], now: int) -> dict[str, Any]:
+    """The job's `queued` event, stamped with when its record goes on its topic."""
     return {
         "job_id": job["id"],
         "type": job["type"],
         "state": "queued",
         "attempt": job.get("attempt", 1),
-        "at": now,
+        "at": max(now, job.get("not_before") or 0),
         "priority": job.get("priority", "normal"),
         "due_at": job.get("not_before"),
     }

@@ -40,11 +40,8 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
             publisher = await stack.enter_async_context(
                 StatusPublisher(status_producer, settings.topics.status, settings.status_partitions)
             )
-            scheduler = Scheduler(
-                DelayStore(redis, settings.redis_prefix), producer, Partitioner(producer), publisher,
-                settings.topics, lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
-                produce_timeout_s=settings.submit_timeout_s,
-            )  # fmt: skip
+            store = DelayStore(redis, settings.redis_prefix)
+            scheduler = Scheduler.from_settings(settings, store, producer, Partitioner(producer), publisher)
             async with scheduler:
                 log.info("scheduler running prefix=%s", settings.topic_prefix)
                 await stop.wait()

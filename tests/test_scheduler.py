@@ -63,12 +63,28 @@ async def test_claim_takes_due_jobs_in_due_order_and_leases_them(store: DelaySto
     got = [decode_job(r).id for r in (await store.claim(now + 1_000, 5_000, 10)).envelopes]
     assert got == [jobs[1].id, jobs[2].id, jobs[0].id]
     assert await store.counts() == (1, 3)
-    assert await store.claim(now + 1_000, 5_000, 10) == ([], now + 6_000)  # leased: no one else takes them
+    assert await store.claim(now + 1_000, 5_000, 10) == ([], now + 60_000, now + 6_000)  # leased: not again
     assert await store.next_due() == now + 6_000  # the lease expiry comes before the last job
     again = [decode_job(r).id for r in (await store.claim(now + 6_001, 5_000, 2)).envelopes]
     assert len(again) == 2 and set(again) < {j.id for j in jobs[:3]}  # expired leases, `limit` kept
     await store.done(again)
     assert await store.counts() == (1, 1)
+
+
+async def test_claim_looks_ahead_but_never_takes_a_lease_early(store: DelayStore) -> None:
+    """The horizon takes jobs due soon; a lease is taken only once `now` passed its expiry,
+    and `forget` deletes fired jobs in the same call."""
+    now = now_ms()
+    soon, later = delayed(now + 40), delayed(now + 500)
+    await store.add([soon, later])
+    first = await store.claim(now, 1_000, 10, horizon_ms=now + 50)
+    assert [decode_job(r).id for r in first.envelopes] == [soon.id]
+    assert (first.next_due, first.next_expiry) == (now + 500, now + 1_000)
+    again = await store.claim(now + 990, 1_000, 10, horizon_ms=now + 1_040)
+    assert [decode_job(r).id for r in again.envelopes] == [later.id]  # not `soon`: leased to now+1000
+    last = await store.claim(now + 1_001, 1_000, 10, forget=[soon.id])
+    assert last == ([], None, now + 1_990)  # `soon` forgotten, not taken; `later` still leased
+    assert await store.counts() == (0, 1)
 
 
 async def test_cancel_script_says_where_the_job_was(store: DelayStore) -> None:
