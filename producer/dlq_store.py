@@ -16,6 +16,7 @@ walk neither skips nor repeats members while records are added or trimmed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,11 @@ class DlqStore:
 
     def replayed_as_key(self, dead_id: str) -> str:
         return f"{self.prefix}:dlq:replayed_as:{dead_id}"
+
+    async def count(self) -> int:
+        """Dead letters indexed and within the retention."""
+        oldest = time.time_ns() // 1_000_000 - self.retention_ms
+        return int(await self.redis.zcount(self.by_time, oldest, "+inf"))
 
     async def add(self, records: Sequence[tuple[str, int, bytes]], now_ms: int) -> int:
         """Index `(id, dead_at, value)` records in one round trip; returns how many were

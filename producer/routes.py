@@ -1,4 +1,4 @@
-"""The HTTP routes: submit, batch, lookup, health, readiness, metrics.
+"""The HTTP routes: submit, batch, lookup, cancel, queues, health, readiness, metrics.
 
 Submit routes read the raw body and parse it themselves (`producer.inputs`) so that each
 kind of bad input gets its own status and message, and answer with orjson bytes.
@@ -118,6 +118,15 @@ async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
     except (KafkaError, TimeoutError) as exc:
         raise Unavailable("kafka", f"Kafka did not take the cancel request ({exc}); retry later") from exc
     return json_response({"id": job_id, "state": "cancelling"}, 202)
+
+
+@router.get("/queues", summary="Depth of every queue: priority topics, retry tiers, delayed, dead")
+async def queues(runtime: RuntimeDep) -> Response:
+    """`{"at", "group", "queues": [{"kind": "priority" | "retry", "name", "topic", "partitions",
+    "depth", "end_offset"}], "delayed": {"waiting", "claimed"}, "dead_letters": {"indexed",
+    "on_topic"}}`. `depth` is the workers' group lag, retries still waiting included; the
+    answer may be up to a second old. 503 naming Kafka or Redis when one cannot answer."""
+    return json_response(await runtime.queues.snapshot())
 
 
 @router.get("/healthz", summary="Liveness")

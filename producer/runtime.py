@@ -31,6 +31,7 @@ from producer.dlq_store import DlqStore
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.metrics import Metrics
+from producer.queues import QueueStats
 from producer.replay import Replayer
 from producer.scheduler import Scheduler
 from producer.submit import Submitter
@@ -58,6 +59,7 @@ class Runtime:
     indexer: DlqIndexer
     replayer: Replayer
     delayed: Delayed
+    queues: QueueStats
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
 
 
@@ -113,6 +115,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         replayer = await stack.enter_async_context(
             Replayer(dlq, producer, publisher, partitioner, settings.topics)
         )
+        queues = await stack.enter_async_context(QueueStats(settings, partitioner, delay_store, dlq))
         scheduler = None
         if settings.scheduler:  # closed before the publisher and the producer it uses
             scheduler = await stack.enter_async_context(
@@ -121,7 +124,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer,
-            delayed, scheduler,
+            delayed, queues, scheduler,
         )  # fmt: skip
 
 
