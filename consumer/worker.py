@@ -35,6 +35,7 @@ from consumer.control import CancelRequests
 from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
+from consumer.metrics import Gauges, JobMetrics, MetricsServer, WorkerCollector
 from consumer.offsets import OffsetTracker
 from consumer.pauses import Pauses, due_ms, now_ms
 from consumer.ratelimit import Limit, TokenBuckets, parse_limits
@@ -123,7 +124,18 @@ class Worker:
         self._buckets = TokenBuckets(self._redis, settings.redis_prefix)
         self._starved = asyncio.Event()
         self._cancels = CancelRequests(settings, self._cancel_requested)
-        self.stats = {"completed": 0, "failed": 0, "skipped": 0, "poison": 0}
+        self.metrics = JobMetrics()
+        self._metrics_server: MetricsServer | None = None
+        if settings.metrics_port is not None:
+            gauges = Gauges(
+                running=lambda: len(self._running),
+                concurrency=settings.concurrency,
+                buffered=lambda: len(self._dispatch),
+                paused=lambda: len(self._dispatch.paused),
+                assigned=lambda: len(self._trackers),
+            )
+            collector = WorkerCollector(self.metrics, gauges, self.id)
+            self._metrics_server = MetricsServer(collector, settings.metrics_host, settings.metrics_port)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -135,7 +147,14 @@ class Worker:
         self.stop()
         await self.wait_closed()
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port `/metrics` is served on (once started), or None."""
+        return None if self._metrics_server is None else self._metrics_server.port
+
     async def start(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.start()
         await self._producer.start()
         self._status.start()
         self._done.start()
@@ -190,7 +209,9 @@ class Worker:
             await _bounded(self._producer.stop(), 10, "close the producer")
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
-            log.info("worker %s stopped: %s", self.id, self.stats)
+            if self._metrics_server is not None:
+                await _bounded(self._metrics_server.stop(), 5, "stop serving metrics")
+            log.info("worker %s stopped: %s", self.id, self.metrics.totals())
             self._closed.set()
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -311,7 +332,7 @@ class Worker:
             if self._trackers.get(item.tp) is not item.tracker:
                 continue  # revoked while we asked Redis
             if item.job.id in done:
-                self.stats["skipped"] += 1
+                self.metrics.count(item.job.type, "skipped")
                 item.tracker.done(item.offset)
                 continue
             if item.job.id in self._cancels:
@@ -335,7 +356,7 @@ class Worker:
             self._due_timer = asyncio.get_running_loop().call_later(delay, self._release)
 
     async def _poison(self, tp: TopicPartition, record: Any, tracker: OffsetTracker, why: str) -> None:
-        self.stats["poison"] += 1
+        self.metrics.count("", "poison")
         log.warning("poison record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, why)
         source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset)
         if await self._router.poison(record.value, source, why):
@@ -378,15 +399,20 @@ class Worker:
                 self._cancelled(item)
                 return
             if job.expires_at is not None and now_ms() > job.expires_at:
+                self.metrics.count(job.type, "expired")
                 if await self._router.expired(job, self._source(item)):
                     item.tracker.done(item.offset)
                 return
             self._emit(job, "active")
             timeout = job.timeout_s or spec.timeout_s or self.settings.default_timeout_s
             ctx = JobContext(job, self.id, self._progress)
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout) as cm:
-                    result = await spec.func(ctx)
+                    try:
+                        result = await spec.func(ctx)
+                    finally:
+                        self.metrics.ran(job.type, time.perf_counter() - started)
                 _check_result(result)
             except asyncio.CancelledError:
                 if not item.aborted:
@@ -416,7 +442,7 @@ class Worker:
             self._changed.set()
 
     async def _fail(self, item: Item, failure: Failure) -> None:
-        self.stats["failed"] += 1
+        self.metrics.count(item.job.type, "failed")
         job = item.job
         log.info("job %s %s failed attempt %d: %s", job.id, job.type, job.attempt, failure.error["message"])
         if await self._router.failed(job, item.spec, failure, self._source(item)):
@@ -446,11 +472,11 @@ class Worker:
                 self._abort(item)
 
     def _cancelled(self, item: Item) -> None:
-        self.stats["cancelled"] = self.stats.get("cancelled", 0) + 1
+        self.metrics.count(item.job.type, "cancelled")
         self._outcome(item, self._event(item.job, "cancelled", {}), completed=False)
 
     def _completed(self, item: Item, result: Any, children: list[str]) -> None:
-        self.stats["completed"] += 1
+        self.metrics.count(item.job.type, "completed")
         fields: dict[str, Any] = {"result": result}
         if children:
             fields["children"] = children

@@ -1,4 +1,4 @@
-"""The gateway's FastAPI app: `/ws`, the dashboard, health, readiness and job lookup.
+"""The gateway's FastAPI app: `/ws`, the dashboard, health, readiness, metrics and job lookup.
 
 Everything long-lived belongs to one `Gateway`, opened by the lifespan and reached by
 routes through the `GatewayDep` dependency; nothing lives at module level.
@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
-from gateway import session
+from gateway import metrics, session
 from gateway.dashboard import DASHBOARD_HTML
 from gateway.service import Gateway
 from gateway.signals import drain_on_signal
@@ -64,6 +64,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if state is None:
             raise HTTPException(404, f"job {job_id} is not known (never seen, or expired)")
         return state
+
+    registry = metrics.registry_for(gateway.hub)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:

@@ -45,9 +45,15 @@ class Hub:
         self._by_type: dict[str, set[Client]] = {}
         self._all: set[Client] = set()
         self._cursor = encode_cursor(self.ring.positions)
+        # for /metrics: events read from the feed; live frames and events sent; slow clients closed
+        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0}
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def subscriptions(self) -> dict[str, int]:
+        """How many clients follow everything, and how many job ids and types are followed."""
+        return {"all": len(self._all), "jobs": len(self._by_job), "types": len(self._by_type)}
 
     async def __aenter__(self) -> Hub:
         return self
@@ -127,10 +133,9 @@ class Hub:
         """Route one feed batch: at most one frame per client, its matching events in order."""
         self.ring.extend(records, positions)
         self._cursor = encode_cursor(self.ring.positions)
-        if not self._clients:
-            return
         events = [ev for record in records for ev in record[2]]
-        if not events:
+        self.counts["events_in"] += len(events)
+        if not self._clients or not events:
             return
         if self._all:
             frame = events_frame(events, self._cursor)
@@ -175,8 +180,11 @@ class Hub:
             log.warning("ws client too slow, closing client=%s backlog=%d", client.id, client.pending)
             self.remove(client)
             client.request_close(1008, f"too slow: fell more than {self.queue_max} events behind")
+            self.counts["slow_closed"] += 1
             return
         client.push(frame, events)
+        self.counts["frames_out"] += 1
+        self.counts["events_out"] += events
 
     # -- resume and snapshots ---------------------------------------------------------
 

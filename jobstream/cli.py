@@ -73,7 +73,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from consumer import WorkerApp, run_worker
 
-    settings = WorkerSettings(**_overrides(args, "concurrency"))
+    settings = WorkerSettings(**_overrides(args, "concurrency", "metrics_port"))
     setup_logging(settings.log_level)
     app = load_object(args.app)
     if not isinstance(app, WorkerApp):
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     wk = sub.add_parser("worker", help="run a worker: jobstream worker module:app")
     wk.add_argument("app", help="module:attribute of a consumer.WorkerApp")
     wk.add_argument("--concurrency", type=int)
+    wk.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: any free port)"
+    )
     wk.set_defaults(func=cmd_worker)
 
     sc = sub.add_parser("scheduler", help="run a delay scheduler on its own (the API runs one too)")

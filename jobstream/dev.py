@@ -47,6 +47,7 @@ class DevConfig:
     redis_port: int
     api_port: int
     gateway_port: int
+    worker_metrics_port: int  # worker i (from 1) serves /metrics on this + i - 1
 
     @classmethod
     def from_env(cls) -> DevConfig:
@@ -60,6 +61,7 @@ class DevConfig:
             redis_port=port("JOBSTREAM_REDIS_PORT", 6379),
             api_port=port("JOBSTREAM_API_PORT", 8000),
             gateway_port=port("JOBSTREAM_GATEWAY_PORT", 8001),
+            worker_metrics_port=port("JOBSTREAM_WORKER_METRICS_PORT", 9101),
         )
 
 
@@ -139,7 +141,9 @@ class DevRun:
         )
 
     def run(self) -> int:
-        for p, what in ((self.cfg.api_port, "API"), (self.cfg.gateway_port, "gateway")):
+        ports = [(self.cfg.api_port, "API"), (self.cfg.gateway_port, "gateway")]
+        ports += [(self._metrics_port(i), f"worker-{i} metrics") for i in range(1, self.workers + 1)]
+        for p, what in ports:
             if procs.port_open(p):
                 say(f"port {p} for the {what} is taken: stop what holds it or set another port")
                 return 1
@@ -188,7 +192,8 @@ class DevRun:
             "gateway": [*cli, "gateway", "--host", "127.0.0.1", "--port", str(self.cfg.gateway_port)],
         }
         for i in range(1, self.workers + 1):
-            commands[f"worker-{i}"] = [*cli, "worker", self.app, "--concurrency", str(self.concurrency)]
+            commands[f"worker-{i}"] = [*cli, "worker", self.app, "--concurrency", str(self.concurrency),
+                                       "--metrics-port", str(self._metrics_port(i))]  # fmt: skip
         for name, args in commands.items():
             log = self.logs / f"{name}.log"
             if echo_enabled():
@@ -261,6 +266,9 @@ class DevRun:
             raise
         say("everything stopped")
 
+    def _metrics_port(self, worker: int) -> int:
+        return self.cfg.worker_metrics_port + worker - 1
+
     def _banner(self) -> None:
         api = f"http://127.0.0.1:{self.cfg.api_port}"
         gw = f"127.0.0.1:{self.cfg.gateway_port}"
@@ -272,6 +280,10 @@ class DevRun:
             f"  API         {api}   (docs {api}/docs)",
             f"  WebSocket   ws://{gw}/ws",
             f"  Dashboard   http://{gw}/",
+            f"  Metrics     {api}/metrics, http://{gw}/metrics"
+            + "".join(
+                f", http://127.0.0.1:{self._metrics_port(i)}/metrics" for i in range(1, self.workers + 1)
+            ),
             f"  Kafka       {kafka.bootstrap}   Redis {redis.url}",
             f"  Logs        {self.logs}/   (Kafka: {kafka.log}, Redis: {redis.data_dir / 'redis.log'})",
             "Try:",

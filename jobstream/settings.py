@@ -95,6 +95,10 @@ class WorkerSettings(Settings):
     rate_limits: str = Field("", description="per job type, e.g. images.resize=50/s,mail.send=10/m")
     session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
     linger_ms: int = Field(0, ge=0, description="0 keeps status events ahead of retry records")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65_535, description="serve /metrics here (0: any free port)"
+    )
+    metrics_host: str = "127.0.0.1"
 
 
 class GatewaySettings(Settings):

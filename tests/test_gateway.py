@@ -19,6 +19,7 @@ import orjson
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -479,6 +480,7 @@ async def test_slow_client_closed_while_others_get_everything(
             assert closed.value.rcvd.reason == "too slow: fell more than 100 events behind"
             await fast.wait_events(total, 30 * S)
             assert len(fast.events) == total
+            assert gw.gateway.hub.counts["slow_closed"] == 1
 
 
 async def test_health_readiness_and_dashboard(gw: Running) -> None:
@@ -491,6 +493,33 @@ async def test_health_readiness_and_dashboard(gw: Running) -> None:
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "/ws" in page.text and "requestAnimationFrame" in page.text
         assert "<script src" not in page.text and "<link" not in page.text
+
+
+async def test_metrics_count_events_frames_clients_and_subscriptions(
+    gw: Running, publisher: StatusPublisher
+) -> None:
+    """/metrics counts events read and sent, and shows clients and what they follow."""
+    async with peer(gw) as everything, peer(gw) as one_job, httpx.AsyncClient(base_url=gw.http) as http:
+        await everything.subscribe(all=True)
+        await one_job.subscribe(jobs=["m-1"])
+        await publish(publisher, event("m-1", "queued"), event("m-2", "queued"), event("m-1", "active"))
+        await everything.wait_events(3)
+        await one_job.wait_events(2)
+        r = await http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, s.labels.get("kind")): s.value
+        for f in text_string_to_metric_families(r.text)
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
+    assert samples[("jobstream_gateway_events_in_total", None)] == 3
+    assert samples[("jobstream_gateway_events_out_total", None)] == 5
+    assert samples[("jobstream_gateway_frames_out_total", None)] >= 2
+    assert samples[("jobstream_gateway_slow_clients_closed_total", None)] == 0
+    assert samples[("jobstream_gateway_clients", None)] == 2
+    subs = {k: samples[("jobstream_gateway_subscriptions", k)] for k in ("all", "jobs", "types")}
+    assert subs == {"all": 1, "jobs": 1, "types": 0}
 
 
 async def test_shutdown_closes_clients_with_1001(gw: Running) -> None:

@@ -6,6 +6,10 @@ import asyncio
 import itertools
 from typing import Any
 
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from consumer import JobContext, Worker, WorkerApp
 from consumer.examples import app
 from jobstream.settings import Settings, WorkerSettings
@@ -115,3 +119,41 @@ async def test_buffered_high_starts_before_low(settings: Settings) -> None:
         await status.wait_for(lambda: status.count("completed") == 11, 30, "every job")
     started = sorted((status.events[j.id][0]["at"], j.priority.value) for j in low + high)
     assert [p for _, p in started] == ["high"] * 5 + ["low"] * 5
+
+
+async def test_metrics_count_outcomes_per_type_with_run_times(settings: Settings) -> None:
+    """`/metrics` on the worker's own port counts outcomes per type (poison too), has run-time
+    histograms and gauges, and stops being served when the worker stops."""
+    jobs = [make_job("example.echo", {"i": i}) for i in range(5)] + [make_job("example.fail", max_attempts=1)]
+    want = {("example.echo", "completed"): 5.0, ("example.fail", "failed"): 1.0, ("", "poison"): 1.0}
+    async with Worker(app, worker_settings(settings, metrics_port=0)) as worker, httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
+        await produce_jobs(settings, jobs, raw=[b"\x00not json"])
+        async with asyncio.timeout(30):
+            while True:
+                r = await http.get(url)
+                assert r.status_code == 200
+                families = {f.name: f for f in text_string_to_metric_families(r.text)}
+                jobs_seen = {
+                    (s.labels["type"], s.labels["outcome"]): s.value
+                    for s in families["jobstream_worker_jobs"].samples
+                    if s.name.endswith("_total")
+                }
+                if jobs_seen == want:
+                    break
+                await asyncio.sleep(0.1)
+        runs = {s.labels.get("le"): s.value for s in families["jobstream_worker_run_seconds"].samples
+                if s.name.endswith("_bucket") and s.labels["type"] == "example.echo"}  # fmt: skip
+        assert runs["+Inf"] == 5.0
+        gauges = {
+            f: families[f"jobstream_worker_{f}"].samples[0].value
+            for f in ("concurrency", "assigned_partitions")
+        }
+        assert gauges["concurrency"] == worker.settings.concurrency
+        assert (
+            gauges["assigned_partitions"]
+            == len(settings.topics.job_topics + tuple(settings.retry_tier_names)) * settings.partitions
+        )
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)

@@ -1,0 +1,131 @@
+"""A worker's Prometheus metrics, served on `WorkerSettings.metrics_port` when it is set.
+
+The hot path keeps plain numbers: a dict increment per job outcome and a bisect per run
+time, about a microsecond. `WorkerCollector` turns them into metric families only when
+Prometheus scrapes, from the server's thread (reads of dicts and lists copied whole,
+which the GIL keeps consistent).
+
+- `jobstream_worker_jobs_total{type, outcome}`: outcome is `completed`, `failed` (an
+  attempt failed: retried or dead, as the status stream says), `cancelled`, `skipped`
+  (completed before: a redelivery), `expired`, or `poison` (type `""`: unreadable);
+- `jobstream_worker_run_seconds{type}`: handler run time, histogram;
+- gauges: `running`, `concurrency`, `buffered` (records fetched, not yet started),
+  `paused_partitions`, `assigned_partitions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+log = logging.getLogger("jobstream.worker")
+
+RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class JobMetrics:
+    """Counts per (type, outcome) and run-time histograms per type, as plain numbers."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], int] = {}
+        # per type: a count per bucket (the last one +Inf), then the sum of run times
+        self.runs: dict[str, list[float]] = {}
+
+    def count(self, job_type: str, outcome: str) -> None:
+        key = (job_type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    def ran(self, job_type: str, seconds: float) -> None:
+        h = self.runs.get(job_type)
+        if h is None:
+            h = self.runs[job_type] = [0.0] * (len(RUN_BUCKETS) + 2)
+        h[bisect_left(RUN_BUCKETS, seconds)] += 1
+        h[-1] += seconds
+
+    def totals(self) -> dict[str, int]:
+        """Jobs per outcome, all types together (for the log line at stop)."""
+        out: dict[str, int] = {}
+        for (_, outcome), n in list(self.outcomes.items()):
+            out[outcome] = out.get(outcome, 0) + n
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """Where the collector reads the worker's current state."""
+
+    running: Callable[[], int]
+    concurrency: int
+    buffered: Callable[[], int]
+    paused: Callable[[], int]
+    assigned: Callable[[], int]
+
+
+class WorkerCollector:
+    """A Prometheus collector over a worker's `JobMetrics` and `Gauges`."""
+
+    def __init__(self, metrics: JobMetrics, gauges: Gauges, worker_id: str) -> None:
+        self._metrics = metrics
+        self._gauges = gauges
+        self._worker = worker_id
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = CounterMetricFamily(
+            "jobstream_worker_jobs",
+            "Jobs that ended on this worker, by type and outcome.",
+            labels=["type", "outcome"],
+        )
+        for (job_type, outcome), n in list(self._metrics.outcomes.items()):
+            jobs.add_metric([job_type, outcome], n)
+        yield jobs
+        runs = HistogramMetricFamily(
+            "jobstream_worker_run_seconds", "Handler run time, by job type.", labels=["type"]
+        )
+        for job_type, counts in list(self._metrics.runs.items()):
+            h = list(counts)
+            cumulative, buckets = 0.0, []
+            for bound, in_bucket in zip((*(str(b) for b in RUN_BUCKETS), "+Inf"), h[:-1], strict=True):
+                cumulative += in_bucket
+                buckets.append((bound, cumulative))
+            runs.add_metric([job_type], buckets, sum_value=h[-1])
+        yield runs
+        g = self._gauges
+        for name, doc, value in (
+            ("running", "Jobs running now.", g.running()),
+            ("concurrency", "Jobs this worker runs at most at once.", g.concurrency),
+            ("buffered", "Records fetched and waiting to start.", g.buffered()),
+            ("paused_partitions", "Partitions paused because their buffer is full.", g.paused()),
+            ("assigned_partitions", "Partitions assigned to this worker.", g.assigned()),
+        ):
+            family = GaugeMetricFamily(f"jobstream_worker_{name}", doc, labels=["worker"])
+            family.add_metric([self._worker], value)
+            yield family
+
+
+class MetricsServer:
+    """`GET /metrics` on a port of its own, served from a thread (prometheus_client's)."""
+
+    def __init__(self, collector: WorkerCollector, host: str, port: int) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._host, self._port = host, port
+        self._server: Any = None
+        self.port: int | None = None
+
+    def start(self) -> None:
+        self._server, _ = start_http_server(self._port, addr=self._host, registry=self.registry)
+        self.port = self._server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", self._host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await asyncio.to_thread(server.shutdown)  # waits for the serving loop to end
+            server.server_close()
