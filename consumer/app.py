@@ -52,6 +52,11 @@ class JobContext:
         return self.job.payload
 
     @property
+    def traceparent(self) -> str | None:
+        """The W3C `traceparent` the job was submitted with (to continue its trace), or None."""
+        return self.job.traceparent
+
+    @property
     def attempt(self) -> int:
         return self.job.attempt
 

@@ -26,15 +26,17 @@ class FastSubmit:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/jobs":
             await self.app(scope, receive, send)
             return
-        content_type = idem_key = None
+        content_type = idem_key = traceparent = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"idempotency-key":
                 idem_key = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
         try:
             response = await submit_one(
-                scope["state"]["runtime"], content_type, idem_key, await _body(receive)
+                scope["state"]["runtime"], content_type, idem_key, await _body(receive), traceparent
             )
         except ApiError as exc:
             self._on_reject(exc.reason)

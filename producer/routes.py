@@ -24,6 +24,7 @@ from producer.idempotency_keys import with_header
 from producer.inputs import check_content_type, parse_batch, parse_job
 from producer.responses import json_response
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, Runtime, RuntimeDep
+from producer.trace import use_traceparent
 from schemas import encode_cancel
 
 router = APIRouter()
@@ -42,15 +43,22 @@ async def submit_job(request: Request, runtime: RuntimeDep) -> Response:
     "state", "duplicate": true}` with the first job, and 409 if the key came with another body."""
     headers = request.headers
     body = await request.body()
-    return await submit_one(runtime, headers.get("content-type"), headers.get("idempotency-key"), body)
+    return await submit_one(
+        runtime, headers.get("content-type"), headers.get("idempotency-key"), body, headers.get("traceparent")
+    )
 
 
 async def submit_one(
-    runtime: Runtime, content_type: str | None, idem_key: str | None, raw: bytes
+    runtime: Runtime,
+    content_type: str | None,
+    idem_key: str | None,
+    raw: bytes,
+    traceparent: str | None = None,
 ) -> Response:
     """`POST /jobs`, whichever way the request came in (the route, or `producer.fastpath`)."""
     started = time.perf_counter()
     check_content_type(content_type)
+    use_traceparent(traceparent)
     spec = with_header(parse_job(raw, runtime.settings.max_payload_bytes), idem_key)
     if spec.idempotency_key is not None:  # 200 with the first job for a repeat
         body, status = await Deduplicator(runtime).submit_one(spec)
@@ -66,6 +74,7 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     "id", "state": "queued"}` or `{"index", "error": {"status", "message"}}`."""
     started = time.perf_counter()
     check_content_type(request.headers.get("content-type"))
+    use_traceparent(request.headers.get("traceparent"))
     settings = runtime.settings
     items = parse_batch(await request.body(), settings.max_batch, settings.max_payload_bytes)
     results = await Deduplicator(runtime).submit_many(items)  # = submitter's when no item has a key

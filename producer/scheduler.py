@@ -34,6 +34,7 @@ from producer.delay_store import DelayStore
 from schemas import (
     HEADER_ATTEMPT,
     HEADER_SCHEMA,
+    HEADER_TRACEPARENT,
     HEADER_TYPE,
     SCHEMA_VERSION,
     Priority,
@@ -223,6 +224,8 @@ class Scheduler:
             (HEADER_TYPE, job["type"].encode()),
             (HEADER_ATTEMPT, str(job.get("attempt", 1)).encode()),
         ]
+        if traceparent := job.get("traceparent"):
+            headers.append((HEADER_TRACEPARENT, traceparent.encode()))
         fut: asyncio.Future[Any] = await self._producer.send(
             topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
         )

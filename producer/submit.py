@@ -44,6 +44,7 @@ from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.inputs import ItemError
 from producer.metrics import Metrics
+from producer.trace import REQUEST_TRACEPARENT
 from schemas import JobEnvelope, JobSpec, encode_job, job_headers, new_job_id, partition_for
 
 log = logging.getLogger("jobstream.producer.submit")
@@ -232,6 +233,7 @@ class Submitter:
             then=spec.then or [],
             not_before=due,
             expires_at=spec.expiry_ms(due or now),  # a delayed job's ttl_ms counts from its due time
+            traceparent=REQUEST_TRACEPARENT.get(),
         )
 
     def _note_failure(self, exc: BaseException, jobs: int) -> None:

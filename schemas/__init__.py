@@ -15,6 +15,7 @@ from schemas.codec import (
     encode_job,
     encode_status_batch,
     job_headers,
+    parse_traceparent,
     partition_for,
     status_partition,
 )
@@ -29,12 +30,21 @@ from schemas.job import (
     Priority,
 )
 from schemas.status import TERMINAL_STATES, JobError, JobState, Progress, StatusEvent, state_rank
-from schemas.topics import HEADER_ATTEMPT, HEADER_DUE, HEADER_SCHEMA, HEADER_TYPE, SCHEMA_VERSION, Topics
+from schemas.topics import (
+    HEADER_ATTEMPT,
+    HEADER_DUE,
+    HEADER_SCHEMA,
+    HEADER_TRACEPARENT,
+    HEADER_TYPE,
+    SCHEMA_VERSION,
+    Topics,
+)
 
 __all__ = [
     "HEADER_ATTEMPT",
     "HEADER_DUE",
     "HEADER_SCHEMA",
+    "HEADER_TRACEPARENT",
     "HEADER_TYPE",
     "SCHEMA_VERSION",
     "TERMINAL_STATES",
@@ -65,6 +75,7 @@ __all__ = [
     "encode_status_batch",
     "job_headers",
     "new_job_id",
+    "parse_traceparent",
     "partition_for",
     "state_rank",
     "status_partition",

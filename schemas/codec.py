@@ -8,6 +8,7 @@ their order because they always land on the same partition.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from schemas.dead_letter import DeadLetter
 from schemas.errors import DecodeError
 from schemas.job import JobEnvelope
-from schemas.topics import HEADER_ATTEMPT, HEADER_SCHEMA, HEADER_TYPE, SCHEMA_VERSION
+from schemas.topics import HEADER_ATTEMPT, HEADER_SCHEMA, HEADER_TRACEPARENT, HEADER_TYPE, SCHEMA_VERSION
 
 Headers = list[tuple[str, bytes]]
 
@@ -37,11 +38,30 @@ def decode_job(raw: bytes | None) -> JobEnvelope:
 
 
 def job_headers(job: JobEnvelope) -> Headers:
-    return [
+    headers = [
         (HEADER_SCHEMA, SCHEMA_VERSION),
         (HEADER_TYPE, job.type.encode()),
         (HEADER_ATTEMPT, str(job.attempt).encode()),
     ]
+    if job.traceparent is not None:
+        headers.append((HEADER_TRACEPARENT, job.traceparent.encode()))
+    return headers
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def parse_traceparent(value: str | None) -> str | None:
+    """A W3C `traceparent` header value, or None when absent or invalid: the Trace Context
+    spec has a receiver ignore a value it cannot parse (and so start a new trace)."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not _TRACEPARENT.match(value) or value.startswith("ff") or set(value[3:35]) == {"0"}:
+        return None
+    if set(value[36:52]) == {"0"}:
+        return None
+    return value
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -139,6 +139,9 @@ class JobEnvelope(BaseModel):
     errors: list[dict[str, Any]] = Field(
         [], description="the errors of earlier attempts (schemas.AttemptError)"
     )
+    traceparent: str | None = Field(
+        None, description="W3C trace context the client sent; kept by retries and follow-ups"
+    )
 
     @property
     def partition_key(self) -> str:

@@ -11,6 +11,7 @@ HEADER_SCHEMA = "js-schema"
 HEADER_TYPE = "js-type"
 HEADER_ATTEMPT = "js-attempt"
 HEADER_DUE = "js-due-ms"
+HEADER_TRACEPARENT = "traceparent"  # W3C Trace Context, when the client sent one
 
 
 @dataclass(frozen=True, slots=True)
