@@ -79,9 +79,9 @@ class Scheduler:
         self._lease_ms = lease_ms
         self._batch = batch
         self._max_sleep_s = max_sleep_s
-        self._lookahead_ms = lookahead_ms
+        self._lookahead_ms = min(lookahead_ms, lease_ms // 4)  # most of the lease is for Kafka
         # acks later than this: leave the jobs claimed (well before the lease runs out)
-        self._produce_timeout_s = min(produce_timeout_s, max(lease_ms - lookahead_ms, 0) / 2000)
+        self._produce_timeout_s = min(produce_timeout_s, (lease_ms - self._lookahead_ms) / 2000)
         self._wake = asyncio.Event()
         self._sleep_until = math.inf  # ms; an insert to claim before this wakes the loop
         self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
