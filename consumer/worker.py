@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -37,6 +37,7 @@ from consumer.donestore import DoneStore
 from consumer.errors import JobTimeout, ResultError
 from consumer.metrics import Gauges, JobMetrics, MetricsServer, WorkerCollector
 from consumer.offsets import OffsetTracker
+from consumer.partitions import UNKNOWN_END, Partitions
 from consumer.pauses import Pauses, due_ms, now_ms
 from consumer.ratelimit import Limit, TokenBuckets, parse_limits
 from consumer.routing import Failure, Router
@@ -91,13 +92,10 @@ class Worker:
         self._levels = {t.jobs(p): p.rank for p in Priority}
         self._topics = [*self._levels, *(t.retry(name) for name in settings.retry_tier_names)]
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
-        self._trackers: dict[TopicPartition, OffsetTracker] = {}
-        self._seen_below: dict[TopicPartition, int] = {}  # see adopt()
         self._due_timer: asyncio.TimerHandle | None = None
         self._running: set[Item] = set()
         self._idle: list[asyncio.Future[None]] = []
         self._changed = asyncio.Event()  # a run ended: drains re-check
-        self._commit_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._closed = asyncio.Event()
@@ -116,6 +114,7 @@ class Worker:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
+        self._parts = Partitions(self._consumer, self.id)
         self._pauses = Pauses(self._consumer, self._dispatch)
         self._limits = {
             **{t: Limit.parse(h.rate_limit) for t, h in app.handlers.items() if h.rate_limit},
@@ -132,7 +131,7 @@ class Worker:
                 concurrency=settings.concurrency,
                 buffered=lambda: len(self._dispatch),
                 paused=lambda: len(self._dispatch.paused),
-                assigned=lambda: len(self._trackers),
+                assigned=lambda: len(self._parts),
             )
             collector = WorkerCollector(self.metrics, gauges, self.id)
             self._metrics_server = MetricsServer(collector, settings.metrics_host, settings.metrics_port)
@@ -162,7 +161,7 @@ class Worker:
         self._consumer.subscribe(self._topics, listener=_Listener(self))
         await self._consumer.start()
         self._spawn(self._fetch_loop(), "fetch")
-        self._spawn(self._commit_loop(), "commit")
+        self._spawn(self._parts.commit_every(self.settings.commit_interval_ms / 1000), "commit")
         if self._limits:
             self._spawn(self._limit_loop(), "rate-limits")
         for i in range(self.settings.concurrency):
@@ -189,7 +188,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         try:
-            self._dispatch.drop(set(self._trackers))
+            self._dispatch.drop(set(self._parts.trackers))
             if self._due_timer is not None:
                 self._due_timer.cancel()
             await self._drain(lambda item: True, self.settings.drain_timeout_s)
@@ -201,7 +200,7 @@ class Worker:
             await self._cancels.close()
             await _bounded(self._status.close(), 15, "flush status events")
             await _bounded(self._done.close(), 10, "record completed ids")
-            await _bounded(self._commit(), 10, "commit")
+            await _bounded(self._parts.commit(), 10, "commit")
             await _bounded(self._consumer.stop(), 15, "leave the group")  # the others rebalance at once
         except Exception:
             log.exception("worker %s: error while shutting down", self.id)
@@ -222,31 +221,19 @@ class Worker:
     # -- rebalance -----------------------------------------------------------------------
 
     async def adopt(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            self._trackers.setdefault(tp, OffsetTracker())
-        # Only records written before we owned a partition can have been delivered before
-        # (to a worker that died, or to us before a restart): only those need the
-        # completed-id check, so the steady state makes no Redis round trip per batch.
-        try:
-            ends = await asyncio.wait_for(self._consumer.end_offsets(list(assigned)), 10)
-            self._seen_below.update(ends)
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("worker %s: no end offsets (%s); checking every record", self.id, exc)
-            self._seen_below.update(dict.fromkeys(assigned, 2**62))
+        await self._parts.adopt(assigned)
         log.info("worker %s assigned %d partitions", self.id, len(assigned))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Partitions are going: finish what runs (bounded), commit, forget them."""
-        revoked &= set(self._trackers)
+        revoked &= set(self._parts.trackers)
         if not revoked:
             return
         self._dispatch.drop(set(revoked))
         await self._drain(lambda item: item.tp in revoked, self.settings.drain_timeout_s)
         await self._status.flush()
-        await self._commit(revoked)
-        for tp in revoked:
-            self._trackers.pop(tp, None)
-            self._seen_below.pop(tp, None)
+        await self._parts.commit(revoked)
+        self._parts.forget(revoked)
         log.info("worker %s released %d partitions", self.id, len(revoked))
 
     async def _drain(self, which: Callable[[Item], bool], timeout_s: float) -> None:
@@ -294,7 +281,7 @@ class Worker:
     async def _take_in(self, batches: dict[TopicPartition, list[Any]]) -> None:
         items: list[Item] = []
         for tp, records in batches.items():
-            tracker = self._trackers.get(tp)
+            tracker = self._parts.trackers.get(tp)
             if tracker is None:
                 continue
             level = self._levels.get(tp.topic)  # None on a retry topic: the job's priority
@@ -316,20 +303,20 @@ class Worker:
                 items.append(Item(tp, record.offset, tracker, job, spec, lvl, key, due, limited))
         if not items:
             return
-        below = self._seen_below
+        below = self._parts.seen_below
         # also checked: follow-ups and scheduled jobs, whose producer may write them twice
         wall = now_ms()
         done = await self._done.seen(
             [
                 i.job.id
                 for i in items
-                if i.offset < below.get(i.tp, 2**62) or i.job.parent_id or i.job.not_before
+                if i.offset < below.get(i.tp, UNKNOWN_END) or i.job.parent_id or i.job.not_before
             ]
         )
         now = time.monotonic() * 1000
         touched: set[TopicPartition] = set()
         for item in items:
-            if self._trackers.get(item.tp) is not item.tracker:
+            if self._parts.trackers.get(item.tp) is not item.tracker:
                 continue  # revoked while we asked Redis
             if item.job.id in done:
                 self.metrics.count(item.job.type, "skipped")
@@ -525,34 +512,6 @@ class Worker:
                     await asyncio.wait_for(self._starved.wait(), min(waits) / 1000)
 
     # -- commit --------------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        interval = self.settings.commit_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            await self._commit()
-
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        async with self._commit_lock:
-            offsets: dict[TopicPartition, int] = {}
-            for tp, tracker in self._trackers.items():
-                if only is None or tp in only:
-                    point = tracker.commit_point()
-                    if point is not None:
-                        offsets[tp] = point
-            if not offsets:
-                return
-            try:
-                await self._consumer.commit(offsets)
-            except CommitFailedError as exc:
-                log.warning("worker %s: commit failed after a rebalance: %s", self.id, exc)
-                return
-            except (KafkaError, AssertionError) as exc:
-                log.warning("worker %s: commit failed, will retry: %s", self.id, exc)
-                return
-            for tp, point in offsets.items():
-                if (kept := self._trackers.get(tp)) is not None:
-                    kept.committed(point)
 
 
 async def _bounded(step: Any, timeout_s: float, what: str) -> None:

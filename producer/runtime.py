@@ -20,7 +20,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from jobstream.kafka import DLQ_RETENTION_MS, Partitioner, open_producers
+from jobstream.kafka import DLQ_RETENTION_MS, Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
@@ -67,10 +67,17 @@ class Runtime:
 async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator[Runtime]:
     """Open every client; fails (and closes what it opened) if Kafka cannot be bootstrapped."""
     async with contextlib.AsyncExitStack() as stack:
-        producer, status_producer = await open_producers(
-            stack, settings, linger_ms=settings.linger_ms,
+        # One producer for job records and status events: a submit waits for its `queued`
+        # event's ack before producing the job, and sharing lets that job ride in the same
+        # request as later submits' events (two producers doubled the requests and Kafka's
+        # CPU at the same rate: docs/BENCHMARKS.md)
+        producer = make_producer(
+            settings,
+            linger_ms=settings.linger_ms,
             request_timeout_ms=int(settings.submit_timeout_s * 1000),
-        )  # fmt: skip
+        )
+        await producer.start()
+        stack.push_async_callback(producer.stop)
         # A blocking pool: a burst of lookups waits for a connection instead of failing
         # with "Too many connections" (the default pool's answer).
         pool = BlockingConnectionPool.from_url(
@@ -83,7 +90,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         redis = Redis.from_pool(pool)
         stack.push_async_callback(redis.aclose)
         publisher = await stack.enter_async_context(
-            StatusPublisher(status_producer, settings.topics.status, settings.status_partitions)
+            StatusPublisher(producer, settings.topics.status, settings.status_partitions)
         )
         projection = Projection(redis, settings.redis_prefix, settings.state_ttl_s)
         writer: GroupCommit[dict[str, Any]] = await stack.enter_async_context(
