@@ -1,4 +1,4 @@
-"""The `jobstream` command: `dev | api | gateway | worker | scheduler | topics | submit | dlq | bench`."""
+"""The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues, bench."""
 
 from __future__ import annotations
 
@@ -165,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(func=cmd_submit)
 
     from jobstream.dlq_cli import add_parser as add_dlq_parser
+    from jobstream.queues_cli import add_parser as add_queues_parser
 
     add_dlq_parser(sub)
+    add_queues_parser(sub)
 
     bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")
     bn.add_argument("--quick", action="store_true", help="smaller runs")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -104,6 +106,29 @@ def env(services: Services, prefix: str) -> dict[str, str]:
         "JOBSTREAM_PARTITIONS": "6",
         "JOBSTREAM_STATUS_PARTITIONS": "3",
     }
+
+
+@pytest.fixture
+def api_url(env: dict[str, str], settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """A `jobstream api` process of this test's deployment (topics created by `settings`)."""
+    port = procs.free_port()
+    log = tmp_path / "api.log"
+    proc = procs.spawn([sys.executable, "-m", "jobstream.cli", "api", "--port", str(port)], env=env, log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"api exited with {proc.returncode}:\n{procs.tail(log)}")
+            try:
+                return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        procs.wait_until(ready, timeout_s=60_000 * MS, what="the API to be ready")
+        yield url
+    finally:
+        procs.stop(proc, grace_s=30)
 
 
 @pytest.fixture

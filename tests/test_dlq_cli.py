@@ -6,8 +6,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,29 +19,6 @@ from tests.test_dlq import letter, topic_size, write_dead
 pytestmark = pytest.mark.slow
 
 WAIT_S = 60_000 * MS
-
-
-@pytest.fixture
-def api_url(env: dict[str, str], settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """A `jobstream api` process of this test's deployment (topics created by `settings`)."""
-    port = procs.free_port()
-    log = tmp_path / "api.log"
-    proc = procs.spawn([sys.executable, "-m", "jobstream.cli", "api", "--port", str(port)], env=env, log=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"api exited with {proc.returncode}:\n{procs.tail(log)}")
-            try:
-                return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        procs.wait_until(ready, timeout_s=WAIT_S, what="the API to be ready")
-        yield url
-    finally:
-        procs.stop(proc, grace_s=30)
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

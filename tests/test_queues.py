@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +12,7 @@ import httpx
 
 from consumer import Worker
 from consumer.examples import app as examples
+from jobstream import procs
 from jobstream.settings import ApiSettings, Settings, WorkerSettings
 from producer import create_app
 from schemas import Priority
@@ -82,3 +85,28 @@ async def test_queues_report_depth_delayed_and_dead_then_drain(settings: Setting
         assert body["delayed"] == {"waiting": 2, "claimed": 0}  # due in an hour: untouched
         assert all(q["end_offset"] >= 0 for q in body["queues"])
         assert sum(q["end_offset"] for q in body["queues"] if q["kind"] == "priority") == 12
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobstream.cli", "queues", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_queues_command_prints_a_table(api_url: str, settings: Settings) -> None:
+    """`jobstream queues` prints every queue with its depth, then delayed and dead counts."""
+    out = run_cli("--api", api_url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["queue", "kind", "depth", "end", "offset", "topic"]
+    names = [p.value for p in Priority.ordered()] + settings.retry_tier_names
+    assert [line.split()[0] for line in lines[1 : 1 + len(names)]] == names
+    assert all(line.split()[2] == "0" for line in lines[1 : 1 + len(names)])
+    assert "delayed: 0 waiting, 0 claimed by a scheduler" in out.stdout
+    assert "dead letters: 0 indexed (GET /dlq), 0 on the topic" in out.stdout
+
+
+def test_queues_command_says_when_the_api_is_down() -> None:
+    out = run_cli("--api", f"http://127.0.0.1:{procs.free_port()}")
+    assert out.returncode == 2
+    assert "is the API running?" in out.stderr
