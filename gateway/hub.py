@@ -133,9 +133,12 @@ class Hub:
         """Route one feed batch: at most one frame per client, its matching events in order."""
         self.ring.extend(records, positions)
         self._cursor = encode_cursor(self.ring.positions)
+        if not self._clients:
+            self.counts["events_in"] += sum(len(record[2]) for record in records)
+            return
         events = [ev for record in records for ev in record[2]]
         self.counts["events_in"] += len(events)
-        if not self._clients or not events:
+        if not events:
             return
         if self._all:
             frame = events_frame(events, self._cursor)

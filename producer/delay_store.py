@@ -18,7 +18,7 @@ claims to expire, and the next claim after the expiry takes them again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
@@ -154,15 +154,6 @@ class DelayStore:
     async def cancel(self, job_id: str) -> int:
         """Remove a job wherever it is: `CANCELLED`, `CANCELLED_WHILE_CLAIMED` or 0 (gone)."""
         return int(await self._cancel(keys=self._keys, args=[job_id]))
-
-    async def next_due(self) -> int | None:
-        """When the next claim can take something: the earliest due time or lease expiry."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.zset, 0, 0, withscores=True)
-            pipe.zrange(self.claimed, 0, 0, withscores=True)
-            heads: list[list[tuple[Any, float]]] = await pipe.execute()
-        scores = [int(h[0][1]) for h in heads if h]
-        return min(scores) if scores else None
 
     async def counts(self) -> tuple[int, int]:
         """(waiting, claimed) job counts."""

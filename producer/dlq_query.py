@@ -147,17 +147,24 @@ def attempts_of(dead: DeadLetter) -> int:
     return dead.job.attempt if dead.job is not None else 0
 
 
-def summary(dead: DeadLetter, replayed_by: str | None) -> dict[str, Any]:
-    """One row of `GET /dlq` and of a dry run's sample."""
-    last = dead.errors[-1] if dead.errors else None
+def _head(dead: DeadLetter) -> dict[str, Any]:
+    """What every view of a dead letter starts with."""
     return {
         "id": dead.id,
         "type": dead.type,
         "reason": dead.reason.value,
         "dead_at": dead.dead_at,
         "attempts": attempts_of(dead),
-        "last_error": {"type": last.type, "message": last.message} if last is not None else None,
         "source": dead.source.model_dump(),
+    }
+
+
+def summary(dead: DeadLetter, replayed_by: str | None) -> dict[str, Any]:
+    """One row of `GET /dlq` and of a dry run's sample."""
+    last = dead.errors[-1] if dead.errors else None
+    return {
+        **_head(dead),
+        "last_error": {"type": last.type, "message": last.message} if last is not None else None,
         "replayed_by": replayed_by,
     }
 
@@ -165,15 +172,10 @@ def summary(dead: DeadLetter, replayed_by: str | None) -> dict[str, Any]:
 def detail(dead: DeadLetter, replayed_by: str | None, replayed_as: str | None) -> dict[str, Any]:
     """`GET /dlq/{id}`: the whole record and whether (and as what) it was replayed."""
     return {
-        "id": dead.id,
-        "type": dead.type,
-        "reason": dead.reason.value,
-        "dead_at": dead.dead_at,
-        "attempts": attempts_of(dead),
+        **_head(dead),
         "job": dead.job.model_dump(mode="json") if dead.job is not None else None,
         "raw": dead.raw,
         "errors": [e.model_dump() for e in dead.errors],
-        "source": dead.source.model_dump(),
         "replayed_by": replayed_by,
         "replayed_as": replayed_as,
     }

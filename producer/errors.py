@@ -25,9 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producer.responses import json_response
+from producer.responses import TrackedSend, json_response
 
 log = logging.getLogger("jobstream.producer")
 
@@ -196,19 +196,12 @@ class CatchAllMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
         except Exception:
             log.exception("unhandled error method=%s path=%s", scope.get("method"), scope.get("path"))
             self.on_bug()
-            if started:
+            if tracked.started:
                 raise
             await json_response({"detail": "internal server error"}, 500)(scope, receive, send)

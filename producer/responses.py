@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Message, Send
 
 
 class JSONBytes(Response):
@@ -24,3 +25,17 @@ class JSONBytes(Response):
 
 def json_response(content: Any, status: int = 200, *, headers: Mapping[str, str] | None = None) -> Response:
     return JSONBytes(content, status_code=status, headers=headers)
+
+
+class TrackedSend:
+    """Wraps an ASGI `send`; `started` tells whether the response has begun, after which
+    no error response can replace it."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)

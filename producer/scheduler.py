@@ -31,16 +31,7 @@ from jobstream.kafka import Partitioner
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
 from producer.delay_store import DelayStore
-from schemas import (
-    HEADER_ATTEMPT,
-    HEADER_SCHEMA,
-    HEADER_TRACEPARENT,
-    HEADER_TYPE,
-    SCHEMA_VERSION,
-    Priority,
-    Topics,
-    partition_for,
-)
+from schemas import Priority, Topics, partition_for, record_headers
 
 log = logging.getLogger("jobstream.scheduler")
 
@@ -219,13 +210,7 @@ class Scheduler:
         n = counts.get(topic) or await self._partitioner.count(topic)
         counts[topic] = n
         key = job.get("key") or job["id"]
-        headers = [
-            (HEADER_SCHEMA, SCHEMA_VERSION),
-            (HEADER_TYPE, job["type"].encode()),
-            (HEADER_ATTEMPT, str(job.get("attempt", 1)).encode()),
-        ]
-        if traceparent := job.get("traceparent"):
-            headers.append((HEADER_TRACEPARENT, traceparent.encode()))
+        headers = record_headers(job["type"], job.get("attempt", 1), job.get("traceparent"))
         fut: asyncio.Future[Any] = await self._producer.send(
             topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
         )

@@ -17,6 +17,7 @@ from schemas.codec import (
     job_headers,
     parse_traceparent,
     partition_for,
+    record_headers,
     status_partition,
 )
 from schemas.dead_letter import AttemptError, DeadLetter, DeadReason, Source
@@ -77,6 +78,7 @@ __all__ = [
     "new_job_id",
     "parse_traceparent",
     "partition_for",
+    "record_headers",
     "state_rank",
     "status_partition",
 ]

@@ -38,13 +38,18 @@ def decode_job(raw: bytes | None) -> JobEnvelope:
 
 
 def job_headers(job: JobEnvelope) -> Headers:
+    return record_headers(job.type, job.attempt, job.traceparent)
+
+
+def record_headers(job_type: str, attempt: int, traceparent: str | None) -> Headers:
+    """The headers of a job-topic record (`job_headers` for one held as a decoded dict)."""
     headers = [
         (HEADER_SCHEMA, SCHEMA_VERSION),
-        (HEADER_TYPE, job.type.encode()),
-        (HEADER_ATTEMPT, str(job.attempt).encode()),
+        (HEADER_TYPE, job_type.encode()),
+        (HEADER_ATTEMPT, str(attempt).encode()),
     ]
-    if job.traceparent is not None:
-        headers.append((HEADER_TRACEPARENT, job.traceparent.encode()))
+    if traceparent is not None:
+        headers.append((HEADER_TRACEPARENT, traceparent.encode()))
     return headers
 
 

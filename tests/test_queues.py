@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ from consumer import Worker
 from consumer.examples import app as examples
 from jobstream import procs
 from jobstream.settings import ApiSettings, Settings, WorkerSettings
+from jobstream.stack import RedisServer
 from producer import create_app
 from schemas import Priority
 from tests.helpers import asgi_client
@@ -110,3 +114,20 @@ def test_queues_command_says_when_the_api_is_down() -> None:
     out = run_cli("--api", f"http://127.0.0.1:{procs.free_port()}")
     assert out.returncode == 2
     assert "is the API running?" in out.stderr
+
+
+async def test_queues_answer_503_naming_redis_when_it_is_down(settings: Settings) -> None:
+    """With Redis unreachable, GET /queues is a 503 with Retry-After naming redis, not a 500."""
+    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
+    server = RedisServer(data, procs.free_port())
+    server.start()
+    try:
+        app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": server.url}))
+        async with asgi_client(app) as http:
+            server.stop()
+            r = await http.get("/queues")
+            assert r.status_code == 503, r.text
+            assert r.json()["service"] == "redis" and "Retry-After" in r.headers
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)

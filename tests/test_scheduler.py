@@ -63,8 +63,9 @@ async def test_claim_takes_due_jobs_in_due_order_and_leases_them(store: DelaySto
     got = [decode_job(r).id for r in (await store.claim(now + 1_000, 5_000, 10)).envelopes]
     assert got == [jobs[1].id, jobs[2].id, jobs[0].id]
     assert await store.counts() == (1, 3)
-    assert await store.claim(now + 1_000, 5_000, 10) == ([], now + 60_000, now + 6_000)  # leased: not again
-    assert await store.next_due() == now + 6_000  # the lease expiry comes before the last job
+    leased = await store.claim(now + 1_000, 5_000, 10)
+    assert leased.next_expiry == now + 6_000 < (leased.next_due or 0)  # expires before the last is due
+    assert leased == ([], now + 60_000, now + 6_000)  # leased: not again
     again = [decode_job(r).id for r in (await store.claim(now + 6_001, 5_000, 2)).envelopes]
     assert len(again) == 2 and set(again) < {j.id for j in jobs[:3]}  # expired leases, `limit` kept
     await store.done(again)

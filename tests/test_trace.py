@@ -11,7 +11,14 @@ import pytest
 from consumer import JobContext, Worker, WorkerApp
 from jobstream.settings import ApiSettings, Settings, WorkerSettings
 from producer import create_app
-from schemas import HEADER_TRACEPARENT, Priority, child_job_id, decode_job, parse_traceparent
+from schemas import (
+    HEADER_TRACEPARENT,
+    Priority,
+    child_job_id,
+    decode_dead_letter,
+    decode_job,
+    parse_traceparent,
+)
 from tests.helpers import StatusLog, asgi_client, read_topic
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -81,15 +88,29 @@ async def test_traceparent_follows_the_job_through_retry_follow_up_and_delay(
         r = await http.post("/jobs/batch", json={"jobs": [{"type": "trace.child", "delay_ms": 50}]},
                             headers={"traceparent": TP})  # fmt: skip
         delayed = r.json()["results"][0]["id"]
+        r = await http.post(
+            "/jobs", json={"type": "trace.flaky", "max_attempts": 1}, headers={"traceparent": TP}
+        )
+        dead = r.json()["id"]
         r = await http.post("/jobs", json={"type": "trace.child"}, headers={"traceparent": "garbage"})
         assert r.status_code == 202, r.text
         untraced = r.json()["id"]
         done = (kid, delayed, untraced)
         await status.wait_for(lambda: all("completed" in status.states(j) for j in done), 30, "every job")
+        await status.wait_for(lambda: "dead" in status.states(dead), 30, "the job that fails for good")
 
-    assert seen == {f"{parent}:1": TP, f"{parent}:2": TP, kid: TP, delayed: TP, untraced: None}
-    records = await read_topic(settings, settings.topics.jobs(Priority.normal), 4)
+    assert seen == {
+        f"{parent}:1": TP,
+        f"{parent}:2": TP,
+        kid: TP,
+        delayed: TP,
+        untraced: None,
+        f"{dead}:1": TP,
+    }
+    records = await read_topic(settings, settings.topics.jobs(Priority.normal), 5)
     by_id = {decode_job(r.value).id: _traceparent(r) for r in records}
-    assert by_id == {parent: TP, kid: TP, delayed: TP, untraced: None}
+    assert by_id == {parent: TP, kid: TP, delayed: TP, untraced: None, dead: TP}
+    letters = await read_topic(settings, settings.topics.dlq, 1)
+    assert [(decode_dead_letter(r.value).id, _traceparent(r)) for r in letters] == [(dead, TP)]
     retries = await read_topic(settings, settings.topics.retry(settings.retry_tier_names[0]), 1)
     assert [(decode_job(r.value).id, _traceparent(r)) for r in retries] == [(parent, TP)]

@@ -1,0 +1,174 @@
+"""A topic kept in Redis by one consumer group: the projector and the dead-letter indexer.
+
+Per fetched batch: decode every record (one that does not decode is logged with its
+topic, partition and offset and skipped: stopping on it would hide every record behind
+it), write the batch with one call, then commit. Offsets are committed only after Redis
+took the batch: while Redis is down the same batch is retried with capped backoff, and
+the sink recovers by itself when Redis is back. Writing a batch twice must be harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Self, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from redis.exceptions import DataError, RedisError
+
+from jobstream.kafka import start_consumer, stop_task
+from jobstream.settings import Settings
+from schemas import DecodeError
+
+log = logging.getLogger("jobstream.sink")
+
+FETCH_TIMEOUT_MS = 500
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+T = TypeVar("T")
+
+
+class TopicSink(ABC, Generic[T]):
+    """Consumes `topic` in `group` into Redis in the background; an async context manager.
+
+    `close()` is idempotent, returns once the consumer has left the group, and never
+    commits a batch Redis has not taken. `name` names the logs, the task and the client.
+    """
+
+    def __init__(
+        self, settings: Settings, topic: str, group: str, name: str, *, max_records: int,
+        ready: Callable[[], Awaitable[Any]],
+    ) -> None:  # fmt: skip
+        self._settings = settings
+        self._topic = topic
+        self._group = group
+        self._name = name
+        self._max_records = max_records
+        self._ready = ready  # raises until the topic exists: a consumer of a missing one logs every 100 ms
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stop = asyncio.Event()
+        self.written = 0  # items Redis took since start, for tests and logs
+        self.skipped = 0  # records that did not decode
+        self.redis_down = False
+
+    @abstractmethod
+    def decode(self, tp: TopicPartition, record: Any) -> list[T]:
+        """The items of one record; raise `DecodeError` to skip it."""
+
+    @abstractmethod
+    async def write(self, items: list[T]) -> None:
+        """Write a batch to Redis in one call."""
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Join the group in the background (retrying while Kafka or the topic is missing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def close(self) -> None:
+        """Stop after the batch in hand (uncommitted if Redis did not take it). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await stop_task(self._task, self._stop)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        log.info("%s stopped topic=%s", self._name, self._topic)
+
+    async def _open(self) -> Any:
+        def make() -> Any:
+            return AIOKafkaConsumer(
+                self._topic,
+                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                group_id=self._group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id=f"jobstream-{self._name}-{self._settings.topic_prefix}",
+            )
+
+        consumer = await start_consumer(make, self._stop, self._name, ready=self._ready)
+        if consumer is not None:
+            log.info("%s started topic=%s group=%s", self._name, self._topic, self._group)
+        return consumer
+
+    async def _run(self) -> None:
+        self._consumer = consumer = await self._open()
+        if consumer is None:
+            return
+        while not self._stop.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self._max_records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s fetch failed topic=%s", self._name, self._topic)
+                await asyncio.sleep(BACKOFF_MAX_S)
+                continue
+            if not batch:
+                continue
+            items, offsets = self._decode_all(batch)
+            if not await self._write_until_taken(items):
+                return  # stopping before Redis took the batch: left uncommitted
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:  # rebalanced away: the new owner writes again, harmlessly
+                log.warning("%s commit failed: %r", self._name, exc)
+
+    def _decode_all(
+        self, batch: dict[TopicPartition, list[Any]]
+    ) -> tuple[list[T], dict[TopicPartition, int]]:
+        items: list[T] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for r in records:
+                try:
+                    items.extend(self.decode(tp, r))
+                except DecodeError as exc:
+                    self.skipped += 1
+                    log.warning("%s skipped topic=%s partition=%d offset=%d: %s",
+                                self._name, tp.topic, tp.partition, r.offset, exc)  # fmt: skip
+            offsets[tp] = records[-1].offset + 1
+        return items, offsets
+
+    async def _write_until_taken(self, items: list[T]) -> bool:
+        """Write until Redis takes the batch (or on a non-retryable error, dropping it): True;
+        False if asked to stop first."""
+        if not items:
+            return True
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                await self.write(items)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, DataError):  # our bytes, not Redis: retrying cannot help
+                    log.error("%s batch dropped items=%d: %r", self._name, len(items), exc)
+                    return True
+                self.redis_down = True
+                if self._stop.is_set():
+                    return False
+                log.warning("%s: redis unavailable, retry in %.1fs: %r", self._name, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            except Exception:
+                log.exception("%s batch dropped items=%d", self._name, len(items))
+                return True
+            if self.redis_down:
+                log.info("%s: redis back", self._name)
+                self.redis_down = False
+            self.written += len(items)
+            return True
