@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from jobstream import procs
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
-from jobstream.stack import LocalStack
+from jobstream.stack import LocalStack, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +106,17 @@ def env(services: Services, prefix: str) -> dict[str, str]:
         "JOBSTREAM_PARTITIONS": "6",
         "JOBSTREAM_STATUS_PARTITIONS": "3",
     }
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own (started), to stop, kill or restart; stopped at the end."""
+    server = RedisServer(tmp_path / "private-redis", procs.free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

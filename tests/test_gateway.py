@@ -541,7 +541,7 @@ async def test_projector_waits_for_redis_and_recovers(settings: Settings, publis
     try:
         ensure_redis_server()
     except (StackError, OSError) as exc:
-        pytest.skip(f"no redis-server binary to start a private Redis: {exc}")
+        pytest.fail(f"no redis-server binary to start a private Redis: {exc}")
     data = Path(tempfile.mkdtemp(prefix="jobstream-gw-redis-"))
     private = RedisServer(data / "redis", port=free_port())
     try:

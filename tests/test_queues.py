@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -116,18 +113,13 @@ def test_queues_command_says_when_the_api_is_down() -> None:
     assert "is the API running?" in out.stderr
 
 
-async def test_queues_answer_503_naming_redis_when_it_is_down(settings: Settings) -> None:
+async def test_queues_answer_503_naming_redis_when_it_is_down(
+    settings: Settings, private_redis: RedisServer
+) -> None:
     """With Redis unreachable, GET /queues is a 503 with Retry-After naming redis, not a 500."""
-    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
-    server = RedisServer(data, procs.free_port())
-    server.start()
-    try:
-        app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": server.url}))
-        async with asgi_client(app) as http:
-            server.stop()
-            r = await http.get("/queues")
-            assert r.status_code == 503, r.text
-            assert r.json()["service"] == "redis" and "Retry-After" in r.headers
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+    app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": private_redis.url}))
+    async with asgi_client(app) as http:
+        private_redis.stop()
+        r = await http.get("/queues")
+        assert r.status_code == 503, r.text
+        assert r.json()["service"] == "redis" and "Retry-After" in r.headers

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +14,6 @@ from redis.asyncio import Redis
 from consumer import Worker
 from consumer.examples import app as examples
 from gateway import create_app as create_gateway
-from jobstream import procs
 from jobstream.kafka import Partitioner, make_producer
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 from jobstream.stack import RedisServer
@@ -155,34 +151,28 @@ async def _end_total(settings: Settings) -> int:
         await consumer.stop()
 
 
-async def test_redis_restart_keeps_scheduled_jobs(settings: Settings) -> None:
+async def test_redis_restart_keeps_scheduled_jobs(settings: Settings, private_redis: RedisServer) -> None:
     """Jobs stored in a Redis that is killed (SIGKILL) and restarted on its AOF still fire."""
-    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
-    server = RedisServer(data, procs.free_port())
+    server = private_redis
+    client = Redis.from_url(server.url)
+    # LocalStack's Redis fsyncs every second; `always` makes this test not depend on timing
+    await client.config_set("appendfsync", "always")
+    own = DelayStore(client, settings.redis_prefix)
+    jobs = [delayed(now_ms() + 500) for _ in range(50)]
+    await own.add(jobs)
+    await client.aclose()
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    server.proc = None
     server.start()
-    try:
-        client = Redis.from_url(server.url)
-        # LocalStack's Redis fsyncs every second; `always` makes this test not depend on timing
-        await client.config_set("appendfsync", "always")
-        own = DelayStore(client, settings.redis_prefix)
-        jobs = [delayed(now_ms() + 500) for _ in range(50)]
-        await own.add(jobs)
-        await client.aclose()
-        assert server.proc is not None
-        server.proc.kill()
-        server.proc.wait()
-        server.proc = None
-        server.start()
-        client = Redis.from_url(server.url)
-        own = DelayStore(client, settings.redis_prefix)
-        assert await own.counts() == (50, 0)
-        async with scheduler(settings, client):
-            records = await read_topic(settings, settings.topics.jobs(Priority.normal), 50)
-        assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in jobs)
-        await client.aclose()
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+    client = Redis.from_url(server.url)
+    own = DelayStore(client, settings.redis_prefix)
+    assert await own.counts() == (50, 0)
+    async with scheduler(settings, client):
+        records = await read_topic(settings, settings.topics.jobs(Priority.normal), 50)
+    assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in jobs)
+    await client.aclose()
 
 
 @pytest.fixture
@@ -271,19 +261,12 @@ async def test_cancel_removes_a_scheduled_job_and_it_never_runs(
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "cancelled"
 
 
-async def test_redis_down_answers_503_naming_redis(settings: Settings) -> None:
+async def test_redis_down_answers_503_naming_redis(settings: Settings, private_redis: RedisServer) -> None:
     """With Redis unreachable, a delayed submit is refused with 503, Retry-After and service redis."""
-    data = Path(tempfile.mkdtemp(prefix="jobstream-redis-"))
-    server = RedisServer(data, procs.free_port())
-    server.start()
-    try:
-        app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": server.url}))
-        async with asgi_client(app) as client:
-            server.stop()
-            # known down (health monitor) or found down (the write fails): 503 either way
-            r = await client.post("/jobs", json={"type": "example.echo", "delay_ms": 1000})
-            assert r.status_code == 503, r.text
-            assert r.json()["service"] == "redis" and "Retry-After" in r.headers
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+    app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": private_redis.url}))
+    async with asgi_client(app) as client:
+        private_redis.stop()
+        # known down (health monitor) or found down (the write fails): 503 either way
+        r = await client.post("/jobs", json={"type": "example.echo", "delay_ms": 1000})
+        assert r.status_code == 503, r.text
+        assert r.json()["service"] == "redis" and "Retry-After" in r.headers
