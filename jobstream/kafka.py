@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from jobstream.producer_guard import GuardedProducer
 from jobstream.settings import Settings
 from schemas import partition_for
 
@@ -21,19 +22,26 @@ DLQ_RETENTION_MS = 14 * 86_400_000
 CONTROL_RETENTION_MS = 86_400_000  # cancel requests: workers read the whole topic at start
 
 
-def make_producer(settings: Settings, *, linger_ms: int = 2, request_timeout_ms: int = 30_000) -> Any:
-    """An idempotent producer (acks=all). `request_timeout_ms` also bounds how long a record
-    may wait in the buffer while the broker is unreachable before its send fails."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=linger_ms,
-        max_batch_size=512 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        request_timeout_ms=request_timeout_ms,
-        client_id=f"jobstream-{settings.topic_prefix}",
-    )
+def make_producer(
+    settings: Settings, *, linger_ms: int = 2, request_timeout_ms: int = 30_000, name: str = "producer"
+) -> GuardedProducer:
+    """An idempotent producer (acks=all) that replaces itself when it breaks
+    (`jobstream.producer_guard`). `request_timeout_ms` also bounds how long a record may wait
+    in the buffer while the broker is unreachable before its send fails."""
+
+    def build() -> Any:
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=512 * 1024,
+            max_request_size=8 * 1024 * 1024,
+            request_timeout_ms=request_timeout_ms,
+            client_id=f"jobstream-{settings.topic_prefix}",
+        )
+
+    return GuardedProducer(build, name=name)
 
 
 async def open_producers(
@@ -44,8 +52,10 @@ async def open_producers(
     event must not queue behind job records: aiokafka keeps one produce request in flight per
     producer and broker, so on a shared producer each wait would cost two round trips."""
     out = []
-    for _ in range(2):
-        producer = make_producer(settings, linger_ms=linger_ms, request_timeout_ms=request_timeout_ms)
+    for name in ("jobs-producer", "status-producer"):
+        producer = make_producer(
+            settings, linger_ms=linger_ms, request_timeout_ms=request_timeout_ms, name=name
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
         out.append(producer)

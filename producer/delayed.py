@@ -92,20 +92,23 @@ class Delayed:
             self._metrics.count_submitted(env.priority)
         await self._project(events, deadline)
 
-    async def cancel(self, job_id: str, job_type: str) -> bool:
-        """Remove a scheduled job before it fires: True once it is gone and `cancelled` is
-        published. False when it was already claimed or fired: cancel it through the
-        control topic (a claim removed here is never fired again if its scheduler died)."""
+    async def cancel(self, job_id: str, job_type: str) -> int:
+        """Remove a delayed job from Redis for good, wherever it is: `CANCELLED` (it was
+        waiting: it will never fire), `CANCELLED_WHILE_CLAIMED` (a scheduler holds it: it is
+        never claimed again, but it may be on its way to Kafka right now, so cancel it
+        through the control topic too) or 0 (not in Redis). Publishes `cancelled` when it
+        removed the job: a claimed job that never fires would otherwise never end."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 outcome = await self.store.cancel(job_id)
         except (TimeoutError, RedisError, OSError) as exc:
             raise self._unavailable("redis", f"Redis did not answer the cancel: {exc!r}") from exc
-        if outcome != CANCELLED:
-            return False
+        if not outcome:
+            return 0
         now = time.time_ns() // 1_000_000
+        why = "cancelled before due" if outcome == CANCELLED else "cancelled while being fired"
         event = {"job_id": job_id, "type": job_type, "state": "cancelled", "attempt": 1, "at": now,
-                 "reason": "cancelled before due"}  # fmt: skip
+                 "reason": why}  # fmt: skip
         try:
             async with asyncio.timeout(self._timeout_s):
                 await (await self._publisher.send_now([event]))
@@ -113,7 +116,7 @@ class Delayed:
             log.warning("cancelled event not published job=%s error=%r", job_id, exc)
         loop = asyncio.get_running_loop()
         await self._project([event], loop.time() + self._timeout_s)
-        return True
+        return outcome
 
     async def _project(self, events: list[dict[str, Any]], deadline: float) -> None:
         """Write the projection, bounded; never raises (the projector writes it anyway)."""

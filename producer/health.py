@@ -7,7 +7,8 @@ every acknowledgement): a process whose event loop is saturated by work answers 
 checks late, and that must not turn into 503s for a healthy Kafka. The submit path also reports a
 failed send (`mark_down`), so requests fail fast from the first failure rather than
 from the next tick. Nothing here restarts a client: aiokafka and redis-py reconnect on
-their own, and the monitor notices when they have.
+their own, a broken producer replaces itself (`jobstream.producer_guard`, whose `problem`
+the Kafka check reports), and the monitor notices when they have.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from jobstream.producer_guard import GuardedProducer
 
 log = logging.getLogger("jobstream.producer.health")
 
@@ -148,10 +151,13 @@ class HealthMonitor:
                 log.exception("health check loop failed")
 
 
-def kafka_check(producer: Any) -> Check:
-    """Up when a metadata request to the cluster succeeds (aiokafka reconnects as needed)."""
+def kafka_check(producer: GuardedProducer) -> Check:
+    """Up when the producer can send (it is not being replaced after breaking) and a metadata
+    request to the cluster succeeds (aiokafka reconnects as needed)."""
 
     async def check() -> None:
+        if producer.problem is not None:
+            raise ConnectionError(producer.problem)
         client = producer.client
         if not await client.force_metadata_update():
             raise ConnectionError("no broker answered a metadata request")

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from jobstream.projection import Projection
+from producer.delay_store import CANCELLED
 from producer.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable
 from producer.health import HealthMonitor
 from producer.idempotency import Deduplicator
@@ -31,6 +32,7 @@ router = APIRouter()
 
 LOOKUP_TIMEOUT_S = 2.0
 _FINISHED = frozenset({"completed", "dead", "cancelled"})
+_MAYBE_DELAYED = frozenset({"scheduled", "queued"})
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -109,9 +111,12 @@ async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
     """A scheduled job not yet due is removed from Redis: 200 `{"id", "state": "cancelled"}`.
     Otherwise 202 `{"id", "state": "cancelling"}`: every worker is told (control topic); one that
     reaches the job skips it, one running it cancels it, and publishes `cancelled` (not
-    retried). 409 with the state for a job already completed, dead or cancelled."""
+    retried). A delayed job a scheduler is firing is also removed from Redis, so it is never
+    fired again. 409 with the state for a job already completed, dead or cancelled."""
     state = await get_state(job_id, runtime.projection, runtime.health)
-    if state["state"] == "scheduled" and await runtime.delayed.cancel(job_id, state["type"]):
+    # a delayed job that a scheduler claimed is already `queued`, and still in Redis
+    maybe_delayed = state["state"] in _MAYBE_DELAYED
+    if maybe_delayed and await runtime.delayed.cancel(job_id, state["type"]) == CANCELLED:
         return json_response({"id": job_id, "state": "cancelled"}, 200)  # removed before it was due
     if state["state"] in _FINISHED:
         raise Conflict(

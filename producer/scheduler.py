@@ -6,7 +6,10 @@ task, and sleeps until the next job is due within half the lookahead. Each batch
 publishes the `queued` events and waits for Kafka to take them (as the API does, so a
 worker's `active` never precedes `queued`), then produces each job record at its due time,
 never before; so the `queued` round trip happens ahead of time, not on the job's path.
-It gathers the acks; the loop's next claim deletes the acknowledged jobs from Redis. Up to
+It gathers the acks; the loop's next claim deletes the acknowledged jobs from Redis.
+A job is never held back by another of its batch: one whose record Kafka refuses (too
+large) goes to the dead letters with reason `rejected` and is deleted like a fired one;
+records a broken producer failed are sent again on its replacement. Up to
 `BATCHES_IN_FLIGHT` tasks run at once. What Kafka did not acknowledge stays claimed, and
 any scheduler claims it again when the lease expires: nothing is lost, and a job is
 produced twice only when a scheduler dies (or Kafka stalls past the lease) between produce
@@ -26,18 +29,30 @@ import time
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from jobstream.kafka import Partitioner
+from jobstream.producer_guard import refused_record
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
 from producer.delay_store import DelayStore
-from schemas import Priority, Topics, partition_for, record_headers
+from schemas import (
+    DeadLetter,
+    DeadReason,
+    Priority,
+    Source,
+    Topics,
+    encode_dead_letter,
+    partition_for,
+    record_headers,
+)
 
 log = logging.getLogger("jobstream.scheduler")
 
 BATCHES_IN_FLIGHT = 16
 # acknowledged jobs are deleted from Redis within about this long (by the next claim)
 FORGET_WITHIN_MS = 100
+RESEND_PAUSE_S = 0.05  # between rounds of sending again what a broken producer failed
 
 
 def now_ms() -> int:
@@ -175,19 +190,25 @@ class Scheduler:
 
     async def _produce(self, raw: list[bytes], now: int) -> None:
         """Publish the batch's `queued` events; once Kafka has them, produce each job at its
-        due time (they come in due order), then gather the acks. Whatever fails stays claimed:
-        fired again after the lease."""
-        futures: list[asyncio.Future[Any]] = []
+        due time (they come in due order), then gather the acks. Each job stands alone: one
+        that Kafka refuses goes to the dead letters (`rejected`), one failed by a producer
+        that broke is sent again while the produce timeout lasts, and whatever is still not
+        acknowledged stays claimed: fired again after the lease."""
+        sent: list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]] = []
         try:
             jobs = [orjson.loads(r) for r in raw]
-            async with asyncio.timeout(self._produce_timeout_s):
+            deadline = asyncio.get_running_loop().time() + self._produce_timeout_s
+            async with asyncio.timeout_at(deadline):
                 await (await self._publisher.send_now([_queued(job, now) for job in jobs]))
             counts: dict[str, int] = {}
             for job, value in zip(jobs, raw, strict=True):
                 await _until(job.get("not_before") or 0)
-                futures.append(await self._send(job, value, counts))
-            await asyncio.wait(futures, timeout=self._produce_timeout_s)
-            acked = [j["id"] for j, f in zip(jobs, futures, strict=True) if _ok(f)]
+                sent.append((job, value, await self._send(job, value, counts)))
+            sent = await self._settle(sent, counts, deadline)
+            acked = [job["id"] for job, _, fut in sent if _ok(fut)]
+            refused = [(job, len(value), fut.exception()) for job, value, fut in sent if _refused(fut)]
+            if refused:
+                acked.extend(await self._dead_letter(refused, deadline))
             if len(acked) < len(jobs):
                 log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
                             len(jobs) - len(acked))  # fmt: skip
@@ -200,21 +221,76 @@ class Scheduler:
         except Exception as exc:
             log.warning("could not fire %d delayed jobs (they fire again after the lease): %r", len(raw), exc)
         finally:
-            for fut in futures:
+            for _, _, fut in sent:
                 fut.add_done_callback(_observe)
             self._slots.release()
 
+    async def _settle(
+        self, sent: list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]], counts: dict[str, int],
+        deadline: float,
+    ) -> list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]]:  # fmt: skip
+        """Wait for the acks until `deadline`, sending again each record that failed for a
+        reason other than the record itself (a producer that broke and was replaced)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            futures = [fut for _, _, fut in sent if not fut.done()]
+            if futures:
+                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+            again = [i for i, (_, _, fut) in enumerate(sent) if _failed(fut) and not _refused(fut)]
+            if not again or loop.time() >= deadline or self._closing:
+                return sent
+            await asyncio.sleep(RESEND_PAUSE_S)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    for i in again:
+                        job, value, _ = sent[i]
+                        sent[i] = (job, value, await self._send(job, value, counts))
+            except TimeoutError:
+                return sent
+
     async def _send(self, job: dict[str, Any], value: bytes, counts: dict[str, int]) -> asyncio.Future[Any]:
-        """Hand one record to the producer; the future resolves on Kafka's ack."""
+        """Hand one record to the producer; the future resolves on Kafka's ack, or fails (also
+        when the producer refused the record outright)."""
         topic = self._topics.jobs(Priority(job.get("priority", "normal")))
         n = counts.get(topic) or await self._partitioner.count(topic)
         counts[topic] = n
         key = job.get("key") or job["id"]
         headers = record_headers(job["type"], job.get("attempt", 1), job.get("traceparent"))
-        fut: asyncio.Future[Any] = await self._producer.send(
-            topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
-        )
+        try:
+            fut: asyncio.Future[Any] = await self._producer.send(
+                topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
+            )
+        except KafkaError as exc:  # refused before sending (too large for the client), or no producer
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
         return fut
+
+    async def _dead_letter(
+        self, refused: list[tuple[dict[str, Any], int, BaseException | None]], deadline: float
+    ) -> list[str]:
+        """Send jobs that Kafka will never take to the dead-letter topic (`rejected`) and end
+        them with a `dead` event; the ids whose dead letter Kafka acknowledged."""
+        now = now_ms()
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                for job, size, exc in refused:
+                    dead, event = refused_job(job, size, exc, self._topics, now)
+                    log.warning("delayed job %s %s refused by Kafka: %s", job["id"], job["type"], exc)
+                    self._publisher.publish(event)
+                    partition = await self._partitioner.partition(self._topics.dlq, dead.id)
+                    futures.append(
+                        await self._producer.send(
+                            self._topics.dlq,
+                            encode_dead_letter(dead),
+                            key=dead.id.encode(),
+                            partition=partition,
+                        )
+                    )
+                await asyncio.wait(futures, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("dead letters of refused delayed jobs not written (retried after the lease): %r", exc)
+        return [job["id"] for (job, _, _), fut in zip(refused, futures, strict=False) if _ok(fut)]
 
     async def _sleep_until_due(self, head: int | None) -> None:
         """Sleep until `head` (at most `max_sleep_s`), unless an insert due sooner wakes us."""
@@ -271,6 +347,33 @@ def _queued(job: dict[str, Any], now: int) -> dict[str, Any]:
         "priority": job.get("priority", "normal"),
         "due_at": job.get("not_before"),
     }
+
+
+def refused_job(
+    job: dict[str, Any], size: int, exc: BaseException | None, topics: Topics, now: int
+) -> tuple[DeadLetter, dict[str, Any]]:
+    """The dead letter and the `dead` event of a delayed job whose record Kafka refused. The
+    envelope is left out (it is what Kafka would not take), so the dead letter cannot be
+    replayed as it is: the error says what to change."""
+    message = f"Kafka refused the job's record ({size} bytes): {exc!r}; submit a smaller job"
+    error = {"type": "Rejected", "message": message}
+    dead = DeadLetter(
+        id=job["id"], type=job["type"], reason=DeadReason.rejected,
+        errors=[{"attempt": job.get("attempt", 1), "at": now, **error}],
+        source=Source(topic=topics.jobs(Priority(job.get("priority", "normal"))), partition=-1, offset=-1),
+        dead_at=now,
+    )  # fmt: skip
+    event = {"job_id": job["id"], "type": job["type"], "state": "dead", "attempt": job.get("attempt", 1),
+             "at": now, "reason": DeadReason.rejected.value, "error": error}  # fmt: skip
+    return dead, event
+
+
+def _failed(fut: asyncio.Future[Any]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is not None
+
+
+def _refused(fut: asyncio.Future[Any]) -> bool:
+    return _failed(fut) and refused_record(fut.exception())
 
 
 def _ok(fut: asyncio.Future[Any]) -> bool:

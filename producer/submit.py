@@ -36,6 +36,7 @@ from typing import Any
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from jobstream.kafka import Partitioner
+from jobstream.producer_guard import GuardedProducer
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.delayed import Delayed
@@ -58,7 +59,7 @@ class Submitter:
     def __init__(
         self,
         settings: ApiSettings,
-        producer: Any,
+        producer: GuardedProducer,
         partitioner: Partitioner,
         publisher: StatusPublisher,
         writer: GroupCommit[dict[str, Any]],
@@ -242,6 +243,8 @@ class Submitter:
         # from its checks; an error from the client itself means Kafka is unreachable.
         if not isinstance(exc, TimeoutError | KafkaTimeoutError) and getattr(exc, "retriable", False):
             self._health.mark_down("kafka", _describe(exc))
+        elif (problem := self._producer.problem) is not None:  # broke: being replaced
+            self._health.mark_down("kafka", problem)
         log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
 
     def _send_error(self, exc: BaseException) -> dict[str, Any]:

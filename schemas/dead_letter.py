@@ -21,6 +21,7 @@ class DeadReason(enum.StrEnum):
     timeout = "timeout"  # the last attempt ran past timeout_s
     expired = "expired"  # not started before its expiry
     unknown_type = "unknown_type"  # no worker has a handler for the type
+    rejected = "rejected"  # Kafka refused the job's record (a delayed job too large to fire)
 
 
 class AttemptError(BaseModel):

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from jobstream import procs
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
-from jobstream.stack import LocalStack, RedisServer
+from jobstream.stack import KafkaBroker, LocalStack, RedisServer, ensure_kafka_jars
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +109,19 @@ def env(services: Services, prefix: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A single-node broker of this test's own (started), to stop and start; stopped at the end."""
+    broker = KafkaBroker(
+        tmp_path / "private-kafka", ensure_kafka_jars(ROOT / ".data"), procs.free_port(), procs.free_port()
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own (started), to stop, kill or restart; stopped at the end."""
     server = RedisServer(tmp_path / "private-redis", procs.free_port())
@@ -142,18 +155,23 @@ def api_url(env: dict[str, str], settings: Settings, tmp_path: Path) -> Iterator
         procs.stop(proc, grace_s=30)
 
 
-@pytest.fixture
-async def settings(services: Services, prefix: str) -> Settings:
-    """Settings for this test's deployment, with its topics created."""
+async def deployment(bootstrap: str, redis_url: str, prefix: str) -> Settings:
+    """Settings for a test's deployment on these services, with its topics created."""
     s = Settings(
-        kafka_bootstrap_servers=services.bootstrap,
-        redis_url=services.redis_url,
+        kafka_bootstrap_servers=bootstrap,
+        redis_url=redis_url,
         topic_prefix=prefix,
         partitions=6,
         status_partitions=3,
     )
     await ensure_topics(s)
     return s
+
+
+@pytest.fixture
+async def settings(services: Services, prefix: str) -> Settings:
+    """Settings for this test's deployment, with its topics created."""
+    return await deployment(services.bootstrap, services.redis_url, prefix)
 
 
 @pytest.fixture

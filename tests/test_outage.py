@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from jobstream import procs
 from jobstream.kafka import ensure_topics
 from jobstream.settings import ApiSettings
-from jobstream.stack import KafkaBroker, ensure_kafka_jars
+from jobstream.stack import KafkaBroker
 from producer import create_app
-from tests.conftest import ROOT, Services
+from tests.conftest import Services
 from tests.helpers import asgi_client
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    """A broker of this test's own, which it may stop and start."""
-    b = KafkaBroker(
-        tmp_path / "kafka", ensure_kafka_jars(ROOT / ".data"), procs.free_port(), procs.free_port()
-    )
-    b.start()
-    yield b
-    b.stop()
 
 
 async def wait_ready(http: httpx.AsyncClient, want: int, timeout_s: float) -> httpx.Response:
@@ -42,9 +28,10 @@ async def wait_ready(http: httpx.AsyncClient, want: int, timeout_s: float) -> ht
 
 
 async def test_kafka_outage_answers_503_and_recovers(
-    broker: KafkaBroker, services: Services, prefix: str
+    private_kafka: KafkaBroker, services: Services, prefix: str
 ) -> None:
     """Broker down: submit answers 503 with Retry-After and readyz names Kafka; back up: 202."""
+    broker = private_kafka
     settings = ApiSettings(
         kafka_bootstrap_servers=broker.bootstrap,
         redis_url=services.redis_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -15,12 +16,13 @@ from consumer import Worker
 from consumer.examples import app as examples
 from gateway import create_app as create_gateway
 from jobstream.kafka import Partitioner, make_producer
+from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 from jobstream.stack import RedisServer
 from producer import create_app
 from producer.delay_store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
 from producer.scheduler import Scheduler, now_ms
-from schemas import JobEnvelope, Priority, decode_job
+from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job
 from tests.conftest import MS
 from tests.helpers import StatusLog, asgi_client, make_job, read_topic, wait_until
 
@@ -261,6 +263,26 @@ async def test_cancel_removes_a_scheduled_job_and_it_never_runs(
     assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "cancelled"
 
 
+async def test_cancel_removes_a_job_a_scheduler_is_firing_for_good(
+    api: httpx.AsyncClient, settings: Settings, redis: Redis
+) -> None:
+    """DELETE of a delayed job that a stalled scheduler claimed (and announced `queued`):
+    it leaves Redis, so no later claim fires it, and it ends `cancelled`."""
+    store = DelayStore(redis, settings.redis_prefix)
+    r = await api.post("/jobs", json={"type": "example.echo", "delay_ms": 60_000})
+    job_id = r.json()["id"]
+    now = now_ms()
+    claim = await store.claim(now, 600_000, 10, horizon_ms=now + 61_000)  # ... and never produces it
+    assert [decode_job(e).id for e in claim.envelopes] == [job_id]
+    queued = {"job_id": job_id, "type": "example.echo", "state": "queued", "attempt": 1, "at": now_ms()}
+    await Projection(redis, settings.redis_prefix, settings.state_ttl_s).apply([queued])
+    r = await api.delete(f"/jobs/{job_id}")
+    assert r.status_code == 202 and r.json() == {"id": job_id, "state": "cancelling"}, r.text
+    assert await store.counts() == (0, 0)
+    assert (await store.claim(now + 3_600_000, 5_000, 10)).envelopes == []  # never fired again
+    assert (await api.get(f"/jobs/{job_id}")).json()["state"] == "cancelled"
+
+
 async def test_redis_down_answers_503_naming_redis(settings: Settings, private_redis: RedisServer) -> None:
     """With Redis unreachable, a delayed submit is refused with 503, Retry-After and service redis."""
     app = create_app(ApiSettings(**{**settings.model_dump(), "redis_url": private_redis.url}))
@@ -270,3 +292,30 @@ async def test_redis_down_answers_503_naming_redis(settings: Settings, private_r
         r = await client.post("/jobs", json={"type": "example.echo", "delay_ms": 1000})
         assert r.status_code == 503, r.text
         assert r.json()["service"] == "redis" and "Retry-After" in r.headers
+
+
+async def test_a_job_kafka_refuses_is_dead_lettered_and_holds_back_no_other(
+    settings: Settings, redis: Redis, store: DelayStore
+) -> None:
+    """Among 20 small due jobs, one the broker refuses and one the client refuses: the small
+    ones all fire before any lease runs out, the two are dead letters (`rejected`), none stays claimed."""
+    now = now_ms()
+    small = [make_job("example.echo", key="k", not_before=now + i) for i in range(20)]
+    broker_refuses = make_job("example.echo", {"blob": "x" * 1_250_000}, key="k", not_before=now + 5)
+    client_refuses = make_job("example.echo", {"blob": "x" * 9_600_000}, key="k", not_before=now + 12)
+    await store.add([*small, broker_refuses, client_refuses])
+    async with StatusLog(settings) as status, scheduler(settings, redis, lease_ms=120_000):
+        records = await read_topic(settings, settings.topics.jobs(Priority.normal), 20, timeout_s=30_000 * MS)
+        assert sorted(decode_job(r.value).id for r in records) == sorted(j.id for j in small)
+        dead = [decode_dead_letter(r.value) for r in await read_topic(settings, settings.topics.dlq, 2)]
+        assert {d.id for d in dead} == {broker_refuses.id, client_refuses.id}
+        assert {d.reason for d in dead} == {DeadReason.rejected}
+        assert all("Kafka refused" in d.errors[0].message for d in dead)
+        await status.wait_for(
+            lambda: all(status.states(j.id)[-1:] == ["dead"] for j in (broker_refuses, client_refuses)),
+            timeout_s=30_000 * MS,
+            what="dead events for the refused jobs",
+        )
+        async with asyncio.timeout(30_000 * MS):  # forgotten by the next claim, not after the lease
+            while await store.counts() != (0, 0):  # noqa: ASYNC110 - Redis state, no event
+                await asyncio.sleep(0.05)

@@ -1,0 +1,104 @@
+"""A producer that Kafka has broken is replaced, and nothing it held is dropped silently."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from jobstream import procs
+from jobstream.kafka import make_producer
+from jobstream.producer_guard import GuardedProducer, ProducerReplaced, ProducerUnavailable
+from jobstream.settings import Settings
+from producer.health import kafka_check
+from schemas import Priority
+from tests.conftest import MS
+
+SMALL_TOPIC_MAX = 2_000  # bytes: the topic's max.message.bytes, so the broker refuses more
+
+
+async def small_topic(settings: Settings) -> str:
+    """A one-partition topic whose broker-side record limit is tiny."""
+    name = f"{settings.topic_prefix}.small"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, 1, 1, topic_configs={"max.message.bytes": str(SMALL_TOPIC_MAX)})]
+        )
+    finally:
+        await admin.close()
+    return name
+
+
+def raw_producer(settings: Settings, port: int | None = None) -> Any:
+    bootstrap = f"127.0.0.1:{port}" if port is not None else settings.kafka_bootstrap_servers
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=0, request_timeout_ms=2_000
+    )
+
+
+async def test_a_record_kafka_refuses_does_not_break_later_sends(settings: Settings) -> None:
+    """After the broker refuses one oversized record, later records to the same partition succeed."""
+    topic = await small_topic(settings)
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        await (await producer.send(topic, b"before", partition=0))
+        with pytest.raises(MessageSizeTooLargeError):
+            await (await producer.send(topic, b"x" * (4 * SMALL_TOPIC_MAX), partition=0))
+        for i in range(20):  # an unguarded producer fails each with OutOfOrderSequenceNumber
+            async with asyncio.timeout(30_000 * MS):
+                await (await producer.send(topic, f"after {i}".encode(), partition=0))
+        assert producer.replacements == 1
+        assert producer.problem is None
+    finally:
+        await producer.stop()
+
+
+async def test_a_dead_sender_is_replaced(settings: Settings) -> None:
+    """A producer whose sender task died is noticed by the watchdog and replaced."""
+    producer = GuardedProducer(lambda: raw_producer(settings), watch_interval_s=0.05)
+    await producer.start()
+    try:
+        topic = settings.topics.jobs(Priority.normal)
+        broken: Any = producer._current
+        broken._sender.sender_task.cancel()  # what an unexpected error in aiokafka's sender does
+        async with asyncio.timeout(30_000 * MS):
+            with pytest.raises(ProducerReplaced):  # held by the dead sender, failed back: not dropped
+                await (await producer.send(topic, b"held", partition=0))
+            await (await producer.send(topic, b"after", partition=0))
+        assert producer.replacements == 1
+    finally:
+        await producer.stop()
+
+
+async def test_a_broken_producer_that_cannot_be_replaced_is_reported(settings: Settings) -> None:
+    """Broken and no new producer can start: sends fail within the wait, and the check names why."""
+    topic = await small_topic(settings)
+    dead_port = procs.free_port()
+    built = 0
+
+    def factory() -> Any:
+        nonlocal built
+        built += 1
+        return raw_producer(settings, None if built == 1 else dead_port)
+
+    producer = GuardedProducer(factory, wait_s=0.5)
+    await producer.start()
+    check = kafka_check(producer)
+    try:
+        await check()
+        with pytest.raises(MessageSizeTooLargeError):
+            await (await producer.send(topic, b"x" * (4 * SMALL_TOPIC_MAX), partition=0))
+        with pytest.raises(ProducerUnavailable, match="broke"):
+            await producer.send(topic, b"small", partition=0)
+        with pytest.raises(ConnectionError, match="MessageSizeTooLarge"):
+            await check()
+        assert isinstance(ProducerUnavailable("x"), KafkaError)  # callers' `except KafkaError` catch it
+    finally:
+        await producer.stop()
