@@ -19,16 +19,22 @@ producer id whose numbers start again at zero.
 
 What callers can rely on:
 
-- Nothing acknowledged is touched: a record's future succeeds only once Kafka has it.
-- Nothing is dropped silently: every record handed to the broken producer resolves, with
-  Kafka's acknowledgement (its healthy partitions get `grace_s` to finish) or with an
-  error (`ProducerReplaced`), and the caller decides whether to send it again.
+- A record's future succeeds only once Kafka has it.
+- One refused record damages no other: records the broker turned away because of the
+  gap (`OutOfOrderSequenceNumber` and the other sequence errors: certainly not written)
+  are sent again on the replacement, in their original order, before any new record; a
+  batch refused as too large is sent again one record per batch, so only a record too
+  large on its own fails (`MessageSizeTooLargeError`).
+- Nothing is dropped silently: every record resolves, with Kafka's acknowledgement or an
+  error. What the broken producer still held after `grace_s` fails with
+  `ProducerReplaced` (it may or may not be written; the caller decides).
 - No reordering by the swap: new sends wait until the old producer has settled, so a
   record sent later never overtakes an earlier one that Kafka may still take. A send
   waits at most `wait_s` for the new producer, then raises `ProducerUnavailable`.
 - `problem` says what is wrong while a replacement is under way (for `/readyz`).
 
-Costs: one method call and one done-callback per record; nothing per record talks to Kafka.
+Costs: a future and a done-callback per record (about 1 µs); nothing per record talks to
+Kafka.
 """
 
 from __future__ import annotations
@@ -43,16 +49,57 @@ from typing import Any
 
 from aiokafka.errors import (
     CorruptRecordException,
+    InvalidProducerEpoch,
     InvalidTimestampError,
     KafkaConnectionError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RecordListTooLargeError,
+    UnknownProducerId,
 )
 
 log = logging.getLogger("jobstream.kafka.producer")
 
 Factory = Callable[[], Any]  # builds an unstarted AIOKafkaProducer
+Headers = list[tuple[str, bytes]]
+MAX_RESENDS = 3  # a record failed by this many broken producers in a row fails to its caller
+# the broker refused the batch for its sequence: it wrote none of it
+_NOT_WRITTEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+class _Record:
+    """A record handed to `send()`, kept until it settles so it can be sent again."""
+
+    __slots__ = (
+        "alone",
+        "headers",
+        "key",
+        "outer",
+        "partition",
+        "sends",
+        "seq",
+        "timestamp_ms",
+        "topic",
+        "value",
+    )
+
+    def __init__(
+        self, seq: int, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+        timestamp_ms: int | None, headers: Headers | None, outer: asyncio.Future[Any],
+    ) -> None:  # fmt: skip
+        self.seq = seq
+        self.topic = topic
+        self.value = value
+        self.key = key
+        self.partition = partition
+        self.timestamp_ms = timestamp_ms
+        self.headers = headers
+        self.outer = outer
+        self.sends = 1
+        self.alone = False  # sent again in a batch of its own (after a size refusal)
 
 
 class ProducerReplaced(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
@@ -91,9 +138,13 @@ class GuardedProducer:
         self._last: Any | None = None  # the newest producer, working or not (for `client`)
         self._ready = asyncio.Event()
         self._swap: asyncio.Task[None] | None = None
+        self._resender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | Any = None  # set by start()
         self._watch: asyncio.Task[None] | None = None
         self._closing = False
         self._pending = 0  # records handed over and not yet settled
+        self._seq = 0
+        self._resend: list[_Record] = []  # failed by a broken producer; sent again on the next
         self._progress_at = time.monotonic()  # last acknowledgement, or when waiting began
         self._answering_since: float | None = None  # metadata answered since, while acks lag
         self.problem: str | None = None
@@ -114,6 +165,7 @@ class GuardedProducer:
         except BaseException:
             await producer.stop()
             raise
+        self._loop = asyncio.get_running_loop()
         self._install(producer)
         self._watch = asyncio.create_task(self._watchdog(), name=f"{self.name}-watchdog")
 
@@ -122,7 +174,7 @@ class GuardedProducer:
         if self._closing:
             return
         self._closing = True
-        for task in (self._watch, self._swap):
+        for task in (self._watch, self._swap, self._resender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -131,15 +183,21 @@ class GuardedProducer:
             await self._current.stop()
         self._current = None
         self._ready.set()  # wake waiting senders; they find no producer and raise
+        self._fail_resends(ProducerUnavailable("the producer closed before Kafka acknowledged the record"))
 
     @property
     def client(self) -> Any:
-        """The current producer's cluster client (metadata, partition counts)."""
+        """The newest producer's cluster client (cached metadata; while a replacement is under
+        way, the broken one's, already closed: ask `problem` first)."""
         assert self._last is not None, "start() first"
         return self._last.client
 
     async def partitions_for(self, topic: str) -> Any:
-        return await self.client._wait_on_metadata(topic)
+        """The topic's partition ids (from metadata; waits for a working producer)."""
+        producer = self._current
+        if producer is None:
+            producer = await self._wait_for_producer()
+        return await producer.client._wait_on_metadata(topic)
 
     async def send(
         self,
@@ -148,20 +206,48 @@ class GuardedProducer:
         key: bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
     ) -> asyncio.Future[Any]:
-        """Hand a record over; the returned future resolves once Kafka acknowledged it."""
+        """Hand a record over; the returned future resolves once Kafka acknowledged it.
+        Raises what aiokafka's `send()` raises for the record itself (too large for
+        `max_request_size`), or `ProducerUnavailable`."""
         producer = self._current
         if producer is None:
             producer = await self._wait_for_producer()
-        fut: asyncio.Future[Any] = await producer.send(
+        # the hot path: no record object (only a failure builds one), no extra coroutine
+        inner = await producer.send(
             topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms, headers=headers
         )
-        if self._pending == 0:
+        outer: asyncio.Future[Any] = self._loop.create_future()
+        self._seq += 1
+        if not self._pending:
             self._progress_at = time.monotonic()
         self._pending += 1
-        fut.add_done_callback(functools.partial(self._settled, producer))
-        return fut
+        args = (self._seq, topic, value, key, partition, timestamp_ms, headers)
+        inner.add_done_callback(functools.partial(self._settled, producer, args, outer, None))
+        return outer
+
+    async def _send_record(self, producer: Any, record: _Record) -> None:
+        """Send `record` again (alone in its batch after a size refusal)."""
+        if record.alone and record.partition is not None:
+            batch = producer.create_batch()
+            batch.append(
+                key=record.key,
+                value=record.value,
+                timestamp=record.timestamp_ms,
+                headers=record.headers or [],
+            )
+            inner = await producer.send_batch(batch, record.topic, partition=record.partition)
+        else:
+            inner = await producer.send(
+                record.topic, record.value, key=record.key, partition=record.partition,
+                timestamp_ms=record.timestamp_ms, headers=record.headers,
+            )  # fmt: skip
+        record.sends += 1
+        if not self._pending:
+            self._progress_at = time.monotonic()
+        self._pending += 1
+        inner.add_done_callback(functools.partial(self._settled, producer, (), record.outer, record))
 
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None,
@@ -191,15 +277,33 @@ class GuardedProducer:
             raise ProducerUnavailable(f"no Kafka producer can send: {why}")
         return self._current
 
-    def _settled(self, producer: Any, fut: asyncio.Future[Any]) -> None:
+    def _settled(
+        self, producer: Any, args: tuple[Any, ...], outer: asyncio.Future[Any], record: _Record | None,
+        inner: asyncio.Future[Any],
+    ) -> None:  # fmt: skip
         self._pending -= 1
-        if fut.cancelled():
+        if inner.cancelled():
+            outer.cancel()
             return
-        exc = fut.exception()
+        exc = inner.exception()
         if exc is None:
             self._progress_at = time.monotonic()
-        elif producer is self._current:
+            if not outer.done():
+                outer.set_result(inner.result())
+            return
+        if producer is self._current:  # with idempotence any failure leaves a gap
             self._replace(producer, _describe(exc))
+        if record is None:
+            seq, topic, value, key, partition, timestamp_ms, headers = args
+            record = _Record(seq, topic, value, key, partition, timestamp_ms, headers, outer)
+        again = isinstance(exc, _NOT_WRITTEN) or (isinstance(exc, _TOO_LARGE) and not record.alone)
+        if again and record.sends < MAX_RESENDS and not self._closing and not outer.done():
+            record.alone = record.alone or isinstance(exc, _TOO_LARGE)
+            self._resend.append(record)
+            if self._current is not None:  # already replaced: this one settled late
+                self._spawn_resend()
+        elif not outer.done():
+            outer.set_exception(exc)
 
     def _replace(self, broken: Any, why: str) -> None:
         """Stop sending to `broken` and start its replacement in the background."""
@@ -222,15 +326,59 @@ class GuardedProducer:
             finally:
                 with contextlib.suppress(TimeoutError, Exception):
                     await asyncio.wait_for(broken.stop(), self.grace_s)
-            producer = await starting
+            try:
+                producer = await asyncio.wait_for(asyncio.shield(starting), self.wait_s)
+            except TimeoutError:  # Kafka is away: what waits to be sent again fails now
+                self._fail_resends(ProducerUnavailable(f"no Kafka producer can send: {self.problem}"))
+                producer = await starting
         except BaseException:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             raise
         self.replacements += 1
+        resent = await self._send_again(producer)
         self._install(producer)
-        log.warning("producer replaced name=%s after=%s batches_failed_back=%d", self.name, why, failed)
+        log.warning(
+            "producer replaced name=%s after=%s resent=%d batches_failed_back=%d",
+            self.name,
+            why,
+            resent,
+            failed,
+        )
+
+    async def _send_again(self, producer: Any) -> int:
+        """Send the records a broken producer failed, in their first order; how many."""
+        count = 0
+        while self._resend:  # more may fail meanwhile
+            records, self._resend = sorted(self._resend, key=lambda r: r.seq), []
+            count += len(records)
+            for record in records:
+                try:
+                    await self._send_record(producer, record)
+                except Exception as exc:  # e.g. refused by the client now: the caller hears it
+                    if not record.outer.done():
+                        record.outer.set_exception(exc)
+        return count
+
+    def _spawn_resend(self) -> None:
+        if self._resender is None or self._resender.done():
+            self._resender = asyncio.create_task(self._resend_late(), name=f"{self.name}-resend")
+
+    async def _resend_late(self) -> None:
+        while self._resend and not self._closing:
+            try:
+                producer = await self._wait_for_producer()
+            except ProducerUnavailable as exc:
+                self._fail_resends(exc)
+                return
+            await self._send_again(producer)
+
+    def _fail_resends(self, exc: BaseException) -> None:
+        records, self._resend = self._resend, []
+        for record in records:
+            if not record.outer.done():
+                record.outer.set_exception(exc)
 
     async def _start_new(self, why: str) -> Any:
         """A started producer, retrying with capped backoff while Kafka is unreachable."""

@@ -207,8 +207,9 @@ class Scheduler:
             sent = await self._settle(sent, counts, deadline)
             acked = [job["id"] for job, _, fut in sent if _ok(fut)]
             refused = [(job, len(value), fut.exception()) for job, value, fut in sent if _refused(fut)]
-            if refused:
-                acked.extend(await self._dead_letter(refused, deadline))
+            if refused:  # a step of its own: the refusals may have used up the deadline
+                loop = asyncio.get_running_loop()
+                acked.extend(await self._dead_letter(refused, loop.time() + self._produce_timeout_s))
             if len(acked) < len(jobs):
                 log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
                             len(jobs) - len(acked))  # fmt: skip
