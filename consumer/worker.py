@@ -55,6 +55,9 @@ log = logging.getLogger("jobstream.worker")
 
 MAX_RESULT_BYTES = 1024 * 1024
 REPUBLISH_DELAY_S = 1.0
+# records taken in per fetch: decoding them holds the event loop (~0.1 ms each on a busy
+# machine), and while it is held, finished jobs wait to be recorded
+FETCH_RECORDS = 500
 
 
 @dataclass(slots=True, eq=False)
@@ -276,7 +279,7 @@ class Worker:
         consumer = self._consumer
         while not self._stopping.is_set():
             try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=4_000)
+                batches = await consumer.getmany(timeout_ms=200, max_records=FETCH_RECORDS)
             except ConsumerStoppedError:
                 return
             except KafkaError as exc:
