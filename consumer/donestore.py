@@ -1,10 +1,17 @@
-"""The ids of completed jobs, remembered in Redis so a redelivered job is not run again.
+"""The ids of completed jobs, recorded in Redis so a redelivered job is not run again.
 
-Ids go into one hash per day (`{p}:done:<day>`), so a flush of thousands of marks is one
+A record is made in two steps. `record` writes each id with its `completed` event before
+that event goes to Kafka (`consumer.completions`); `confirm` reduces it to a mark once
+Kafka has acknowledged the event. So `seen` tells a successor of a killed worker both that
+a job completed and, for the few whose event may never have reached Kafka, the event to
+send again: no completed job runs twice and no completed event is lost.
+
+Ids go into one hash per day (`{p}:done:<day>`), so a batch of thousands of records is one
 HSET and one EXPIRE, and a day's hash expires whole once older than the TTL. A check
-asks every day within the TTL in one pipeline; the worker checks only records that may
-have been delivered before (see `Worker.adopt`). Redis being down degrades to
-at-least-once (a redelivered completed job may run again) and never stops the worker.
+asks every day within the TTL in one pipeline, newest first (a confirmation written after
+midnight lands in a newer hash than its record); the worker checks only records that may
+have been delivered before (see `Partitions`). Redis being down degrades to at-least-once
+(a redelivered completed job may run again) and never stops the worker.
 """
 
 from __future__ import annotations
@@ -21,18 +28,22 @@ log = logging.getLogger("jobstream.worker")
 
 _MAX_PENDING = 200_000
 _CHECK_CHUNK = 1_000  # ids per script call (Lua's unpack has a stack limit)
-# KEYS: the day hashes; ARGV: ids. Returns the ids found in any: the search runs in Redis
-# and the reply holds only what was found, usually nothing.
+# KEYS: the day hashes, newest first; ARGV: ids. Returns id, value, id, value... for the
+# ids found (the newest day's value): the search runs in Redis and the reply holds only
+# what was found, usually nothing.
 _FIND = """
 local found, seen = {}, {}
 for _, key in ipairs(KEYS) do
   local values = redis.call('HMGET', key, unpack(ARGV))
   for i, v in ipairs(values) do
-    if v and not seen[i] then seen[i] = true; found[#found + 1] = ARGV[i] end
+    if v and not seen[i] then
+      seen[i] = true; found[#found + 1] = ARGV[i]; found[#found + 1] = v
+    end
   end
 end
 return found
 """
+CONFIRMED = b"1"  # the value of a record whose completed event Kafka has acknowledged
 DAY_S = 86_400
 
 
@@ -68,10 +79,12 @@ class DoneStore:
                     await self._task
             self._task = None
 
-    async def seen(self, ids: list[str]) -> set[str]:
-        """Those of `ids` recorded as completed (empty when Redis is unreachable)."""
+    async def seen(self, ids: list[str]) -> dict[str, bytes | None]:
+        """Those of `ids` recorded as completed, each with its completed event (JSON) when
+        Kafka's acknowledgement of it was never confirmed, else None. Empty when Redis is
+        unreachable."""
         if not ids:
-            return set()
+            return {}
         today = int(time.time()) // DAY_S
         days = [f"{self._prefix}{day}" for day in range(today, today - self._days, -1)]
         try:
@@ -81,10 +94,29 @@ class DoneStore:
                 found = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._warn(f"completed-id check skipped, Redis unreachable: {exc}")
-            return set()
-        return {i.decode() if isinstance(i, bytes) else i for chunk in found for i in chunk}
+            return {}
+        seen: dict[str, bytes | None] = {}
+        for chunk in found:
+            for i in range(0, len(chunk), 2):
+                job_id, value = chunk[i], chunk[i + 1]
+                job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+                seen[job_id] = None if value == CONFIRMED else value
+        return seen
 
-    def add(self, job_id: str) -> None:
+    async def record(self, events: dict[str, bytes]) -> None:
+        """Record jobs as completed, each with its completed event (JSON), in one pipelined
+        write; returns once Redis has them. Raises `RedisError` or `OSError`."""
+        if not events:
+            return
+        key = f"{self._prefix}{int(time.time()) // DAY_S}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=events)  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl + DAY_S)
+            await pipe.execute()
+
+    def confirm(self, job_id: str) -> None:
+        """Kafka has acknowledged the job's completed event: reduce its record to a mark
+        (written in the background, batched, retried while Redis is unreachable)."""
         if len(self._pending) < _MAX_PENDING:
             self._pending.append(job_id)
             self._wake.set()
@@ -96,7 +128,7 @@ class DoneStore:
         key = f"{self._prefix}{int(time.time()) // DAY_S}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping=dict.fromkeys(ids, b"1"))
+                pipe.hset(key, mapping=dict.fromkeys(ids, CONFIRMED))
                 pipe.expire(key, self._ttl + DAY_S)
                 await pipe.execute()
         except (RedisError, OSError) as exc:

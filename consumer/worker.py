@@ -5,7 +5,11 @@ Guarantees:
   compete for those slots by priority with aging (`Dispatch`).
 - A partition's offset is committed only up to the lowest record whose outcome (its
   `completed` or `failed` status event) Kafka has acknowledged (`OffsetTracker`).
-- A job whose id is recorded as completed is not run again when redelivered.
+- A job's `completed` status goes to Kafka only after its completion is recorded in
+  Redis (`Completions`); a redelivered job recorded as completed is not run again (its
+  event is sent again when the record was never confirmed). So after a kill -9 no job
+  completes twice, and only the jobs the dead worker was running, or had finished within
+  its last completion write, run again (README, "What a worker guarantees").
 - On revoke and on `stop()`: no new record starts, running ones get `drain_timeout_s`
   to finish, what finished is committed; what did not is left uncommitted, so another
   worker runs it.
@@ -31,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumer.app import HandlerSpec, JobContext, WorkerApp
+from consumer.completions import Completed, Completions
 from consumer.control import CancelRequests
 from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
@@ -50,6 +55,9 @@ log = logging.getLogger("jobstream.worker")
 
 MAX_RESULT_BYTES = 1024 * 1024
 REPUBLISH_DELAY_S = 1.0
+# records taken in per fetch: decoding them holds the event loop (~0.1 ms each on a busy
+# machine), and while it is held, finished jobs wait to be recorded
+FETCH_RECORDS = 500
 
 
 @dataclass(slots=True, eq=False)
@@ -101,6 +109,7 @@ class Worker:
         self._closed = asyncio.Event()
         self._redis = Redis.from_url(settings.redis_url)
         self._done = DoneStore(self._redis, settings.redis_prefix, settings.done_ttl_s)
+        self._completions: Completions[Item] = Completions(self._done, self._send_completed)
         self._producer = make_producer(settings, linger_ms=settings.linger_ms)
         self._status = StatusPublisher(self._producer, t.status, settings.status_partitions)
         self._router = Router(settings, self._producer, self._status, self.id, self._stopping.is_set)
@@ -198,6 +207,7 @@ class Worker:
             # each step is bounded: with Kafka or Redis gone, stop anyway; what is not
             # committed is redelivered
             await self._cancels.close()
+            await _bounded(self._completions.close(), 15, "record completions")
             await _bounded(self._status.close(), 15, "flush status events")
             await _bounded(self._done.close(), 10, "record completed ids")
             await _bounded(self._parts.commit(), 10, "commit")
@@ -231,6 +241,7 @@ class Worker:
             return
         self._dispatch.drop(set(revoked))
         await self._drain(lambda item: item.tp in revoked, self.settings.drain_timeout_s)
+        await self._completions.flush()
         await self._status.flush()
         await self._parts.commit(revoked)
         self._parts.forget(revoked)
@@ -268,7 +279,7 @@ class Worker:
         consumer = self._consumer
         while not self._stopping.is_set():
             try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=4_000)
+                batches = await consumer.getmany(timeout_ms=200, max_records=FETCH_RECORDS)
             except ConsumerStoppedError:
                 return
             except KafkaError as exc:
@@ -320,7 +331,7 @@ class Worker:
                 continue  # revoked while we asked Redis
             if item.job.id in done:
                 self.metrics.count(item.job.type, "skipped")
-                item.tracker.done(item.offset)
+                self._already_completed(item, done[item.job.id])
                 continue
             if item.job.id in self._cancels:
                 self._cancelled(item)
@@ -467,7 +478,27 @@ class Worker:
         fields: dict[str, Any] = {"result": result}
         if children:
             fields["children"] = children
-        self._outcome(item, self._event(item.job, "completed", fields), completed=True)
+        self._completions.add(item, self._event(item.job, "completed", fields))
+
+    def _send_completed(self, batch: list[Completed[Item]]) -> None:
+        for item, event in batch:  # recorded in Redis (or Redis failed): now to Kafka
+            self._outcome(item, event, completed=True)
+
+    def _already_completed(self, item: Item, unconfirmed: bytes | None) -> None:
+        """A redelivered job recorded as completed: skip it. If Kafka's acknowledgement of
+        its completed event was never confirmed, its worker may have died before Kafka had
+        it: send the recorded event again (a duplicate of an event Kafka has is harmless)."""
+        if unconfirmed is None:
+            item.tracker.done(item.offset)
+            return
+        try:
+            event = orjson.loads(unconfirmed)
+        except orjson.JSONDecodeError:
+            item.tracker.done(item.offset)
+            return
+        job = item.job
+        log.info("job %s %s completed by a worker that died; sending its status again", job.id, job.type)
+        self._outcome(item, event, completed=True)
 
     def _outcome(self, item: Item, event: dict[str, Any], completed: bool) -> None:
         """Publish the outcome; once Kafka has it, the record's offset may be committed."""
@@ -477,7 +508,7 @@ class Worker:
             if err is None:
                 item.tracker.done(item.offset)
                 if completed:
-                    self._done.add(job.id)
+                    self._done.confirm(job.id)
             else:  # keep the offset pending and try again: an outcome is never dropped
                 log.warning("status for job %s not acknowledged (%s); retrying", job.id, err)
                 asyncio.get_running_loop().call_later(REPUBLISH_DELAY_S, self._status.publish, event, acked)
