@@ -71,7 +71,7 @@ async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
                 gw.hub.unsubscribe(client, parsed.unsubscribe)
                 _acknowledge(client, gw)
         except ProtocolError as exc:
-            client.push(error_frame(str(exc), exc.code))
+            gw.hub.send(client, error_frame(str(exc), exc.code))
 
 
 async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
@@ -93,14 +93,15 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     hub.subscribe(client, Selection.model_construct(jobs=new_jobs, types=sel.types, all=sel.all))
     _acknowledge(client, gw)
     if snapshot is not None:
-        client.push(snapshot_frame(snapshot))
+        hub.send(client, snapshot_frame(snapshot))
     elif snapshot_failed:
-        client.push(
+        hub.send(
+            client,
             error_frame(
                 "job states are unavailable right now (Redis); events follow live, "
                 "or try GET /jobs/{id} later",
                 code="snapshot_unavailable",
-            )
+            ),
         )
     if cursor is not None:
         hub.resume(client, cursor)
@@ -110,4 +111,4 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
 
 
 def _acknowledge(client: Client, gw: Gateway) -> None:
-    client.push(subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))
+    gw.hub.send(client, subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))

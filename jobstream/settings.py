@@ -105,4 +105,9 @@ class GatewaySettings(Settings):
     host: str = "127.0.0.1"
     port: int = 8001
     client_queue_max: int = Field(10_000, ge=1, description="events a client may lag before it is closed")
+    client_queue_bytes: int = Field(
+        8 << 20,
+        ge=4096,
+        description="bytes of frames (events, replies, errors) queued for a client before it is closed",
+    )
     projector: bool = Field(True, description="run the job-state projector in this process")

@@ -29,7 +29,7 @@ from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
 from gateway.errors import CursorError
 from gateway.hub import Hub
-from gateway.protocol import Selection
+from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
 from jobstream.kafka import make_producer
@@ -127,6 +127,13 @@ class FakeSocket:
         self.closed = (code, reason)
 
 
+class StuckSocket(FakeSocket):
+    """A peer that never reads: a send never completes."""
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.Event().wait()
+
+
 async def test_hub_routes_one_frame_per_client_without_duplicates() -> None:
     """Job, type and all subscriptions each get one frame per batch with only their events."""
     hub = Hub(queue_max=100)
@@ -158,13 +165,7 @@ async def test_hub_closes_client_past_queue_max() -> None:
     """A client whose backlog would pass queue_max is closed with 1008; others keep going."""
     hub = Hub(queue_max=3)
     hub.start({0: 0})
-    stuck, ok = FakeSocket(), FakeSocket()
-    gate = asyncio.Event()
-
-    async def never(text: str) -> None:
-        await gate.wait()
-
-    stuck.send_text = never  # type: ignore[method-assign]
+    stuck, ok = StuckSocket(), FakeSocket()
     async with Client(cast(WebSocket, stuck)) as slow, Client(cast(WebSocket, ok)) as fast:
         for client in (slow, fast):
             hub.add(client)
@@ -179,6 +180,40 @@ async def test_hub_closes_client_past_queue_max() -> None:
         await slow.wait_closed()
         assert stuck.closed == (1008, "too slow: fell more than 3 events behind")
         assert len(hub) == 1
+
+
+async def test_hub_counts_every_frame_toward_the_byte_budget() -> None:
+    """Control frames (error, subscribed, snapshot) count toward a client's byte budget as
+    events do: a client that never reads is closed with 1008 once its queue passes it."""
+    hub = Hub(queue_max=1_000, queue_bytes=1_000)
+    hub.start({0: 0})
+    stuck = StuckSocket()
+    async with Client(cast(WebSocket, stuck)) as client:
+        hub.add(client)
+        frame = error_frame("bad message (not json); send a subscribe")
+        sent = 0
+        while hub.send(client, frame):
+            sent += 1
+            assert sent * len(frame) <= 2_000, "the budget never closed the client"
+        await client.wait_closed()
+        assert stuck.closed == (1008, "too slow: more than 1000 bytes queued")
+        assert len(hub) == 0 and hub.counts["slow_closed"] == 1
+
+
+async def test_hub_byte_budget_bounds_big_events() -> None:
+    """A few big events pass the byte budget long before the event count: the client is closed."""
+    hub = Hub(queue_max=1_000, queue_bytes=50_000)
+    hub.start({0: 0})
+    stuck = StuckSocket()
+    async with Client(cast(WebSocket, stuck)) as client:
+        hub.add(client)
+        hub.subscribe(client, Selection(all=True))
+        for offset in range(3):
+            hub.dispatch(
+                [(0, offset, [event(f"b{offset}", "completed", result="x" * 30_000)])], {0: offset + 1}
+            )
+        await client.wait_closed()
+        assert stuck.closed == (1008, "too slow: more than 50000 bytes queued")
 
 
 # -- the real app ----------------------------------------------------------------------------
@@ -481,6 +516,29 @@ async def test_slow_client_closed_while_others_get_everything(
             await fast.wait_events(total, 30 * S)
             assert len(fast.events) == total
             assert gw.gateway.hub.counts["slow_closed"] == 1
+
+
+async def test_client_that_floods_bad_messages_without_reading_is_closed(settings: Settings) -> None:
+    """A client that never reads but keeps sending bad messages is closed with 1008 once the
+    error frames queued for it pass its byte budget: the gateway's memory stays bounded."""
+    s = gateway_settings(settings, client_queue_bytes=64 * 1024)
+    async with running_gateway(s) as gw:
+        sock = await _slow_socket(gw.port)
+        async with connect(gw.ws, sock=sock, max_size=None, max_queue=1, compression=None) as conn:
+            await eventually(lambda: len(gw.gateway.hub) == 1, "the client to join")
+            deadline = time.monotonic() + 30 * S
+            while len(gw.gateway.hub) == 1:  # the hub drops a client as it asks it to close
+                assert time.monotonic() < deadline, "the flooding client was never closed"
+                await conn.send("not json")
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # what it had buffered, then the close frame
+                    await asyncio.wait_for(conn.recv(), 10 * S)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008,
+            "too slow: more than 65536 bytes queued",
+        )
+        assert gw.gateway.hub.counts["slow_closed"] == 1
 
 
 async def test_health_readiness_and_dashboard(gw: Running) -> None:
