@@ -47,7 +47,8 @@ class Hub:
         self._all: set[Client] = set()
         self._cursor = encode_cursor(self.ring.positions)
         # for /metrics: events read from the feed; live frames and events sent; slow clients closed
-        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0}
+        # and clients closed for sending too fast
+        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0, "flood_closed": 0}
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -89,6 +90,13 @@ class Hub:
             _discard(self._by_job, job_id, client)
         for type_ in client.types:
             _discard(self._by_type, type_, client)
+
+    def drop(self, client: Client, reason: str) -> None:
+        """Forget a client that sends too fast and close it with 1008 `reason`. Idempotent."""
+        if client in self._clients:
+            self.counts["flood_closed"] += 1
+        self.remove(client)
+        client.request_close(1008, reason)
 
     def check_capacity(self, client: Client, new_jobs: int) -> None:
         """Raise `ProtocolError` if `new_jobs` more job ids would pass the per-client cap."""

@@ -110,4 +110,8 @@ class GatewaySettings(Settings):
         ge=4096,
         description="bytes of frames (events, replies, errors) queued for a client before it is closed",
     )
+    client_messages_per_s: float = Field(
+        20.0, gt=0, description="messages a client may send per second (after its burst) before it is closed"
+    )
+    client_message_burst: int = Field(100, ge=1, description="messages a client may send at once")
     projector: bool = Field(True, description="run the job-state projector in this process")

@@ -32,6 +32,7 @@ from gateway.hub import Hub
 from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
+from gateway.throttle import Throttle
 from jobstream.kafka import make_producer
 from jobstream.procs import free_port
 from jobstream.settings import GatewaySettings, Settings
@@ -110,6 +111,19 @@ def test_ring_replays_after_cursor_and_expires_evicted() -> None:
     assert ring.since({0: 11, 1: 6}) == [(0, 11, [d, e])]
     assert list(ring.for_jobs(["j0", "j3", "j4"])) == [d, e]
     assert ring.positions == {0: 12, 1: 6}
+
+
+# -- pure: the request throttle ----------------------------------------------------------
+
+
+def test_throttle_allows_a_burst_then_the_rate() -> None:
+    """A full bucket takes `burst` messages at once, then one per 1/rate seconds."""
+    bucket = Throttle(rate=2.0, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(100.4)
+    assert bucket.take(100.5)
+    assert not bucket.take(100.5)
+    assert [bucket.take(1_000.0) for _ in range(4)] == [True, True, True, False]  # refills up to burst
 
 
 # -- hub routing, with a fake socket --------------------------------------------------------
@@ -521,7 +535,9 @@ async def test_slow_client_closed_while_others_get_everything(
 async def test_client_that_floods_bad_messages_without_reading_is_closed(settings: Settings) -> None:
     """A client that never reads but keeps sending bad messages is closed with 1008 once the
     error frames queued for it pass its byte budget: the gateway's memory stays bounded."""
-    s = gateway_settings(settings, client_queue_bytes=64 * 1024)
+    s = gateway_settings(  # a rate the test cannot reach, so the byte budget is what closes it
+        settings, client_queue_bytes=64 * 1024, client_messages_per_s=1e9, client_message_burst=10**9
+    )
     async with running_gateway(s) as gw:
         sock = await _slow_socket(gw.port)
         async with connect(gw.ws, sock=sock, max_size=None, max_queue=1, compression=None) as conn:
@@ -539,6 +555,26 @@ async def test_client_that_floods_bad_messages_without_reading_is_closed(setting
             "too slow: more than 65536 bytes queued",
         )
         assert gw.gateway.hub.counts["slow_closed"] == 1
+
+
+async def test_client_sending_too_fast_is_closed(settings: Settings) -> None:
+    """A client sending messages faster than the gateway's rate (past its burst) is closed
+    with 1008 and a reason saying so; other clients are not affected."""
+    s = gateway_settings(settings, client_messages_per_s=1, client_message_burst=5)
+    async with running_gateway(s) as gw, peer(gw) as calm, peer(gw) as client:
+        await calm.subscribe(all=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1_000):
+                await client.send({"subscribe": {}})
+            while True:
+                await client.frame()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008,
+            "too many messages: more than 1 per second (burst 5)",
+        )
+        await calm.barrier()
+        assert gw.gateway.hub.counts["flood_closed"] == 1
 
 
 async def test_health_readiness_and_dashboard(gw: Running) -> None:
@@ -575,6 +611,7 @@ async def test_metrics_count_events_frames_clients_and_subscriptions(
     assert samples[("jobstream_gateway_events_out_total", None)] == 5
     assert samples[("jobstream_gateway_frames_out_total", None)] >= 2
     assert samples[("jobstream_gateway_slow_clients_closed_total", None)] == 0
+    assert samples[("jobstream_gateway_flooding_clients_closed_total", None)] == 0
     assert samples[("jobstream_gateway_clients", None)] == 2
     subs = {k: samples[("jobstream_gateway_subscriptions", k)] for k in ("all", "jobs", "types")}
     assert subs == {"all": 1, "jobs": 1, "types": 0}
