@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway import create_app
+from gateway import MAX_MESSAGE_BYTES, create_app
 from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
 from gateway.errors import CursorError
@@ -35,6 +35,7 @@ from gateway.service import Gateway
 from gateway.throttle import Throttle
 from jobstream.kafka import make_producer
 from jobstream.procs import free_port
+from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
 from jobstream.status import StatusPublisher
 from tests.conftest import MS
@@ -247,10 +248,12 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Running]:
-    """Serve create_app(settings) with uvicorn in this event loop until the block ends."""
+    """Serve create_app(settings) with uvicorn in this event loop, as `jobstream gateway`
+    does (`server_options`), until the block ends."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = server_options(settings, port=port, log_level="warning", ws_max_size=MAX_MESSAGE_BYTES)
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
