@@ -11,6 +11,10 @@ which the GIL keeps consistent).
 - `jobstream_worker_run_seconds{type}`: handler run time, histogram;
 - gauges: `running`, `concurrency`, `buffered` (records fetched, not yet started),
   `paused_partitions`, `assigned_partitions`.
+
+The `type` label takes only the app's handler names, `unknown` (any other type: job types
+come from clients, and a label value per made-up type would grow `/metrics` without bound)
+and `""` (poison), so the number of series is fixed by the app, not by the traffic.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,22 +31,33 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 log = logging.getLogger("jobstream.worker")
 
+UNKNOWN_TYPE = "unknown"
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class JobMetrics:
-    """Counts per (type, outcome) and run-time histograms per type, as plain numbers."""
+    """Counts per (type, outcome) and run-time histograms per type, as plain numbers.
 
-    def __init__(self) -> None:
+    A type outside `known` (the handlers' names) counts as `UNKNOWN_TYPE`; `""` (poison)
+    stays as it is. So the dicts hold at most (len(known) + 2) types.
+    """
+
+    def __init__(self, known: Collection[str]) -> None:
+        self._known = frozenset(known) | {""}
         self.outcomes: dict[tuple[str, str], int] = {}
         # per type: a count per bucket (the last one +Inf), then the sum of run times
         self.runs: dict[str, list[float]] = {}
 
+    def label(self, job_type: str) -> str:
+        """The `type` label of `job_type`: itself if known, else `UNKNOWN_TYPE`."""
+        return job_type if job_type in self._known else UNKNOWN_TYPE
+
     def count(self, job_type: str, outcome: str) -> None:
-        key = (job_type, outcome)
+        key = (self.label(job_type), outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     def ran(self, job_type: str, seconds: float) -> None:
+        job_type = self.label(job_type)
         h = self.runs.get(job_type)
         if h is None:
             h = self.runs[job_type] = [0.0] * (len(RUN_BUCKETS) + 2)

@@ -132,7 +132,7 @@ class Worker:
         self._buckets = TokenBuckets(self._redis, settings.redis_prefix)
         self._starved = asyncio.Event()
         self._cancels = CancelRequests(settings, self._cancel_requested)
-        self.metrics = JobMetrics()
+        self.metrics = JobMetrics(app.handlers)
         self._metrics_server: MetricsServer | None = None
         if settings.metrics_port is not None:
             gauges = Gauges(

@@ -1,8 +1,10 @@
 """One WebSocket client: a bounded queue of frames and the one task that sends them.
 
 The hub pushes ready-made frames synchronously; the sender task writes them in order. The
-hub never waits for a client: a client whose queue holds more than `queue_max` events is
-closed (1008) by the hub instead (the websockets broadcast pattern).
+hub never waits for a client: a client whose queue would hold more than the hub's bounds
+(events, and characters of every frame queued: events, snapshots, replies, errors) is
+closed (1008) by the hub instead (the websockets broadcast pattern). The client keeps the
+two counts, in O(1) per frame; a frame is counted from `push` until it is written.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Client:
         "id",
         "jobs",
         "pending",
+        "pending_chars",
         "types",
     )
 
@@ -53,6 +56,7 @@ class Client:
         self.types: set[str] = set()
         self.all = False
         self.pending = 0  # events queued or being written
+        self.pending_chars = 0  # characters of the frames queued or being written
         self.close_code: int | None = None
         self._frames: deque[tuple[str, int]] = deque()
         self._wake = asyncio.Event()
@@ -80,6 +84,7 @@ class Client:
             return
         self._frames.append((frame, events))
         self.pending += events
+        self.pending_chars += len(frame)
         self._wake.set()
 
     def request_close(self, code: int, reason: str) -> None:
@@ -88,7 +93,7 @@ class Client:
             return
         self.close_code = code
         self._frames.clear()
-        self.pending = 0
+        self.pending = self.pending_chars = 0
         self._closer = asyncio.create_task(self._close_ws(code, reason), name=f"ws-closer-{self.id}")
 
     async def wait_closed(self) -> None:
@@ -134,6 +139,7 @@ class Client:
                     await self._ws.send_text(frame)
                     # Counted until written, so a peer that does not read keeps its backlog.
                     self.pending -= events
+                    self.pending_chars -= len(frame)
                 self._wake.clear()
                 await self._wake.wait()
         except asyncio.CancelledError:

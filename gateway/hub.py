@@ -36,8 +36,9 @@ REPLAY_FRAME_EVENTS = 5_000
 class Hub:
     """The clients, their subscriptions, and the replay ring."""
 
-    def __init__(self, queue_max: int, ring: ReplayRing | None = None) -> None:
-        self.queue_max = queue_max
+    def __init__(self, queue_max: int, queue_bytes: int = 8 << 20, ring: ReplayRing | None = None) -> None:
+        self.queue_max = queue_max  # events a client may have queued
+        self.queue_bytes = queue_bytes  # characters of frames (of any kind) a client may have queued
         self.ring = ring if ring is not None else ReplayRing()
         self.closing = False
         self._clients: set[Client] = set()
@@ -46,7 +47,8 @@ class Hub:
         self._all: set[Client] = set()
         self._cursor = encode_cursor(self.ring.positions)
         # for /metrics: events read from the feed; live frames and events sent; slow clients closed
-        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0}
+        # and clients closed for sending too fast
+        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0, "flood_closed": 0}
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -88,6 +90,13 @@ class Hub:
             _discard(self._by_job, job_id, client)
         for type_ in client.types:
             _discard(self._by_type, type_, client)
+
+    def drop(self, client: Client, reason: str) -> None:
+        """Forget a client that sends too fast and close it with 1008 `reason`. Idempotent."""
+        if client in self._clients:
+            self.counts["flood_closed"] += 1
+        self.remove(client)
+        client.request_close(1008, reason)
 
     def check_capacity(self, client: Client, new_jobs: int) -> None:
         """Raise `ProtocolError` if `new_jobs` more job ids would pass the per-client cap."""
@@ -143,9 +152,9 @@ class Hub:
         if self._all:
             frame = events_frame(events, self._cursor)
             for client in list(self._all):
-                self._deliver(client, frame, len(events))
+                self._live(client, frame, len(events))
         for client, matched in self._match(events).items():
-            self._deliver(client, events_frame(matched, self._cursor), len(matched))
+            self._live(client, events_frame(matched, self._cursor), len(matched))
 
     def _match(self, events: list[Event]) -> dict[Client, list[Event]]:
         """Per client (not `all` ones), its events in order; each event at most once."""
@@ -176,18 +185,39 @@ class Hub:
                             got.append(ev)
         return matched
 
-    def _deliver(self, client: Client, frame: str, events: int) -> None:
-        # A frame always fits an empty queue, so one large batch never closes a client
-        # that keeps up; a backlog past the limit does.
-        if client.pending and client.pending + events > self.queue_max:
-            log.warning("ws client too slow, closing client=%s backlog=%d", client.id, client.pending)
+    def _live(self, client: Client, frame: str, events: int) -> None:
+        if self.send(client, frame, events):
+            self.counts["frames_out"] += 1
+            self.counts["events_out"] += events
+
+    def send(self, client: Client, frame: str, events: int = 0) -> bool:
+        """Queue `frame` (holding `events` events) for `client`; every frame goes through here.
+
+        A client whose queue would pass `queue_max` events or `queue_bytes` characters is
+        removed and closed with 1008 instead, and False is returned. A frame always fits an
+        empty queue, so one large batch never closes a client that keeps up; a backlog does.
+        """
+        if client.closing:
+            return False
+        if client.pending_chars and (
+            client.pending + events > self.queue_max or client.pending_chars + len(frame) > self.queue_bytes
+        ):
+            if client.pending + events > self.queue_max:
+                reason = f"too slow: fell more than {self.queue_max} events behind"
+            else:
+                reason = f"too slow: more than {self.queue_bytes} bytes queued"
+            log.warning(
+                "ws client too slow, closing client=%s backlog=%d chars=%d",
+                client.id,
+                client.pending,
+                client.pending_chars,
+            )
             self.remove(client)
-            client.request_close(1008, f"too slow: fell more than {self.queue_max} events behind")
+            client.request_close(1008, reason)
             self.counts["slow_closed"] += 1
-            return
+            return False
         client.push(frame, events)
-        self.counts["frames_out"] += 1
-        self.counts["events_out"] += events
+        return True
 
     # -- resume and snapshots ---------------------------------------------------------
 
@@ -212,14 +242,16 @@ class Hub:
         if chunk:
             chunks.append((chunk, self._cursor))
         total = sum(len(c) for c, _ in chunks)
-        if total > self.queue_max:
+        # serialized only when the event count fits, the bytes are checked after
+        frames = [] if total > self.queue_max else [(events_frame(c, at), len(c)) for c, at in chunks]
+        if total > self.queue_max or sum(len(frame) for frame, _ in frames) > self.queue_bytes:
             raise ProtocolError(
                 f"cursor too far behind: {total} events to replay exceed this gateway's client "
-                f"queue ({self.queue_max}); resubscribe without a cursor",
+                f"queue ({self.queue_max} events, {self.queue_bytes} bytes); resubscribe without a cursor",
                 code="cursor_expired",
             )
-        for events, at in chunks:
-            client.push(events_frame(events, at), len(events))
+        for frame, n in frames:
+            self.send(client, frame, n)
 
     def recent(self, client: Client, job_ids: Iterable[str], min_rank: Mapping[str, int]) -> None:
         """Queue the ring's events of these jobs not older than their snapshot's rank.
@@ -232,7 +264,7 @@ class Hub:
             if state_rank(ev["state"], _attempt(ev)) >= min_rank.get(ev["job_id"], -1)
         ]
         if events:
-            client.push(events_frame(events, self._cursor), len(events))
+            self.send(client, events_frame(events, self._cursor), len(events))
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every client with `code`; refuse new ones. Returns when all are closed

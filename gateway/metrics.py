@@ -4,6 +4,8 @@
 - `jobstream_gateway_frames_out_total`, `jobstream_gateway_events_out_total`: live frames
   and the events in them, sent to WebSocket clients;
 - `jobstream_gateway_slow_clients_closed_total`: clients closed (1008) for falling behind;
+- `jobstream_gateway_flooding_clients_closed_total`: clients closed (1008) for sending
+  messages too fast;
 - `jobstream_gateway_clients`: connected clients; `jobstream_gateway_subscriptions{kind}`:
   clients following everything, job ids followed, types followed.
 """
@@ -31,6 +33,7 @@ class HubCollector:
             ("frames_out", "frames_out", "Live frames sent to WebSocket clients."),
             ("events_out", "events_out", "Status events sent to WebSocket clients in live frames."),
             ("slow_closed", "slow_clients_closed", "Clients closed (1008) for falling too far behind."),
+            ("flood_closed", "flooding_clients_closed", "Clients closed (1008) for sending too fast."),
         ):
             yield CounterMetricFamily(f"jobstream_gateway_{name}", doc, value=counts[key])
         yield GaugeMetricFamily("jobstream_gateway_clients", "Connected WebSocket clients.", value=len(hub))

@@ -15,6 +15,8 @@ Gateway -> client:
         matching events in order; at most one frame per client per feed batch
     {"error": "<what is wrong and what to send instead>", "code": "..."}
         the connection stays open; `code` is present for errors a program acts on
+
+A message over `MAX_MESSAGE_BYTES` closes the connection with 1009 (the server enforces it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from schemas import TYPE_PATTERN
 
 MAX_JOBS_PER_MESSAGE = 10_000
 MAX_TYPES_PER_MESSAGE = 1_000
+# The server refuses a larger message (close 1009) before parsing it; the largest valid one
+# (10,000 ids and 1,000 types of 128 characters, a cursor) is about 1.5 MB.
+MAX_MESSAGE_BYTES = 2 << 20
 
 EXAMPLE = (
     'send {"subscribe": {"jobs": ["<job id>"], "types": ["<job type>"], "all": true, '

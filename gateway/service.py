@@ -35,7 +35,7 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.hub = Hub(settings.client_queue_max)
+        self.hub = Hub(settings.client_queue_max, settings.client_queue_bytes)
         self._redis: Redis | None = None
         self._projection: Projection | None = None
         self.feed: Feed | None = None

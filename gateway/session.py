@@ -2,13 +2,19 @@
 
 Three tasks per connection: the ASGI handler (this module's `serve`), a reader for client
 messages, and the client's sender. The handler returns when the peer leaves or the client
-is closed by the gateway (too slow, shutdown), whichever comes first.
+is closed by the gateway (too slow, sending too fast, shutdown), whichever comes first.
+
+A client may send `client_message_burst` messages at once, then `client_messages_per_s`;
+one that sends faster is closed with 1008 `too many messages: ...` (`gateway.throttle`
+says why it is closed, not slowed down). A message is at most `MAX_MESSAGE_BYTES`
+(`gateway.protocol`), which the server enforces (1009) before the reader sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -26,6 +32,7 @@ from gateway.protocol import (
     snapshot_frame,
     subscribed_frame,
 )
+from gateway.throttle import Throttle
 from schemas import state_rank
 
 if TYPE_CHECKING:
@@ -59,9 +66,15 @@ async def serve(ws: WebSocket, gw: Gateway) -> None:
 
 
 async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
+    rate, burst = gw.settings.client_messages_per_s, gw.settings.client_message_burst
+    throttle = Throttle(rate, burst, time.monotonic())
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
+            return
+        if not throttle.take(time.monotonic()):
+            log.warning("ws client sends too fast, closing client=%s", client.id)
+            gw.hub.drop(client, f"too many messages: more than {rate:g} per second (burst {burst})")
             return
         try:
             parsed = parse_message(message.get("text"))
@@ -71,7 +84,7 @@ async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
                 gw.hub.unsubscribe(client, parsed.unsubscribe)
                 _acknowledge(client, gw)
         except ProtocolError as exc:
-            client.push(error_frame(str(exc), exc.code))
+            gw.hub.send(client, error_frame(str(exc), exc.code))
 
 
 async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
@@ -93,14 +106,15 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     hub.subscribe(client, Selection.model_construct(jobs=new_jobs, types=sel.types, all=sel.all))
     _acknowledge(client, gw)
     if snapshot is not None:
-        client.push(snapshot_frame(snapshot))
+        hub.send(client, snapshot_frame(snapshot))
     elif snapshot_failed:
-        client.push(
+        hub.send(
+            client,
             error_frame(
                 "job states are unavailable right now (Redis); events follow live, "
                 "or try GET /jobs/{id} later",
                 code="snapshot_unavailable",
-            )
+            ),
         )
     if cursor is not None:
         hub.resume(client, cursor)
@@ -110,4 +124,4 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
 
 
 def _acknowledge(client: Client, gw: Gateway) -> None:
-    client.push(subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))
+    gw.hub.send(client, subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))

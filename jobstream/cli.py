@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobstream.settings import ApiSettings, GatewaySettings, SchedulerSettings, Settings, WorkerSettings
+from jobstream.settings import (
+    ApiSettings,
+    GatewaySettings,
+    SchedulerSettings,
+    ServerSettings,
+    Settings,
+    WorkerSettings,
+)
 
 
 def setup_logging(level: str) -> None:
@@ -38,20 +45,12 @@ def load_object(spec: str) -> object:
         raise SystemExit(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
-def _serve(app: object, host: str, port: int, level: str) -> None:
+def _serve(app: object, settings: ServerSettings, **overrides: Any) -> None:
     import uvicorn
 
-    # no per-message deflate: compressing every frame for clients subscribed to everything
-    # costs more CPU than the bandwidth it saves on a local network
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=level.lower(),
-        access_log=False,
-        lifespan="on",
-        ws_per_message_deflate=False,
-    )
+    from jobstream.serving import server_options
+
+    uvicorn.run(app, **server_options(settings, **overrides))  # type: ignore[arg-type]
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -59,15 +58,15 @@ def cmd_api(args: argparse.Namespace) -> None:
 
     settings = ApiSettings(**_overrides(args, "host", "port"))
     setup_logging(settings.log_level)
-    _serve(create_app(settings), settings.host, settings.port, settings.log_level)
+    _serve(create_app(settings), settings)
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
-    from gateway import create_app
+    from gateway import MAX_MESSAGE_BYTES, create_app
 
     settings = GatewaySettings(**_overrides(args, "host", "port"))
     setup_logging(settings.log_level)
-    _serve(create_app(settings), settings.host, settings.port, settings.log_level)
+    _serve(create_app(settings), settings, ws_max_size=MAX_MESSAGE_BYTES)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -51,6 +51,19 @@ class Settings(BaseSettings):
         return "{" + self.topic_prefix + "}"
 
 
+class ServerSettings(Settings):
+    """What an HTTP process (API, gateway) needs: where to listen and how to bound clients
+    (`jobstream.serving` says how each bound is enforced)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    header_timeout_s: float = Field(10.0, gt=0, description="time a client has to send a request's headers")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time a client has to send a body after its headers"
+    )
+    max_connections: int = Field(2048, ge=1, description="open connections (HTTP and WebSocket) per process")
+
+
 class DelaySettings(Settings):
     """What a delay scheduler needs, in the API process or on its own (`jobstream scheduler`)."""
 
@@ -69,9 +82,7 @@ class SchedulerSettings(DelaySettings):
     linger_ms: int = Field(0, ge=0)
 
 
-class ApiSettings(DelaySettings):
-    host: str = "127.0.0.1"
-    port: int = 8000
+class ApiSettings(DelaySettings, ServerSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_payload_bytes: int = Field(256 * 1024, ge=64)
     max_batch: int = Field(10_000, ge=1)
@@ -101,8 +112,16 @@ class WorkerSettings(Settings):
     metrics_host: str = "127.0.0.1"
 
 
-class GatewaySettings(Settings):
-    host: str = "127.0.0.1"
+class GatewaySettings(ServerSettings):
     port: int = 8001
     client_queue_max: int = Field(10_000, ge=1, description="events a client may lag before it is closed")
+    client_queue_bytes: int = Field(
+        8 << 20,
+        ge=4096,
+        description="bytes of frames (events, replies, errors) queued for a client before it is closed",
+    )
+    client_messages_per_s: float = Field(
+        20.0, gt=0, description="messages a client may send per second (after its burst) before it is closed"
+    )
+    client_message_burst: int = Field(100, ge=1, description="messages a client may send at once")
     projector: bool = Field(True, description="run the job-state projector in this process")

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -186,6 +187,8 @@ class CatchAllMiddleware:
 
     Only genuine bugs get here: every bad input is an `ApiError` rendered further in.
     If the response had already started, the connection is simply dropped by re-raising.
+    A client that disconnects (or is timed out) before its body arrived is not a bug: the
+    request ends there, unanswered.
     """
 
     def __init__(self, app: ASGIApp, on_bug: Callable[[], None]) -> None:
@@ -199,6 +202,8 @@ class CatchAllMiddleware:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
+        except ClientDisconnect:  # left, or timed out, mid-body: no one to answer, and no bug
+            log.debug("client left mid-request method=%s path=%s", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unhandled error method=%s path=%s", scope.get("method"), scope.get("path"))
             self.on_bug()

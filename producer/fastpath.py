@@ -34,23 +34,25 @@ class FastSubmit:
                 idem_key = value.decode("latin-1")
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
+        body = await _body(receive)
+        if body is None:
+            return  # the client left (or timed out) before its body arrived: nothing to submit
         try:
-            response = await submit_one(
-                scope["state"]["runtime"], content_type, idem_key, await _body(receive), traceparent
-            )
+            response = await submit_one(scope["state"]["runtime"], content_type, idem_key, body, traceparent)
         except ApiError as exc:
             self._on_reject(exc.reason)
             response = exc.response()
         await response(scope, receive, send)
 
 
-async def _body(receive: Receive) -> bytes:
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected before it all arrived."""
     chunks: list[bytes] = []
     more = True
     while more:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     return b"".join(chunks)

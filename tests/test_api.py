@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, Settings
@@ -480,3 +480,32 @@ async def test_group_commit_over_projection(redis: Redis, prefix: str) -> None:
     j0 = got[0]
     assert j0 is not None
     assert (j0["state"], j0["attempt"], j0["updated_at"], j0["error"]) == ("failed", 2, 5, failed)
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/batch"])
+async def test_body_cut_by_a_disconnect_submits_nothing(api: Api, path: str) -> None:
+    """A request whose client leaves (or times out) before the declared body has all arrived
+    submits nothing, even if the part that came is valid JSON, and gets no answer."""
+    body = b'{"type": "example.echo"}' if path == "/jobs" else b'{"jobs": [{"type": "example.echo"}]}'
+    incoming: list[Message] = [
+        {"type": "http.request", "body": body, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body) + 10).encode())]
+    scope: Scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+                    "query_string": b"", "headers": headers, "state": {"runtime": api.runtime},
+                    "http_version": "1.1", "scheme": "http", "server": ("api", 80), "client": ("c", 1),
+                    "root_path": "", "asgi": {"version": "3.0"}}  # fmt: skip
+    await api.app(scope, receive, send)
+    assert [m for m in sent if m["type"] == "http.response.start" and m["status"] < 400] == []
+    registry = api.runtime.metrics.registry
+    assert registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+    assert registry.get_sample_value("http_internal_errors_total") == 0  # a client leaving is no bug

@@ -24,16 +24,18 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway import create_app
+from gateway import MAX_MESSAGE_BYTES, create_app
 from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
 from gateway.errors import CursorError
 from gateway.hub import Hub
-from gateway.protocol import Selection
+from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
+from gateway.throttle import Throttle
 from jobstream.kafka import make_producer
 from jobstream.procs import free_port
+from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
 from jobstream.status import StatusPublisher
 from tests.conftest import MS
@@ -112,6 +114,19 @@ def test_ring_replays_after_cursor_and_expires_evicted() -> None:
     assert ring.positions == {0: 12, 1: 6}
 
 
+# -- pure: the request throttle ----------------------------------------------------------
+
+
+def test_throttle_allows_a_burst_then_the_rate() -> None:
+    """A full bucket takes `burst` messages at once, then one per 1/rate seconds."""
+    bucket = Throttle(rate=2.0, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(100.4)
+    assert bucket.take(100.5)
+    assert not bucket.take(100.5)
+    assert [bucket.take(1_000.0) for _ in range(4)] == [True, True, True, False]  # refills up to burst
+
+
 # -- hub routing, with a fake socket --------------------------------------------------------
 
 
@@ -125,6 +140,13 @@ class FakeSocket:
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+
+class StuckSocket(FakeSocket):
+    """A peer that never reads: a send never completes."""
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.Event().wait()
 
 
 async def test_hub_routes_one_frame_per_client_without_duplicates() -> None:
@@ -158,13 +180,7 @@ async def test_hub_closes_client_past_queue_max() -> None:
     """A client whose backlog would pass queue_max is closed with 1008; others keep going."""
     hub = Hub(queue_max=3)
     hub.start({0: 0})
-    stuck, ok = FakeSocket(), FakeSocket()
-    gate = asyncio.Event()
-
-    async def never(text: str) -> None:
-        await gate.wait()
-
-    stuck.send_text = never  # type: ignore[method-assign]
+    stuck, ok = StuckSocket(), FakeSocket()
     async with Client(cast(WebSocket, stuck)) as slow, Client(cast(WebSocket, ok)) as fast:
         for client in (slow, fast):
             hub.add(client)
@@ -179,6 +195,40 @@ async def test_hub_closes_client_past_queue_max() -> None:
         await slow.wait_closed()
         assert stuck.closed == (1008, "too slow: fell more than 3 events behind")
         assert len(hub) == 1
+
+
+async def test_hub_counts_every_frame_toward_the_byte_budget() -> None:
+    """Control frames (error, subscribed, snapshot) count toward a client's byte budget as
+    events do: a client that never reads is closed with 1008 once its queue passes it."""
+    hub = Hub(queue_max=1_000, queue_bytes=1_000)
+    hub.start({0: 0})
+    stuck = StuckSocket()
+    async with Client(cast(WebSocket, stuck)) as client:
+        hub.add(client)
+        frame = error_frame("bad message (not json); send a subscribe")
+        sent = 0
+        while hub.send(client, frame):
+            sent += 1
+            assert sent * len(frame) <= 2_000, "the budget never closed the client"
+        await client.wait_closed()
+        assert stuck.closed == (1008, "too slow: more than 1000 bytes queued")
+        assert len(hub) == 0 and hub.counts["slow_closed"] == 1
+
+
+async def test_hub_byte_budget_bounds_big_events() -> None:
+    """A few big events pass the byte budget long before the event count: the client is closed."""
+    hub = Hub(queue_max=1_000, queue_bytes=50_000)
+    hub.start({0: 0})
+    stuck = StuckSocket()
+    async with Client(cast(WebSocket, stuck)) as client:
+        hub.add(client)
+        hub.subscribe(client, Selection(all=True))
+        for offset in range(3):
+            hub.dispatch(
+                [(0, offset, [event(f"b{offset}", "completed", result="x" * 30_000)])], {0: offset + 1}
+            )
+        await client.wait_closed()
+        assert stuck.closed == (1008, "too slow: more than 50000 bytes queued")
 
 
 # -- the real app ----------------------------------------------------------------------------
@@ -198,10 +248,12 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Running]:
-    """Serve create_app(settings) with uvicorn in this event loop until the block ends."""
+    """Serve create_app(settings) with uvicorn in this event loop, as `jobstream gateway`
+    does (`server_options`), until the block ends."""
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = server_options(settings, port=port, log_level="warning", ws_max_size=MAX_MESSAGE_BYTES)
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -483,6 +535,51 @@ async def test_slow_client_closed_while_others_get_everything(
             assert gw.gateway.hub.counts["slow_closed"] == 1
 
 
+async def test_client_that_floods_bad_messages_without_reading_is_closed(settings: Settings) -> None:
+    """A client that never reads but keeps sending bad messages is closed with 1008 once the
+    error frames queued for it pass its byte budget: the gateway's memory stays bounded."""
+    s = gateway_settings(  # a rate the test cannot reach, so the byte budget is what closes it
+        settings, client_queue_bytes=64 * 1024, client_messages_per_s=1e9, client_message_burst=10**9
+    )
+    async with running_gateway(s) as gw:
+        sock = await _slow_socket(gw.port)
+        async with connect(gw.ws, sock=sock, max_size=None, max_queue=1, compression=None) as conn:
+            await eventually(lambda: len(gw.gateway.hub) == 1, "the client to join")
+            deadline = time.monotonic() + 30 * S
+            while len(gw.gateway.hub) == 1:  # the hub drops a client as it asks it to close
+                assert time.monotonic() < deadline, "the flooding client was never closed"
+                await conn.send("not json")
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # what it had buffered, then the close frame
+                    await asyncio.wait_for(conn.recv(), 10 * S)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008,
+            "too slow: more than 65536 bytes queued",
+        )
+        assert gw.gateway.hub.counts["slow_closed"] == 1
+
+
+async def test_client_sending_too_fast_is_closed(settings: Settings) -> None:
+    """A client sending messages faster than the gateway's rate (past its burst) is closed
+    with 1008 and a reason saying so; other clients are not affected."""
+    s = gateway_settings(settings, client_messages_per_s=1, client_message_burst=5)
+    async with running_gateway(s) as gw, peer(gw) as calm, peer(gw) as client:
+        await calm.subscribe(all=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(1_000):
+                await client.send({"subscribe": {}})
+            while True:
+                await client.frame()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1008,
+            "too many messages: more than 1 per second (burst 5)",
+        )
+        await calm.barrier()
+        assert gw.gateway.hub.counts["flood_closed"] == 1
+
+
 async def test_health_readiness_and_dashboard(gw: Running) -> None:
     """healthz and readyz answer ok; / serves the self-contained dashboard."""
     async with httpx.AsyncClient(base_url=gw.http) as http:
@@ -517,6 +614,7 @@ async def test_metrics_count_events_frames_clients_and_subscriptions(
     assert samples[("jobstream_gateway_events_out_total", None)] == 5
     assert samples[("jobstream_gateway_frames_out_total", None)] >= 2
     assert samples[("jobstream_gateway_slow_clients_closed_total", None)] == 0
+    assert samples[("jobstream_gateway_flooding_clients_closed_total", None)] == 0
     assert samples[("jobstream_gateway_clients", None)] == 2
     subs = {k: samples[("jobstream_gateway_subscriptions", k)] for k in ("all", "jobs", "types")}
     assert subs == {"all": 1, "jobs": 1, "types": 0}

@@ -157,3 +157,29 @@ async def test_metrics_count_outcomes_per_type_with_run_times(settings: Settings
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(url)
+
+
+async def test_metrics_label_made_up_types_unknown(settings: Settings) -> None:
+    """Jobs of types with no handler count under one `unknown` type label, so made-up types
+    add no series to `/metrics`, however many there are."""
+    made_up = [make_job(f"made.up.{i}", max_attempts=1) for i in range(300)]
+    known = make_job("example.echo")
+    async with (
+        StatusLog(settings) as status,
+        Worker(app, worker_settings(settings, metrics_port=0)) as worker,
+        httpx.AsyncClient() as http,
+    ):
+        await produce_jobs(settings, [*made_up, known])
+        await status.wait_for(
+            lambda: status.count("dead") == len(made_up) and status.count("completed") == 1, 30, "outcomes"
+        )
+        r = await http.get(f"http://127.0.0.1:{worker.metrics_port}/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    jobs_seen = {
+        (s.labels["type"], s.labels["outcome"]): s.value
+        for s in families["jobstream_worker_jobs"].samples
+        if s.name.endswith("_total")
+    }
+    assert jobs_seen == {("unknown", "failed"): len(made_up), ("example.echo", "completed"): 1.0}
+    assert "made.up" not in r.text
+    assert len(r.content) < 20_000
