@@ -73,7 +73,17 @@ class ApiSettings(DelaySettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_payload_bytes: int = Field(256 * 1024, ge=64)
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=64, description="a job's payload (each follow-up's too), as JSON"
+    )
+    # Kafka's default message.max.bytes is 1 MiB; the rest is headroom for what the pipeline
+    # adds to a job later: each attempt's error on retry records, the dead-letter wrapper.
+    max_record_bytes: int = Field(
+        900 * 1024,
+        ge=8 * 1024,
+        le=8 * 1024 * 1024,  # the producer's max_request_size (jobstream.kafka)
+        description="a job as a Kafka record: envelope with its follow-ups, headers, key",
+    )
     max_batch: int = Field(10_000, ge=1)
     scheduler: bool = Field(True, description="run a delay scheduler in the API process")
     default_timeout_s: float | None = Field(None, gt=0)

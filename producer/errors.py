@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,8 +71,17 @@ class Conflict(ApiError):
 
 
 class TooLarge(ApiError):
+    """Over `limit`; `errors` names the field when one is to blame."""
+
     status = 413
     reason = "too_large"
+
+    def __init__(self, detail: str, *, limit: int, errors: Sequence[FieldError] = ()) -> None:
+        extra: dict[str, Any] = {"limit": limit}
+        if errors:
+            extra["errors"] = [e.as_dict() for e in errors]
+        super().__init__(detail, **extra)
+        self.errors = list(errors)
 
 
 class UnsupportedMediaType(ApiError):
@@ -110,6 +119,25 @@ class FieldError:
 
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why one batch item was refused; rendered as the item's `error`."""
+
+    status: int
+    message: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, exc: InvalidInput | TooLarge) -> ItemError:
+        return cls(exc.status, exc.detail, exc.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.errors:
+            out["errors"] = [e.as_dict() for e in self.errors]
+        return out
 
 
 # pydantic's messages, reworded where they would puzzle a client.
