@@ -7,9 +7,10 @@ in `main` and pass them down.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobstream.origins import AllowedOrigins, check_origins
 from schemas import Topics
 
 
@@ -31,11 +32,25 @@ class Settings(BaseSettings):
     status_partitions: int = Field(6, ge=1, le=1024)
     log_level: str = "INFO"
     state_ttl_s: int = Field(7 * 86_400, ge=60, description="how long the projection keeps a job")
+    cors_origins: str = Field(
+        "",
+        description="web pages (origins, comma-separated, or *) that may call the API and the "
+        "gateway from a browser, besides their own; default none",
+    )
     retry_tiers: str = Field(
         "1s,10s,1m,10m,1h",
         pattern=r"^\s*\d+(ms|s|m|h|d)\s*(,\s*\d+(ms|s|m|h|d)\s*)*$",
         description="delay tiers of the retry topics, e.g. 1s,10s,1m,10m,1h",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return check_origins(value)
+
+    @property
+    def allowed_origins(self) -> AllowedOrigins:
+        return AllowedOrigins.parse(self.cors_origins)
 
     @property
     def topics(self) -> Topics:

@@ -4,8 +4,11 @@ ApiError                      every error a client can cause or a backing servic
  │                            rendered as {"detail": "<sentence>", ...extra}
  ├── BadRequest (400)
  │    └── InvalidJson         the body does not parse as JSON
+ ├── Forbidden (403)
+ │    └── CrossOrigin         a browser page on another site, not in cors_origins
  ├── NotFound (404)
- ├── TooLarge (413)          body, payload or batch over a configured limit
+ ├── Conflict (409)
+ ├── TooLarge (413)           body, payload, record or batch over a configured limit
  ├── UnsupportedMediaType (415)
  ├── InvalidInput (422)       carries "errors": [{"field", "message"}, ...]
  └── Unavailable (503)        carries Retry-After and the service that is down
@@ -58,6 +61,21 @@ class BadRequest(ApiError):
 
 class InvalidJson(BadRequest):
     reason = "invalid_json"
+
+
+class Forbidden(ApiError):
+    status = 403
+    reason = "forbidden"
+
+
+class CrossOrigin(Forbidden):
+    reason = "cross_origin"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"requests from pages on {origin} are not allowed: browsers may call this API only "
+            "from its own origin and those listed in JOBSTREAM_CORS_ORIGINS"
+        )
 
 
 class NotFound(ApiError):

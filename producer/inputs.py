@@ -31,9 +31,11 @@ _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
 
 
 def check_content_type(value: str | None) -> None:
-    """Accept JSON (`application/json`, `application/*+json`) or no content type at all."""
+    """Accept JSON (`application/json`, `application/*+json`) and nothing else, no content
+    type included: a body without one is what an HTML form or a plain cross-site `fetch`
+    sends, and those must not be able to submit jobs."""
     if value is None:
-        return
+        raise UnsupportedMediaType("a request body needs the header Content-Type: application/json")
     media = value.split(";", 1)[0].strip().lower()
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return

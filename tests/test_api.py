@@ -346,6 +346,20 @@ async def test_bad_input_gets_clear_error(
     assert await internal_errors(api) == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body"), [("/jobs", b'{"type": "t"}'), ("/jobs/batch", b'{"jobs": [{"type": "t"}]}'),
+                       ("/dlq/replay", b"{}")],
+)  # fmt: skip
+async def test_body_without_content_type_is_415(api: Api, path: str, body: bytes) -> None:
+    """A JSON body sent without a Content-Type (what a form or a plain cross-site fetch does)
+    is 415 asking for application/json; nothing is submitted."""
+    r = await api.client.post(path, content=body)
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 415, r.text
+    assert "application/json" in r.json()["detail"]
+    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+
+
 BAD_BATCH: list[tuple[str, bytes, int, str]] = [
     ("malformed json", b'{"jobs": [', 400, "JSON"),
     ("not an object", b"[]", 422, "body"),
