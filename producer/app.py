@@ -20,6 +20,7 @@ from producer.errors import CatchAllMiddleware, install_handlers
 from producer.fastpath import FastSubmit
 from producer.limits import BodyLimitMiddleware
 from producer.metrics import Metrics
+from producer.openapi import openapi
 from producer.origin_guard import OriginGuard
 from producer.routes import router
 from producer.runtime import open_runtime
@@ -41,6 +42,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(dlq_router)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     install_handlers(app, metrics.count_rejected)
     # Added last = outermost: the catch-all wraps the origin guard, which wraps CORS (when
     # origins are allowed), the size limit, the fast path for POST /jobs, and the routes.

@@ -94,9 +94,9 @@ def _payload_size(payload: dict[str, Any], field: str, limits: Limits, nonfinite
         _check_numbers(payload, field)
     try:
         size = len(orjson.dumps(payload))
-    except orjson.JSONEncodeError:  # an integer past 64 bits (the only thing a parsed body can hold)
+    except orjson.JSONEncodeError as exc:  # an integer past 64 bits, found and named here
         _check_numbers(payload, field)
-        raise
+        _invalid(field, f"cannot be encoded as JSON: {exc}")
     if size > limits.max_payload_bytes:
         message = (
             f"is {size} bytes as JSON; the limit is {limits.max_payload_bytes} bytes (max_payload_bytes)"

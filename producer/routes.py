@@ -31,7 +31,8 @@ router = APIRouter()
 
 LOOKUP_TIMEOUT_S = 2.0
 _FINISHED = frozenset({"completed", "dead", "cancelled"})
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 @router.post("/jobs", status_code=202, summary="Submit one job")
