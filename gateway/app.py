@@ -1,11 +1,14 @@
 """The gateway's FastAPI app: `/ws`, the dashboard, health, readiness, metrics and job lookup.
 
 Everything long-lived belongs to one `Gateway`, opened by the lifespan and reached by
-routes through the `GatewayDep` dependency; nothing lives at module level.
+routes through the `GatewayDep` dependency; nothing lives at module level. A `/ws`
+handshake from a page on another site (its `Origin` not allowed by `cors_origins`,
+`jobstream.origins`) is refused with 403 before it is accepted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -20,6 +23,8 @@ from gateway.dashboard import DASHBOARD_HTML
 from gateway.service import Gateway
 from gateway.signals import drain_on_signal
 from jobstream.settings import GatewaySettings
+
+log = logging.getLogger("jobstream.gateway.ws")
 
 
 def get_gateway(conn: HTTPConnection) -> Gateway:
@@ -75,8 +80,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(DASHBOARD_HTML)
 
+    allowed = settings.allowed_origins
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, gw: GatewayDep) -> None:
+        origin = websocket.headers.get("origin")
+        if not allowed.allows(origin, websocket.headers.get("host")):
+            # closing before accepting refuses the handshake: the browser sees HTTP 403
+            log.info("ws refused origin=%s (not in JOBSTREAM_CORS_ORIGINS)", origin)
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
         await session.serve(websocket, gw)
 
     return app

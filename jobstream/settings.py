@@ -7,9 +7,10 @@ in `main` and pass them down.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobstream.origins import AllowedOrigins, check_origins
 from schemas import Topics
 
 
@@ -31,11 +32,25 @@ class Settings(BaseSettings):
     status_partitions: int = Field(6, ge=1, le=1024)
     log_level: str = "INFO"
     state_ttl_s: int = Field(7 * 86_400, ge=60, description="how long the projection keeps a job")
+    cors_origins: str = Field(
+        "",
+        description="web pages (origins, comma-separated, or *) that may call the API and the "
+        "gateway from a browser, besides their own; default none",
+    )
     retry_tiers: str = Field(
         "1s,10s,1m,10m,1h",
         pattern=r"^\s*\d+(ms|s|m|h|d)\s*(,\s*\d+(ms|s|m|h|d)\s*)*$",
         description="delay tiers of the retry topics, e.g. 1s,10s,1m,10m,1h",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return check_origins(value)
+
+    @property
+    def allowed_origins(self) -> AllowedOrigins:
+        return AllowedOrigins.parse(self.cors_origins)
 
     @property
     def topics(self) -> Topics:
@@ -84,7 +99,17 @@ class SchedulerSettings(DelaySettings):
 
 class ApiSettings(DelaySettings, ServerSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_payload_bytes: int = Field(256 * 1024, ge=64)
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=64, description="a job's payload (each follow-up's too), as JSON"
+    )
+    # Kafka's default message.max.bytes is 1 MiB; the rest is headroom for what the pipeline
+    # adds to a job later: each attempt's error on retry records, the dead-letter wrapper.
+    max_record_bytes: int = Field(
+        900 * 1024,
+        ge=8 * 1024,
+        le=8 * 1024 * 1024,  # the producer's max_request_size (jobstream.kafka)
+        description="a job as a Kafka record: envelope with its follow-ups, headers, key",
+    )
     max_batch: int = Field(10_000, ge=1)
     scheduler: bool = Field(True, description="run a delay scheduler in the API process")
     default_timeout_s: float | None = Field(None, gt=0)

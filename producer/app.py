@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from jobstream.settings import ApiSettings
 from producer.dlq_routes import router as dlq_router
@@ -19,6 +20,8 @@ from producer.errors import CatchAllMiddleware, install_handlers
 from producer.fastpath import FastSubmit
 from producer.limits import BodyLimitMiddleware
 from producer.metrics import Metrics
+from producer.openapi import openapi
+from producer.origin_guard import OriginGuard
 from producer.routes import router
 from producer.runtime import open_runtime
 
@@ -39,12 +42,24 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(dlq_router)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     install_handlers(app, metrics.count_rejected)
-    # Added last = outermost: the catch-all wraps the size limit, which wraps the fast path
-    # for POST /jobs, which wraps the routes.
+    # Added last = outermost: the catch-all wraps the origin guard, which wraps CORS (when
+    # origins are allowed), the size limit, the fast path for POST /jobs, and the routes.
     app.add_middleware(FastSubmit, on_reject=metrics.count_rejected)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected
     )
+    allowed = settings.allowed_origins
+    if allowed:  # with none, every cross-site request is refused: no preflight to answer
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allowed.listed(),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["content-type", "idempotency-key", "traceparent", "authorization"],
+            expose_headers=["retry-after"],
+            max_age=600,
+        )
+    app.add_middleware(OriginGuard, allowed=allowed, on_reject=metrics.count_rejected)
     app.add_middleware(CatchAllMiddleware, on_bug=metrics.internal_errors.inc)
     return app

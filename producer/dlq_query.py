@@ -21,6 +21,8 @@ MAX_Q_CHARS = 200
 
 DeadId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 TimeBound = int | str | None
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MAX_MS_DIGITS = len(str(_MAX_MS)) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,8 @@ def parse_time(value: int | str | None, field: str) -> int | None:
     if isinstance(value, int):
         ms = value
     elif value.isascii() and value.isdigit():
-        ms = int(value)
+        # 16 digits are past year 9999 already; int() of a few thousand digits raises
+        ms = int(value) if len(value) <= _MAX_MS_DIGITS else _MAX_MS + 1
     else:
         try:
             when = datetime.fromisoformat(value)
@@ -86,7 +89,7 @@ def parse_time(value: int | str | None, field: str) -> int | None:
         if when.tzinfo is None:
             raise _invalid(field, "must include a time zone (e.g. 'Z' or '+01:00')")
         ms = int(when.timestamp() * 1000)
-    if ms < 0 or ms > 253_402_300_799_999:
+    if ms < 0 or ms > _MAX_MS:
         raise _invalid(field, "is out of range")
     return ms
 

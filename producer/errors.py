@@ -4,8 +4,11 @@ ApiError                      every error a client can cause or a backing servic
  │                            rendered as {"detail": "<sentence>", ...extra}
  ├── BadRequest (400)
  │    └── InvalidJson         the body does not parse as JSON
+ ├── Forbidden (403)
+ │    └── CrossOrigin         a browser page on another site, not in cors_origins
  ├── NotFound (404)
- ├── TooLarge (413)          body, payload or batch over a configured limit
+ ├── Conflict (409)
+ ├── TooLarge (413)           body, payload, record or batch over a configured limit
  ├── UnsupportedMediaType (415)
  ├── InvalidInput (422)       carries "errors": [{"field", "message"}, ...]
  └── Unavailable (503)        carries Retry-After and the service that is down
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,6 +64,21 @@ class InvalidJson(BadRequest):
     reason = "invalid_json"
 
 
+class Forbidden(ApiError):
+    status = 403
+    reason = "forbidden"
+
+
+class CrossOrigin(Forbidden):
+    reason = "cross_origin"
+
+    def __init__(self, origin: str) -> None:
+        super().__init__(
+            f"requests from pages on {origin} are not allowed: browsers may call this API only "
+            "from its own origin and those listed in JOBSTREAM_CORS_ORIGINS"
+        )
+
+
 class NotFound(ApiError):
     status = 404
     reason = "not_found"
@@ -72,8 +90,17 @@ class Conflict(ApiError):
 
 
 class TooLarge(ApiError):
+    """Over `limit`; `errors` names the field when one is to blame."""
+
     status = 413
     reason = "too_large"
+
+    def __init__(self, detail: str, *, limit: int, errors: Sequence[FieldError] = ()) -> None:
+        extra: dict[str, Any] = {"limit": limit}
+        if errors:
+            extra["errors"] = [e.as_dict() for e in errors]
+        super().__init__(detail, **extra)
+        self.errors = list(errors)
 
 
 class UnsupportedMediaType(ApiError):
@@ -111,6 +138,25 @@ class FieldError:
 
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why one batch item was refused; rendered as the item's `error`."""
+
+    status: int
+    message: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, exc: InvalidInput | TooLarge) -> ItemError:
+        return cls(exc.status, exc.detail, exc.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.errors:
+            out["errors"] = [e.as_dict() for e in self.errors]
+        return out
 
 
 # pydantic's messages, reworded where they would puzzle a client.

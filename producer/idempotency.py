@@ -34,9 +34,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from jobstream.projection import job_key
-from producer.errors import Conflict, Unavailable
+from producer.errors import Conflict, ItemError, Unavailable
 from producer.idempotency_keys import Busy, Claim, Clash, Outcome, Plan, Record, Seen, Won, judge
-from producer.inputs import ItemError
 from producer.runtime import Runtime
 from schemas import JobSpec
 

@@ -18,8 +18,7 @@ from typing import Literal
 
 import orjson
 
-from producer.errors import FieldError, InvalidInput
-from producer.inputs import ItemError
+from producer.errors import FieldError, InvalidInput, ItemError
 from schemas import JobSpec, new_job_id
 
 MAX_KEY_CHARS = 256

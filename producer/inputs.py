@@ -1,19 +1,17 @@
-"""Request bodies in: content type, JSON, job specs, payload size.
+"""Request bodies in: content type, JSON, job specs.
 
 Bodies are parsed here rather than by FastAPI so that every way a body can be wrong gets
 its own status and a sentence naming the field: 400 for JSON that does not parse, 415 for
-another content type, 413 over a limit, 422 for a field that is wrong. A batch is
-validated in one pass with a `TypeAdapter`; an invalid item is reported by index and
-does not sink the others.
+another content type, 413 over a limit, 422 for a field that is wrong. What a job must
+satisfy beyond its fields' types (numbers, payload and record sizes) is checked by
+`producer.job_checks`. A batch is validated in one pass with a `TypeAdapter`; an invalid
+item is reported by index and does not sink the others.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
@@ -21,42 +19,30 @@ from producer.errors import (
     FieldError,
     InvalidInput,
     InvalidJson,
+    ItemError,
     TooLarge,
     UnsupportedMediaType,
     describe_errors,
 )
+from producer.job_checks import Limits, check_job, may_hold_nonfinite
 from schemas import JobSpec
-from schemas.job import MAX_DELAY_MS
 
 _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
 
 
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """Why one batch item was refused; rendered as the item's `error`."""
-
-    status: int
-    message: str
-    errors: list[FieldError] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "message": self.message}
-        if self.errors:
-            out["errors"] = [e.as_dict() for e in self.errors]
-        return out
-
-
 def check_content_type(value: str | None) -> None:
-    """Accept JSON (`application/json`, `application/*+json`) or no content type at all."""
+    """Accept JSON (`application/json`, `application/*+json`) and nothing else, no content
+    type included: a body without one is what an HTML form or a plain cross-site `fetch`
+    sends, and those must not be able to submit jobs."""
     if value is None:
-        return
+        raise UnsupportedMediaType("a request body needs the header Content-Type: application/json")
     media = value.split(";", 1)[0].strip().lower()
     if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
         return
     raise UnsupportedMediaType(f"content type '{media}' is not supported: send application/json")
 
 
-def parse_job(body: bytes, max_payload_bytes: int) -> JobSpec:
+def parse_job(body: bytes, limits: Limits) -> JobSpec:
     """One job spec from a `POST /jobs` body; raises an `ApiError` saying what is wrong."""
     try:
         spec = JobSpec.model_validate_json(body)
@@ -65,15 +51,11 @@ def parse_job(body: bytes, max_payload_bytes: int) -> JobSpec:
         if errors and errors[0]["type"] == "json_invalid":
             raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
         raise InvalidInput(*describe_errors(errors, "invalid job")) from None
-    problem = payload_problem(spec, max_payload_bytes)
-    if problem is None:
-        return spec
-    if problem.status == 413:
-        raise TooLarge(problem.message, limit=max_payload_bytes)
-    raise InvalidInput(problem.message, problem.errors)
+    check_job(spec, limits, nonfinite=may_hold_nonfinite(body))
+    return spec
 
 
-def parse_batch(body: bytes, max_batch: int, max_payload_bytes: int) -> list[JobSpec | ItemError]:
+def parse_batch(body: bytes, max_batch: int, limits: Limits) -> list[JobSpec | ItemError]:
     """The items of a `POST /jobs/batch` body, in order: a spec, or why the item was refused.
 
     The envelope (`{"jobs": [...]}`, 1..max_batch items) must be right as a whole; items
@@ -105,31 +87,14 @@ def parse_batch(body: bytes, max_batch: int, max_payload_bytes: int) -> list[Job
         items.extend(_SPECS.validate_python(jobs))
     except ValidationError as exc:
         items = _judge_each(jobs, exc)
+    nonfinite = may_hold_nonfinite(body)
     for i, item in enumerate(items):
         if isinstance(item, JobSpec):
-            problem = payload_problem(item, max_payload_bytes)
-            if problem is not None:
-                items[i] = problem
+            try:
+                check_job(item, limits, nonfinite=nonfinite)
+            except (InvalidInput, TooLarge) as exc:
+                items[i] = ItemError.of(exc)
     return items
-
-
-def payload_problem(spec: JobSpec, max_payload_bytes: int) -> ItemError | None:
-    """Why a spec cannot be sent (payload too large as JSON or unencodable, `run_at` too far
-    ahead), or None."""
-    if spec.run_at is not None and spec.run_at.timestamp() * 1000 - time.time() * 1000 > MAX_DELAY_MS:
-        error = FieldError("run_at", f"must be at most {MAX_DELAY_MS // 86_400_000} days ahead")
-        return ItemError(422, f"invalid job: field 'run_at' {error.message}", [error])
-    try:
-        size = len(orjson.dumps(spec.payload))
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        error = FieldError("payload", f"cannot be encoded as JSON: {exc}")
-        return ItemError(422, f"invalid job: field 'payload' {error.message}", [error])
-    if size > max_payload_bytes:
-        message = (
-            f"payload is {size} bytes as JSON; the limit is {max_payload_bytes} bytes (max_payload_bytes)"
-        )
-        return ItemError(413, message, [FieldError("payload", message)])
-    return None
 
 
 def _judge_each(jobs: list[Any], exc: ValidationError) -> list[JobSpec | ItemError]:

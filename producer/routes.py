@@ -33,7 +33,8 @@ router = APIRouter()
 LOOKUP_TIMEOUT_S = 2.0
 _FINISHED = frozenset({"completed", "dead", "cancelled"})
 _MAYBE_DELAYED = frozenset({"scheduled", "queued"})
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 @router.post("/jobs", status_code=202, summary="Submit one job")
@@ -61,7 +62,7 @@ async def submit_one(
     started = time.perf_counter()
     check_content_type(content_type)
     use_traceparent(traceparent)
-    spec = with_header(parse_job(raw, runtime.settings.max_payload_bytes), idem_key)
+    spec = with_header(parse_job(raw, runtime.limits), idem_key)
     if spec.idempotency_key is not None:  # 200 with the first job for a repeat
         body, status = await Deduplicator(runtime).submit_one(spec)
     else:
@@ -78,7 +79,7 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     check_content_type(request.headers.get("content-type"))
     use_traceparent(request.headers.get("traceparent"))
     settings = runtime.settings
-    items = parse_batch(await request.body(), settings.max_batch, settings.max_payload_bytes)
+    items = parse_batch(await request.body(), settings.max_batch, runtime.limits)
     results = await Deduplicator(runtime).submit_many(items)  # = submitter's when no item has a key
     runtime.metrics.observe_latency("batch", time.perf_counter() - started)
     return json_response({"results": results})

@@ -30,6 +30,7 @@ from producer.dlq_index import DlqIndexer
 from producer.dlq_store import DlqStore
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
+from producer.job_checks import Limits
 from producer.metrics import Metrics
 from producer.queues import QueueStats
 from producer.replay import Replayer
@@ -60,6 +61,7 @@ class Runtime:
     replayer: Replayer
     delayed: Delayed
     queues: QueueStats
+    limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
 
 
@@ -131,7 +133,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer,
-            delayed, queues, scheduler,
+            delayed, queues, Limits(settings.max_payload_bytes, settings.max_record_bytes), scheduler,
         )  # fmt: skip
 
 

@@ -40,10 +40,9 @@ from jobstream.producer_guard import GuardedProducer
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.delayed import Delayed
-from producer.errors import Unavailable
+from producer.errors import ItemError, Unavailable
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
-from producer.inputs import ItemError
 from producer.metrics import Metrics
 from producer.trace import REQUEST_TRACEPARENT
 from schemas import JobEnvelope, JobSpec, encode_job, job_headers, new_job_id, partition_for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tests.conftest import MS
 MAX_BATCH = 50
 MAX_PAYLOAD = 1024
 MAX_BODY = 64 * 1024
+MAX_RECORD = 16 * 1024
 WAIT = 15_000 * MS  # how long a test waits for records to show up
 
 
@@ -44,6 +46,7 @@ def api_settings(settings: Settings) -> ApiSettings:
         max_batch=MAX_BATCH,
         max_payload_bytes=MAX_PAYLOAD,
         max_body_bytes=MAX_BODY,
+        max_record_bytes=MAX_RECORD,
     )
 
 
@@ -224,6 +227,42 @@ async def test_oversized_payload_is_413(api: Api) -> None:
     assert str(MAX_PAYLOAD) in r.json()["detail"]
 
 
+@pytest.mark.parametrize("when", ["now", "delay_ms", "run_at"])
+async def test_job_over_the_record_limit_is_413_naming_then(api: Api, when: str) -> None:
+    """A job whose follow-ups, each within max_payload_bytes, make its record larger than
+    max_record_bytes is 413 naming `then` and the setting, due now or later, alone or in a batch;
+    nothing is sent or stored."""
+    then = [
+        {"type": "b", "payload": {"s": "x" * (MAX_PAYLOAD - 20)}} for _ in range(MAX_RECORD // MAX_PAYLOAD)
+    ]
+    in_an_hour = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    due: dict[str, dict[str, Any]] = {"now": {}, "delay_ms": {"delay_ms": 60_000}}
+    due["run_at"] = {"run_at": in_an_hour.isoformat()}
+    job = {"type": "a", **due[when], "then": then}
+    r = await api.client.post("/jobs", json=job)
+    assert r.status_code == 413, r.text
+    answer = r.json()
+    assert "max_record_bytes" in answer["detail"] and answer["limit"] == MAX_RECORD
+    assert answer["errors"][0]["field"] == "then"
+    r = await api.client.post("/jobs", json={**job, "idempotency_key": "k"})
+    assert r.status_code == 413, r.text
+    r = await api.client.post("/jobs/batch", json={"jobs": [job, {**job, "idempotency_key": "k"}]})
+    errors = [res["error"] for res in r.json()["results"]]
+    assert [e["status"] for e in errors] == [413, 413] and errors[0]["errors"][0]["field"] == "then"
+    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+    assert await api.runtime.delayed.store.counts() == (0, 0)
+
+
+async def test_follow_up_payload_over_the_limit_is_413_naming_it(api: Api) -> None:
+    """A follow-up's payload is held to max_payload_bytes like the job's own, and named."""
+    r = await api.client.post(
+        "/jobs", json={"type": "a", "then": [{"type": "b", "payload": {"s": "x" * MAX_PAYLOAD}}]}
+    )
+    assert r.status_code == 413, r.text
+    assert r.json()["errors"][0]["field"] == "then.0.payload"
+    assert str(MAX_PAYLOAD) in r.json()["detail"]
+
+
 async def test_oversized_body_with_length_is_413(api: Api) -> None:
     """A declared Content-Length over max_body_bytes is refused before the body is read."""
     r = await api.client.post(
@@ -247,6 +286,9 @@ async def test_oversized_chunked_body_is_413(api: Api) -> None:
 
 # -- bad input --------------------------------------------------------------------------
 
+JSON = "application/json"
+BIG = 2**64  # one past the largest integer the contract takes
+BIG_CHILD = b'{"type": "b", "payload": {"n": %d}}' % BIG
 BAD_INPUT: list[tuple[str, bytes, str, int, str]] = [
     # (case, body, content type, status, field named in the message)
     ("malformed json", b'{"type": "t",', "application/json", 400, "JSON"),
@@ -260,12 +302,25 @@ BAD_INPUT: list[tuple[str, bytes, str, int, str]] = [
     ("out of range", b'{"type": "t", "max_attempts": 0}', "application/json", 422, "max_attempts"),
     ("bad priority", b'{"type": "t", "priority": "urgent"}', "application/json", 422, "priority"),
     ("bad backoff", b'{"type": "t", "backoff": {"kind": "linear"}}', "application/json", 422, "backoff.kind"),
+    ("huge integer", b'{"type": "t", "payload": {"n": 1' + b"0" * 30 + b"}}", JSON, 422, "payload.n"),
+    ("integer past 64 bits", b'{"type": "t", "payload": {"a": [0, %d]}}' % BIG, JSON, 422, "payload.a.1"),
+    ("integer below 64 bits", b'{"type": "t", "payload": {"n": %d}}' % -BIG, JSON, 422, "payload.n"),
+    ("follow-up integer", b'{"type": "a", "then": [%s]}' % BIG_CHILD, JSON, 422, "then.0.payload.n"),
     (
-        "huge integer",
-        b'{"type": "t", "payload": {"n": 1' + b"0" * 30 + b"}}",
-        "application/json",
+        "follow-up integer, keyed",
+        b'{"type": "a", "idempotency_key": "k", "then": [{"type": "b", "then": [%s]}]}' % BIG_CHILD,
+        JSON,
         422,
-        "payload",
+        "then.0.then.0.payload.n",
+    ),
+    ("infinity", b'{"type": "t", "payload": {"v": Infinity}}', JSON, 422, "payload.v"),
+    ("minus infinity", b'{"type": "t", "payload": {"v": {"w": -Infinity}}}', JSON, 422, "payload.v.w"),
+    (
+        "nan in a follow-up",
+        b'{"type": "a", "then": [{"type": "b", "payload": {"v": NaN}}]}',
+        JSON,
+        422,
+        "then.0.payload.v",
     ),
     ("body not object", b"[1, 2]", "application/json", 422, "body"),
     ("form content type", b"type=t", "application/x-www-form-urlencoded", 415, "application/json"),
@@ -291,6 +346,20 @@ async def test_bad_input_gets_clear_error(
     assert await internal_errors(api) == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body"), [("/jobs", b'{"type": "t"}'), ("/jobs/batch", b'{"jobs": [{"type": "t"}]}'),
+                       ("/dlq/replay", b"{}")],
+)  # fmt: skip
+async def test_body_without_content_type_is_415(api: Api, path: str, body: bytes) -> None:
+    """A JSON body sent without a Content-Type (what a form or a plain cross-site fetch does)
+    is 415 asking for application/json; nothing is submitted."""
+    r = await api.client.post(path, content=body)
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 415, r.text
+    assert "application/json" in r.json()["detail"]
+    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+
+
 BAD_BATCH: list[tuple[str, bytes, int, str]] = [
     ("malformed json", b'{"jobs": [', 400, "JSON"),
     ("not an object", b"[]", 422, "body"),
@@ -307,6 +376,30 @@ async def test_bad_batch_envelope(api: Api, case: str, body: bytes, status: int,
     r = await api.client.post("/jobs/batch", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert named in r.json()["detail"]
+    assert await internal_errors(api) == 0
+
+
+async def test_batch_refuses_unportable_numbers_per_item(api: Api) -> None:
+    """Batch items with an integer past 64 bits or a non-finite number anywhere in the job (keyed
+    or not) are 422 naming the field; the other items are queued."""
+    big = 2**64
+    body = (
+        b'{"jobs": [{"type": "a", "then": [{"type": "b", "payload": {"n": %d}}]},'
+        b' {"type": "a", "idempotency_key": "k1", "then": [{"type": "b", "payload": {"n": %d}}]},'
+        b' {"type": "a", "idempotency_key": "k2", "payload": {"x": [NaN]}},'
+        b' {"type": "ok", "payload": {"s": "NaN and Infinity are fine in strings", "n": %d}}]}'
+    ) % (big, big, big - 1)
+    r = await api.client.post("/jobs/batch", content=body, headers={"content-type": JSON})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    fields = [res["error"]["errors"][0]["field"] for res in results[:3]]
+    assert fields == ["then.0.payload.n", "then.0.payload.n", "payload.x.0"]
+    assert {res["error"]["status"] for res in results[:3]} == {422}
+    assert results[3]["state"] == "queued"
+    [rec] = await read_records(
+        api.settings.kafka_bootstrap_servers, api.settings.topics.jobs(Priority.normal), 1
+    )
+    assert decode_job(rec.value).payload == {"s": "NaN and Infinity are fine in strings", "n": big - 1}
     assert await internal_errors(api) == 0
 
 

@@ -22,7 +22,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from gateway import MAX_MESSAGE_BYTES, create_app
 from gateway.client import Client
@@ -618,6 +619,21 @@ async def test_metrics_count_events_frames_clients_and_subscriptions(
     assert samples[("jobstream_gateway_clients", None)] == 2
     subs = {k: samples[("jobstream_gateway_subscriptions", k)] for k in ("all", "jobs", "types")}
     assert subs == {"all": 1, "jobs": 1, "types": 0}
+
+
+async def test_websocket_from_another_site_is_refused(settings: Settings) -> None:
+    """A WebSocket handshake whose Origin is another site is refused with 403; one without
+    Origin (programs), from the gateway's own origin (the dashboard) or from an origin in
+    JOBSTREAM_CORS_ORIGINS is served."""
+    friend = "https://app.example"
+    async with running_gateway(gateway_settings(settings, cors_origins=friend)) as running:
+        with pytest.raises(InvalidStatus) as refused:
+            async with peer(running, origin=Origin("http://evil.example")):
+                pass
+        assert refused.value.response.status_code == 403
+        for origin in (None, f"http://127.0.0.1:{running.port}", friend):
+            async with peer(running, origin=Origin(origin) if origin else None) as client:
+                assert "subscribed" in await client.subscribe(all=True)
 
 
 async def test_shutdown_closes_clients_with_1001(gw: Running) -> None:

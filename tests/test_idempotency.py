@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from jobstream.settings import ApiSettings, Settings
 from producer import create_app
-from producer.errors import InvalidInput
+from producer.errors import InvalidInput, ItemError
 from producer.idempotency_keys import (
     Busy,
     Claim,
@@ -31,7 +31,6 @@ from producer.idempotency_keys import (
     judge,
     with_header,
 )
-from producer.inputs import ItemError
 from producer.runtime import Runtime
 from schemas import JobSpec, Priority, decode_job
 from tests.conftest import MS
