@@ -36,11 +36,11 @@ from typing import Any
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from jobstream.kafka import Partitioner
-from jobstream.producer_guard import GuardedProducer
+from jobstream.producer_guard import GuardedProducer, refused_record
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.delayed import Delayed
-from producer.errors import ItemError, Unavailable
+from producer.errors import ItemError, TooLarge, Unavailable
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics
@@ -74,6 +74,7 @@ class Submitter:
         self._metrics = metrics
         self._topics = settings.topics
         self._timeout_s = settings.submit_timeout_s
+        self._max_record_bytes = settings.max_record_bytes
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
 
@@ -86,6 +87,8 @@ class Submitter:
         rows = await self.submit_many([spec])
         row = rows[0]
         if "error" in row:  # a single job that Kafka refused is the whole answer
+            if row["error"]["status"] == 413:
+                raise TooLarge(row["error"]["message"], limit=self._max_record_bytes)
             raise self._unavailable(row["error"]["message"])
         return {k: v for k, v in row.items() if k != "index"}
 
@@ -126,21 +129,24 @@ class Submitter:
             raise
         await asyncio.wait(futures, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
-        failure: BaseException | None = None
+        failure: BaseException | None = None  # of Kafka, not of a record it refused
+        failed = 0
         for (i, env), fut, event in zip(pending, futures, events, strict=True):
             err = _outcome(fut)
             if err is None:
                 rows[i] = {"index": i, "id": env.id, "state": "queued"}
                 acked.append(event)
                 self._metrics.count_submitted(env.priority)
-            else:
+                continue
+            failed += 1
+            if not refused_record(err):
                 failure = err
-                rows[i] = {"index": i, "id": env.id, "error": self._send_error(err)}
-                self._publisher.publish(_refused(event, err))
+            rows[i] = {"index": i, "id": env.id, "error": self._send_error(err)}
+            self._publisher.publish(_refused(event, err))
         if acked:
             self._health.note_ok("kafka")
         if failure is not None:
-            self._note_failure(failure, len(pending) - len(acked))
+            self._note_failure(failure, failed)
             if not acked:
                 raise self._unavailable(f"Kafka did not acknowledge the jobs: {_describe(failure)}")
         await self._after_ack(acked, deadline)
@@ -247,6 +253,9 @@ class Submitter:
         log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
 
     def _send_error(self, exc: BaseException) -> dict[str, Any]:
+        if refused_record(exc):  # a client error: sending it again cannot help
+            why = f"Kafka refused the job's record ({_describe(exc)}): make the job smaller"
+            return {"status": 413, "message": why}
         return {"status": 503, "message": f"Kafka did not acknowledge the job: {_describe(exc)}"}
 
     def _unavailable(self, why: str) -> Unavailable:

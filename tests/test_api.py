@@ -23,6 +23,7 @@ from producer.groupcommit import GroupCommit, GroupCommitClosed
 from producer.runtime import Runtime
 from schemas import Priority, decode_job, decode_status_batch
 from tests.conftest import MS
+from tests.helpers import asgi_client
 
 MAX_BATCH = 50
 MAX_PAYLOAD = 1024
@@ -602,3 +603,23 @@ async def test_body_cut_by_a_disconnect_submits_nothing(api: Api, path: str) -> 
     registry = api.runtime.metrics.registry
     assert registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
     assert registry.get_sample_value("http_internal_errors_total") == 0  # a client leaving is no bug
+
+
+async def test_a_job_the_broker_refuses_is_413_and_harms_no_other_submit(settings: Settings) -> None:
+    """With limits above the broker's (1 MiB records), a job Kafka refuses answers 413, and
+    the submits sent beside it and after it are accepted (the producer is not left broken)."""
+    big_limit = 4 * 1024 * 1024
+    api_settings = ApiSettings(
+        **{**settings.model_dump(), "max_payload_bytes": big_limit, "max_record_bytes": big_limit}
+    )
+    async with asgi_client(create_app(api_settings)) as client:
+        big = {"type": "example.noop", "key": "k", "payload": {"blob": "x" * 1_300_000}}
+        small = {"type": "example.noop", "key": "k"}
+        answers = await asyncio.gather(
+            client.post("/jobs", json=big), *(client.post("/jobs", json=small) for _ in range(10))
+        )
+        assert answers[0].status_code == 413, answers[0].text
+        assert "make the job smaller" in answers[0].json()["detail"]
+        assert [r.status_code for r in answers[1:]] == [202] * 10
+        after = [await client.post("/jobs", json=small) for _ in range(10)]
+        assert [r.status_code for r in after] == [202] * 10
