@@ -115,7 +115,7 @@ class Bench:
                 head = "\n".join(f"    {ln[:300]}" for ln in problems[:6])
                 self.notes.append(
                     f"{scenario}: `{name}` exit {code}, {len(problems)} warning/error "
-                    f"lines in `{log}`" + (f":\n\n{head}\n" if head else "")
+                    f"lines in `{_shown(log)}`" + (f":\n\n{head}\n" if head else "")
                 )
 
     def meter(self) -> load.CpuMeter:
@@ -555,3 +555,11 @@ def bench_cli(args: argparse.Namespace) -> int:
     Path(args.out).write_text(doc)
     say(f"wrote {args.out}")
     return code
+
+
+def _shown(path: Path) -> str:
+    """`path` as the report shows it: from the project root (`.data/...`), never the machine's."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name

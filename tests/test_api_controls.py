@@ -58,10 +58,11 @@ async def test_chain_over_http_links_parent_and_child(http: httpx.AsyncClient, s
 async def test_ttl_expired_job_is_dead_not_run(http: httpx.AsyncClient, settings: Settings) -> None:
     """A job whose ttl_ms passes while it waits behind a slow one is dead (expired), never active."""
     async with StatusLog(settings) as status:
-        for _ in range(32):  # fill every slot of the worker for a moment
-            await http.post(
-                "/jobs", json={"type": "example.sleep", "payload": {"ms": 500}, "priority": "high"}
-            )
+        slow = {"type": "example.sleep", "payload": {"ms": 2_000}, "priority": "high"}
+        r = await http.post("/jobs/batch", json={"jobs": [slow] * 32})
+        slow_ids = [row["id"] for row in r.json()["results"]]
+        # every slot of the worker busy (concurrency 32) before the short-lived job arrives
+        await status.wait_for(lambda: all("active" in status.states(j) for j in slow_ids), 30, "32 running")
         r = await http.post("/jobs", json={"type": "example.echo", "ttl_ms": 50, "priority": "low"})
         job_id = r.json()["id"]
         await status.wait_for(lambda: "dead" in status.states(job_id), 30, "the expiry")
