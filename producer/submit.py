@@ -36,7 +36,7 @@ from typing import Any
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from jobstream.kafka import Partitioner
-from jobstream.producer_guard import GuardedProducer, refused_record
+from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.delayed import Delayed
@@ -122,17 +122,17 @@ class Submitter:
         events = [_queued(env, now) for _, env in pending]
         await self._queued_first(events, deadline)
         try:
-            futures = await self._send_all([env for _, env in pending], deadline)
+            group = await self._send_all([env for _, env in pending], deadline)
         except Unavailable as exc:
             for event in events:
                 self._publisher.publish(_refused(event, exc))
             raise
-        await asyncio.wait(futures, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
         failure: BaseException | None = None  # of Kafka, not of a record it refused
         failed = 0
-        for (i, env), fut, event in zip(pending, futures, events, strict=True):
-            err = _outcome(fut)
+        for n, ((i, env), event) in enumerate(zip(pending, events, strict=True)):
+            err = group.errors[n] if group.settled(n) else TimeoutError("no acknowledgement in time")
             if err is None:
                 rows[i] = {"index": i, "id": env.id, "state": "queued"}
                 acked.append(event)
@@ -178,11 +178,10 @@ class Submitter:
             self._note_failure(exc, len(events))
             raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
 
-    async def _send_all(self, envelopes: list[JobEnvelope], deadline: float) -> list[asyncio.Future[Any]]:
-        """Hand every record to the producer; the returned futures resolve on Kafka's ack."""
-        producer = self._producer
+    async def _send_all(self, envelopes: list[JobEnvelope], deadline: float) -> SendGroup:
+        """Hand every record to the producer; the group settles once Kafka answered for each."""
         counts: dict[str, int] = {}
-        futures: list[asyncio.Future[Any]] = []
+        records = []
         try:
             async with asyncio.timeout_at(deadline):
                 for env in envelopes:
@@ -190,22 +189,14 @@ class Submitter:
                     n = counts.get(topic) or await self._partitioner.count(topic)
                     counts[topic] = n
                     key = env.partition_key
-                    futures.append(
-                        await producer.send(
-                            topic,
-                            encode_job(env),
-                            key=key.encode(),
-                            partition=partition_for(key, n),
-                            headers=job_headers(env),
-                        )
+                    records.append(
+                        (topic, encode_job(env), key.encode(), partition_for(key, n), job_headers(env))
                     )
+                return await self._producer.send_all(records)
         except (TimeoutError, KafkaError) as exc:
             # Nothing is answered as queued; records already handed over may still arrive.
             self._note_failure(exc, len(envelopes))
-            for fut in futures:
-                fut.add_done_callback(_observe)
             raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
-        return futures
 
     async def _after_ack(self, events: list[dict[str, Any]], deadline: float) -> None:
         """Write the projection, bounded; never raises."""
