@@ -1,9 +1,9 @@
-"""Load generators and probes for `jobstream bench`: a lean keep-alive HTTP client, the wrk
+"""Load generators and probes for `python -m bench`: a lean keep-alive HTTP client, the wrk
 script and parser, a fast Kafka preloader, offset probes, and the latency run.
 
 The HTTP client is raw asyncio on purpose: httpx costs more CPU per request than the API
 spends on it, and on a 2-core machine the client must not be what is measured.
-`python -m jobstream.bench_load single URL CONNS SECONDS` is the fallback load for the
+`python -m bench.load single URL CONNS SECONDS` is the fallback load for the
 single-job scenario when wrk is missing; it prints one JSON line.
 """
 
@@ -384,7 +384,7 @@ async def every_second(label: str, count: Callable[[], Awaitable[int]], stop: as
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "single":
-        print("usage: python -m jobstream.bench_load single URL CONNS SECONDS", file=sys.stderr)
+        print("usage: python -m bench.load single URL CONNS SECONDS", file=sys.stderr)
         return 2
     result = asyncio.run(blast_single(argv[1], int(argv[2]), float(argv[3])))
     print(orjson.dumps(result).decode(), flush=True)

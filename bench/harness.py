@@ -1,10 +1,10 @@
-"""`jobstream bench`: throughput and latency of the whole pipeline on this machine.
+"""`python -m bench`: throughput and latency of the whole pipeline on this machine.
 
 Starts its own Kafka and Redis (`jobstream.stack`) in `.data/bench/` on free ports, runs
 each scenario against a fresh topic prefix with the API, gateway and workers as child
 processes, prints a table and writes it with the machine and the command to `--out`.
 Ctrl-C or SIGTERM stops every child (and each child dies with us anyway: `procs.spawn`).
-The load generators live in `jobstream.bench_load`.
+The load generators live in `bench.load`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from types import FrameType
 
 import orjson
 
-from jobstream import bench_delay, procs
-from jobstream import bench_load as load
-from jobstream.bench_retry import StatusWatch, retry_path
+from bench import delay, load
+from bench.retry import StatusWatch, retry_path
+from jobstream import procs
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 from jobstream.stack import KAFKA_VERSION, LocalStack, StackError
@@ -179,7 +179,7 @@ class Bench:
                 ]
                 how = f"wrk 2 threads x 64 connections, {secs} s"
             else:
-                args = [sys.executable, "-m", "jobstream.bench_load", "single", api, "64", str(secs)]
+                args = [sys.executable, "-m", "bench.load", "single", api, "64", str(secs)]
                 how = f"asyncio client (wrk missing), 64 connections, {secs} s"
             meter, since = self.meter(), len(self.children)
             proc = self.spawn("load", args, s)
@@ -350,7 +350,7 @@ class Bench:
         self.stop_children("5")
 
     async def delay(self) -> None:
-        """Scenario 6 (`jobstream.bench_delay`): delayed jobs through a scheduler process."""
+        """Scenario 6 (`bench.delay`): delayed jobs through a scheduler process."""
         s = await self.fresh("delay")
         proc = self.spawn_cli("scheduler", ["scheduler"], s)
         log = self.children[-1][2]
@@ -361,7 +361,7 @@ class Bench:
         meter, since = self.meter(), len(self.children)
         n = 20_000 if self.plan.lat_s < 10 else 100_000
         secs = 10
-        out = await bench_delay.scenario(s, 1_000, secs, n, lambda m: say(m))
+        out = await delay.scenario(s, 1_000, secs, n, lambda m: say(m))
         p, b = out["paced"], out["burst"]
         what = f"1,000 due/s for {secs} s, record seen on its topic minus due time"
         self.row(f"6. Delayed-job lateness p50 ({what})", p["p50_ms"], "delay_p50", "ms")
@@ -373,7 +373,7 @@ class Bench:
             f"6: lateness min {p['min_ms']:.1f} ms max {p['max_ms']:.1f} ms; sent by the scheduler "
             f"(record timestamp) p50 {p['sent_p50_ms']:.1f} ms p99 {p['sent_p99_ms']:.1f} ms; "
             f"burst first seen {b['first_ms']:.0f} ms after due; one `jobstream scheduler` process, "
-            f"after an unmeasured {bench_delay.WARM_UP_S} s paced run"
+            f"after an unmeasured {delay.WARM_UP_S} s paced run"
         )
         self.cpu_note("6", meter, since)
         self.stop_children("6")
@@ -465,10 +465,11 @@ def render(bench: Bench, command: str, quick: bool) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Reproduce (no Makefile needed): from the project root, with the venv installed "
+        "Reproduce from a source checkout (the benchmarks are not in the installed package): "
+        "`make bench`, or without the Makefile, from the project root with the venv installed "
         "(`python3 -m venv .venv && .venv/bin/pip install -e .`), Java 17+, Maven and "
         "redis-server (installed with apt-get when root) and optionally `wrk`, run "
-        "`.venv/bin/python -m jobstream.cli bench` (add `--quick` for a short run). It starts its "
+        "`.venv/bin/python -m bench` (add `--quick` for a short run). It starts its "
         "own Kafka and Redis under `.data/bench/` on free ports and stops everything at the end; "
         "child logs are kept in `.data/bench/logs/`.",
         "",
@@ -506,8 +507,10 @@ def bench_cli(args: argparse.Namespace) -> int:
     )
     bench = Bench(plan, stack, data / "bench" / "logs")
     bench.logs.mkdir(parents=True, exist_ok=True)
-    argv0 = os.path.relpath(sys.argv[0])
-    command = shlex.join([sys.argv[0] if argv0.startswith("..") else argv0, *sys.argv[1:]])
+    python = os.path.relpath(sys.executable)
+    command = shlex.join(
+        [sys.executable if python.startswith("..") else python, "-m", "bench", *sys.argv[1:]]
+    )
 
     def to_sigint(signum: int, frame: FrameType | None) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # one path for both: asyncio cancels the run cleanly

@@ -1,4 +1,4 @@
-"""`jobstream bench` scenario 6: delayed jobs through a `jobstream scheduler` process.
+"""`python -m bench` scenario 6: delayed jobs through a `jobstream scheduler` process.
 
 Jobs go straight into Redis (`DelayStore.add`, as the API stores them), so only the
 scheduler is measured. Lateness is the time this process sees a job record on its topic
@@ -8,7 +8,7 @@ minus the job's due time (one clock: same machine). Two runs:
 - burst: `burst` jobs due at the same instant; the time from that instant to the last
   record seen.
 
-`python -m jobstream.bench_delay BOOTSTRAP REDIS_URL` runs both against a running stack.
+`python -m bench.delay BOOTSTRAP REDIS_URL PREFIX` runs both against a running stack.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ async def scenario(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m jobstream.bench_delay BOOTSTRAP REDIS_URL PREFIX", file=sys.stderr)
+        print("usage: python -m bench.delay BOOTSTRAP REDIS_URL PREFIX", file=sys.stderr)
         return 2
     s = Settings(kafka_bootstrap_servers=argv[0], redis_url=argv[1], topic_prefix=argv[2])
     out = asyncio.run(scenario(s, 1_000, 5, 100_000, print))

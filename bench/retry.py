@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from jobstream import bench_load as load
+from bench import load
 from jobstream.kafka import make_producer
 from jobstream.settings import Settings
 from schemas import JobEnvelope, decode_status_batch, encode_job, job_headers, new_job_id
