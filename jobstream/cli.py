@@ -1,4 +1,7 @@
-"""The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues, bench."""
+"""The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues.
+
+The benchmarks are not a subcommand: they live in `bench/`, outside the installed package,
+and run from a source checkout with `make bench` (`python -m bench`)."""
 
 from __future__ import annotations
 
@@ -109,12 +112,6 @@ def cmd_submit(args: argparse.Namespace) -> None:
     raise SystemExit(submit_cli(args))
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    from jobstream.bench import bench_cli
-
-    raise SystemExit(bench_cli(args))
-
-
 def _overrides(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -168,12 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dlq_parser(sub)
     add_queues_parser(sub)
-
-    bn = sub.add_parser("bench", help="measure throughput and latency on the local stack")
-    bn.add_argument("--quick", action="store_true", help="smaller runs")
-    bn.add_argument("--out", default="docs/BENCHMARKS.md")
-    bn.add_argument("--only", help="comma-separated scenario numbers (1-5); does not write --out")
-    bn.set_defaults(func=cmd_bench)
     return p
 
 
@@ -189,7 +180,7 @@ def tune_gc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.command in ("api", "gateway", "worker", "scheduler", "bench"):  # bench: the measuring side
+    if args.command in ("api", "gateway", "worker", "scheduler"):
         tune_gc()
     args.func(args)
 

@@ -1,9 +1,9 @@
-"""Load generators and probes for `jobstream bench`: a lean keep-alive HTTP client, the wrk
-script and parser, a fast Kafka preloader, offset probes, and the latency run.
+"""Load generators and probes for `python -m bench`: a lean keep-alive HTTP client, the wrk
+script and parser, a fast Kafka preloader, offset probes, and a once-a-second progress line.
 
 The HTTP client is raw asyncio on purpose: httpx costs more CPU per request than the API
 spends on it, and on a 2-core machine the client must not be what is measured.
-`python -m jobstream.bench_load single URL CONNS SECONDS` is the fallback load for the
+`python -m bench.load single URL CONNS SECONDS` is the fallback load for the
 single-job scenario when wrk is missing; it prints one JSON line.
 """
 
@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -245,130 +241,6 @@ async def preload(
         await producer.stop()
 
 
-# -- latency -------------------------------------------------------------------------------
-
-
-@dataclass
-class LatencyRun:
-    """Paced `POST /jobs` and a WebSocket subscribed to everything; latency = `completed`
-    event received minus POST written, both on this process's monotonic clock."""
-
-    api: str
-    ws_url: str
-    sent_at: dict[str, float] = field(default_factory=dict)
-    done_at: dict[str, float] = field(default_factory=dict)
-    sent: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    async def run(self, rate: int, seconds: float, report: Callable[[str], None]) -> None:
-        from websockets.asyncio.client import connect
-
-        async with connect(self.ws_url, max_size=None) as ws:
-            await ws.send(orjson.dumps({"subscribe": {"all": True}}).decode())
-            reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-            if "subscribed" not in reply:
-                raise RuntimeError(f"gateway refused the subscription: {reply}")
-            reader = asyncio.create_task(self._read(ws))
-            try:
-                await self._send(rate, seconds, report)
-                for _ in range(300):  # up to 15 s for the last completions
-                    if self.sent_at.keys() <= self.done_at.keys():
-                        break
-                    await asyncio.sleep(0.05)
-            finally:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-
-    async def _read(self, ws: Any) -> None:
-        async for msg in ws:
-            now = time.perf_counter()
-            for event in orjson.loads(msg).get("events", ()):
-                if event.get("state") == "completed":
-                    self.done_at.setdefault(event["job_id"], now)
-
-    async def _send(self, rate: int, seconds: float, report: Callable[[str], None]) -> None:
-        pool, tasks = HttpPool(self.api), set()
-
-        async def one() -> None:
-            t = time.perf_counter()
-            try:
-                status, body = await pool.request("POST", "/jobs", NOOP_BODY)
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                self.errors.append(repr(exc))
-                return
-            if status == 202:
-                self.sent_at[orjson.loads(body)["id"]] = t
-            else:
-                self.errors.append(f"{status} {body[:200]!r}")
-
-        total, start, next_report = int(rate * seconds), time.perf_counter(), 1.0
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            self.sent += 1
-            if time.perf_counter() - start >= next_report:
-                report(
-                    f"{next_report:.0f}s sent {self.sent:,} accepted {len(self.sent_at):,} "
-                    f"completed {len(self.done_at):,} connections {pool.opened}"
-                )
-                next_report += 1
-        await asyncio.gather(*tasks)
-        await pool.close()
-
-    def latencies_ms(self) -> list[float]:
-        return sorted((self.done_at[i] - t) * 1000 for i, t in self.sent_at.items() if i in self.done_at)
-
-
-def _ticks(pid: int) -> int:
-    """CPU time (user + system, clock ticks) of a live process; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
-def _reaped_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _machine_busy() -> int:
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (
-        int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]
-    )
-    return user + nice + system + irq + softirq + steal
-
-
-class CpuMeter:
-    """Where the machine's CPU went during a measurement: per process of ours, and the
-    rest (a finished load generator, and anything else running on the machine)."""
-
-    def __init__(self, steady: dict[str, int]) -> None:
-        self._steady = steady
-        self._start = time.monotonic()
-        self._busy = _machine_busy()
-        self._base = {name: _ticks(pid) for name, pid in steady.items()}
-        self._reaped = _reaped_s()
-
-    def report(self, started: dict[str, int]) -> str:
-        hz, secs = os.sysconf("SC_CLK_TCK"), max(time.monotonic() - self._start, 1e-9)
-        used = {n: _ticks(p) - self._base[n] for n, p in self._steady.items()}
-        used.update({n: _ticks(p) for n, p in started.items()})
-        if reaped := round((_reaped_s() - self._reaped) * hz):  # children that exited meanwhile
-            used["exited children (load generator)"] = reaped
-        rest = _machine_busy() - self._busy - sum(used.values())
-        parts = [f"{n} {t / hz / secs:.2f}" for n, t in sorted(used.items(), key=lambda x: -x[1]) if t > 0]
-        return (
-            f"CPU cores busy on average over {secs:.1f} s (of {os.cpu_count()}): {', '.join(parts)}, "
-            f"everything else {max(rest, 0) / hz / secs:.2f}"
-        )
-
-
 async def every_second(label: str, count: Callable[[], Awaitable[int]], stop: asyncio.Event) -> None:
     """Print `label: Ns count (rate/s)` once a second until `stop` is set."""
     start = last_t = time.perf_counter()
@@ -384,11 +256,27 @@ async def every_second(label: str, count: Callable[[], Awaitable[int]], stop: as
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "single":
-        print("usage: python -m jobstream.bench_load single URL CONNS SECONDS", file=sys.stderr)
+        print("usage: python -m bench.load single URL CONNS SECONDS", file=sys.stderr)
         return 2
     result = asyncio.run(blast_single(argv[1], int(argv[2]), float(argv[3])))
     print(orjson.dumps(result).decode(), flush=True)
     return 0
+
+
+__all__ = [
+    "NOOP",
+    "NOOP_BODY",
+    "WRK_LUA",
+    "HttpPool",
+    "KafkaProbe",
+    "blast_single",
+    "every_second",
+    "parse_wrk",
+    "preload",
+    "say",
+    "wait_ready",
+    "warm_up",
+]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`jobstream bench` scenario 6: delayed jobs through a `jobstream scheduler` process.
+"""Scenario 6: delayed jobs through a `jobstream scheduler` process.
 
 Jobs go straight into Redis (`DelayStore.add`, as the API stores them), so only the
 scheduler is measured. Lateness is the time this process sees a job record on its topic
@@ -8,7 +8,7 @@ minus the job's due time (one clock: same machine). Two runs:
 - burst: `burst` jobs due at the same instant; the time from that instant to the last
   record seen.
 
-`python -m jobstream.bench_delay BOOTSTRAP REDIS_URL` runs both against a running stack.
+`python -m bench.delay BOOTSTRAP REDIS_URL PREFIX` runs both against a running stack.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
+from bench import load
+from bench.harness import Bench, Row
+from jobstream import procs
 from jobstream.settings import Settings
 from producer.delay_store import DelayStore
 from schemas import JobEnvelope, Priority, new_job_id
@@ -119,14 +122,47 @@ async def scenario(
     return {"paced": p, "burst": b}
 
 
+async def run(bench: Bench) -> None:
+    """Scenario 6 in a run: a scheduler process of its own, then `scenario`."""
+    s = await bench.fresh("delay")
+    proc = bench.spawn_cli("scheduler", ["scheduler"], s)
+    log = bench.children[-1][2]
+    while "scheduler running" not in procs.tail(log, 50):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the scheduler exited:\n{procs.tail(log, 15)}")
+        await asyncio.sleep(0.1)
+    meter, since = bench.meter(), len(bench.children)
+    n = 20_000 if bench.plan.lat_s < 10 else 100_000
+    secs = 10
+    out = await scenario(s, 1_000, secs, n, lambda m: load.say(m))
+    p, b = out["paced"], out["burst"]
+    what = f"1,000 due/s for {secs} s, record seen on its topic minus due time"
+    bench.row(f"6. Delayed-job lateness p50 ({what})", p["p50_ms"], "delay_p50", "ms")
+    bench.row("6. Delayed-job lateness p99", p["p99_ms"], "delay_p99", "ms")
+    bench.rows.append(
+        Row(f"6. {n:,} delayed jobs due at one instant: all on their topic", f"{b['seconds']:.2f} s")
+    )
+    bench.notes.append(
+        f"6: lateness min {p['min_ms']:.1f} ms max {p['max_ms']:.1f} ms; sent by the scheduler "
+        f"(record timestamp) p50 {p['sent_p50_ms']:.1f} ms p99 {p['sent_p99_ms']:.1f} ms; "
+        f"burst first seen {b['first_ms']:.0f} ms after due; one `jobstream scheduler` process, "
+        f"after an unmeasured {WARM_UP_S} s paced run"
+    )
+    bench.cpu_note("6", meter, since)
+    bench.stop_children("6")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m jobstream.bench_delay BOOTSTRAP REDIS_URL PREFIX", file=sys.stderr)
+        print("usage: python -m bench.delay BOOTSTRAP REDIS_URL PREFIX", file=sys.stderr)
         return 2
     s = Settings(kafka_bootstrap_servers=argv[0], redis_url=argv[1], topic_prefix=argv[2])
     out = asyncio.run(scenario(s, 1_000, 5, 100_000, print))
     print(orjson.dumps(out).decode())
     return 0
+
+
+__all__ = ["WARM_UP_S", "burst", "paced", "run", "scenario"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""Where the machine's CPU went during a measurement, from `/proc` (Linux only).
+
+`CpuMeter` counts clock ticks per process of ours (Kafka, Redis, this process, and each
+child), the children reaped meanwhile as one line, and the rest of the machine's busy time
+as 'everything else', so a figure measured while something else ran says so.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def _ticks(pid: int) -> int:
+    """CPU time (user + system, clock ticks) of a live process; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _reaped_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy() -> int:
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]
+    )
+    return user + nice + system + irq + softirq + steal
+
+
+class CpuMeter:
+    """Where the machine's CPU went during a measurement: per process of ours, and the
+    rest (a finished load generator, and anything else running on the machine)."""
+
+    def __init__(self, steady: dict[str, int]) -> None:
+        self._steady = steady
+        self._start = time.monotonic()
+        self._busy = _machine_busy()
+        self._base = {name: _ticks(pid) for name, pid in steady.items()}
+        self._reaped = _reaped_s()
+
+    def report(self, started: dict[str, int]) -> str:
+        hz, secs = os.sysconf("SC_CLK_TCK"), max(time.monotonic() - self._start, 1e-9)
+        used = {n: _ticks(p) - self._base[n] for n, p in self._steady.items()}
+        used.update({n: _ticks(p) for n, p in started.items()})
+        if reaped := round((_reaped_s() - self._reaped) * hz):  # children that exited meanwhile
+            used["exited children (load generator)"] = reaped
+        rest = _machine_busy() - self._busy - sum(used.values())
+        parts = [f"{n} {t / hz / secs:.2f}" for n, t in sorted(used.items(), key=lambda x: -x[1]) if t > 0]
+        return (
+            f"CPU cores busy on average over {secs:.1f} s (of {os.cpu_count()}): {', '.join(parts)}, "
+            f"everything else {max(rest, 0) / hz / secs:.2f}"
+        )
+
+
+__all__ = ["CpuMeter"]

@@ -1,0 +1,99 @@
+"""Scenario 1: single-job HTTP, `POST /jobs` one job a request, for `Plan.wrk_s` seconds.
+
+wrk (2 threads x 64 connections) drives the API when it is installed or can be installed
+with apt-get; otherwise `python -m bench.load single` (asyncio, 64 connections) does.
+The figure is 2xx answers per second; the note adds how many jobs reached Kafka meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+
+import orjson
+
+from bench import load
+from bench.harness import Bench
+from bench.load import say
+from jobstream import procs
+
+
+async def run(bench: Bench) -> None:
+    """Scenario 1 in a run: an API of its own, then the load generator for `Plan.wrk_s` s."""
+    s, secs = await bench.fresh("single"), bench.plan.wrk_s
+    api = await bench.start_api(s)
+    wrk = ensure_wrk()
+    await load.warm_up(api, "/jobs", load.NOOP_BODY, 1_000, 16)
+    async with load.KafkaProbe(s) as probe:
+        before, stop = await probe.end_total(), asyncio.Event()
+        ticker = asyncio.create_task(
+            load.every_second("single-job HTTP, jobs in Kafka", probe.end_total, stop)
+        )
+        if wrk:
+            script = bench.logs / "post.lua"
+            script.write_text(load.WRK_LUA)
+            args = [
+                wrk,
+                "-t2",
+                "-c64",
+                f"-d{secs}s",
+                "--timeout",
+                "5s",
+                "--latency",
+                "-s",
+                str(script),
+                f"{api}/jobs",
+            ]
+            how = f"wrk 2 threads x 64 connections, {secs} s"
+        else:
+            args = [sys.executable, "-m", "bench.load", "single", api, "64", str(secs)]
+            how = f"asyncio client (wrk missing), 64 connections, {secs} s"
+        meter, since = bench.meter(), len(bench.children)
+        proc = bench.spawn("load", args, s)
+        out_log = bench.children[-1][2]
+        while proc.poll() is None:
+            bench.check_alive()
+            await asyncio.sleep(0.1)
+        stop.set()
+        await ticker
+        in_kafka = await probe.end_total() - before
+    out = procs.tail(out_log, 200)
+    r = load.parse_wrk(out) if wrk else orjson.loads(out.splitlines()[-1])
+    if "requests" not in r:
+        raise RuntimeError(f"could not read the load generator's output:\n{out}")
+    ok = r["requests"] - r["non2xx"]
+    rate = ok / r["seconds"]
+    bench.row(f"1. Single-job HTTP `POST /jobs` ({how})", rate, "single")
+    lat = f", latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms" if "p99_ms" in r else ""
+    bench.notes.append(
+        f"1: after 1,000 warm-up requests, {r['requests']:,.0f} requests in {r['seconds']:.1f} s, "
+        f"{r['non2xx']:,.0f} non-2xx, {r['socket_errors']:,.0f} socket errors{lat}; "
+        f"{in_kafka:,} jobs reached Kafka"
+    )
+    bench.cpu_note("1", meter, since)
+    bench.stop_children("1")
+
+
+def ensure_wrk() -> str | None:
+    """The path of wrk, installed with apt-get when missing and root; None to fall back."""
+    if found := shutil.which("wrk"):
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing wrk with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "wrk"],
+        ):
+            subprocess.run(cmd, env=env, check=False, capture_output=True)
+            if found := shutil.which("wrk"):
+                return found
+    say("wrk is not available: using the asyncio client instead")
+    return None
+
+
+__all__ = ["ensure_wrk", "run"]
