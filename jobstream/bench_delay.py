@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from jobstream.settings import Settings
-from producer.delay_store import DelayStore
+from scheduler import DelayStore
 from schemas import JobEnvelope, Priority, new_job_id
 
 LEAD_MS = 2_000
