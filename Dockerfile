@@ -12,6 +12,8 @@ WORKDIR /app
 COPY pyproject.toml README* ./
 COPY schemas ./schemas
 COPY producer ./producer
+COPY deadletters ./deadletters
+COPY scheduler ./scheduler
 COPY consumer ./consumer
 COPY gateway ./gateway
 COPY jobstream ./jobstream

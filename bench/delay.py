@@ -26,7 +26,7 @@ from bench import load
 from bench.harness import Bench, Row
 from jobstream import procs
 from jobstream.settings import Settings
-from producer.delay_store import DelayStore
+from scheduler import DelayStore
 from schemas import JobEnvelope, Priority, new_job_id
 
 LEAD_MS = 2_000

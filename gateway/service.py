@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from gateway.feed import Feed
 from gateway.hub import Hub
-from gateway.projector import Projector
 from jobstream.projection import Projection
+from jobstream.projector import Projector
 from jobstream.settings import GatewaySettings
 
 log = logging.getLogger("jobstream.gateway")

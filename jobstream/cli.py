@@ -84,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
-    from producer.scheduler_run import run_scheduler
+    from scheduler import run_scheduler
 
     settings = SchedulerSettings()
     setup_logging(settings.log_level)

@@ -1,10 +1,12 @@
-"""A topic kept in Redis by one consumer group: the projector and the dead-letter indexer.
+"""A topic kept in Redis by one consumer group: the projector (`jobstream.projector`) and
+the dead-letter indexer (`deadletters.index`).
 
 Per fetched batch: decode every record (one that does not decode is logged with its
 topic, partition and offset and skipped: stopping on it would hide every record behind
 it), write the batch with one call, then commit. Offsets are committed only after Redis
 took the batch: while Redis is down the same batch is retried with capped backoff, and
 the sink recovers by itself when Redis is back. Writing a batch twice must be harmless.
+The sink joins its group once the topic exists, retrying with capped backoff until then.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Self, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import DataError, RedisError
 
@@ -39,16 +41,12 @@ class TopicSink(ABC, Generic[T]):
     commits a batch Redis has not taken. `name` names the logs, the task and the client.
     """
 
-    def __init__(
-        self, settings: Settings, topic: str, group: str, name: str, *, max_records: int,
-        ready: Callable[[], Awaitable[Any]],
-    ) -> None:  # fmt: skip
+    def __init__(self, settings: Settings, topic: str, group: str, name: str, *, max_records: int) -> None:
         self._settings = settings
         self._topic = topic
         self._group = group
         self._name = name
         self._max_records = max_records
-        self._ready = ready  # raises until the topic exists: a consumer of a missing one logs every 100 ms
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -98,10 +96,22 @@ class TopicSink(ABC, Generic[T]):
                 client_id=f"jobstream-{self._name}-{self._settings.topic_prefix}",
             )
 
-        consumer = await start_consumer(make, self._stop, self._name, ready=self._ready)
+        # Waits for the topic first: a consumer of a missing one logs every 100 ms.
+        consumer = await start_consumer(make, self._stop, self._name, ready=self._topic_exists)
         if consumer is not None:
             log.info("%s started topic=%s group=%s", self._name, self._topic, self._group)
         return consumer
+
+    async def _topic_exists(self) -> None:
+        """Raises `LookupError` until the topic exists (with partitions)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
+        try:  # closed even when cancelled mid-start: a half-started client leaks its sockets
+            await admin.start()
+            described: list[dict[str, Any]] = await admin.describe_topics([self._topic])
+        finally:
+            await admin.close()
+        if not any(d["topic"] == self._topic and d["partitions"] for d in described):
+            raise LookupError(f"topic {self._topic} does not exist yet; run `jobstream topics`")
 
     async def _run(self) -> None:
         self._consumer = consumer = await self._open()

@@ -1,6 +1,6 @@
 """The shapes of what the API answers (and of the batch body), for the OpenAPI document.
 
-Documentation only: the routes answer plain dicts through orjson (`producer.responses`);
+Documentation only: the routes answer plain dicts through orjson (`jobstream.http_responses`);
 `producer.openapi` puts these in the document, and tests/test_openapi.py holds every
 answer the API gives to them.
 """

@@ -1,8 +1,9 @@
 """`create_app()`: the FastAPI app of the producer API.
 
 One app per `ApiSettings`. Its lifespan opens the clients (`producer.runtime`) and hands
-them to the routes as lifespan state; nothing is opened at import time, so tests can
-build as many apps as they like in one process, each with its own metrics registry.
+them to the routes as lifespan state; besides its own routes it mounts the dead letters'
+router (`deadletters.router`). Nothing is opened at import time, so tests can build as
+many apps as they like in one process, each with its own metrics registry.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from deadletters import router as dlq_router
+from jobstream.http_errors import CatchAllMiddleware, install_handlers
 from jobstream.settings import ApiSettings
-from producer.dlq_routes import router as dlq_router
-from producer.errors import CatchAllMiddleware, install_handlers
 from producer.fastpath import FastSubmit
 from producer.limits import BodyLimitMiddleware
 from producer.metrics import Metrics
@@ -33,7 +34,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_runtime(settings, metrics) as runtime:
-            yield {"runtime": runtime}
+            yield {"runtime": runtime, "dead_letters": runtime.dead_letters}
 
     app = FastAPI(
         title="jobstream producer",

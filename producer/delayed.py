@@ -20,12 +20,12 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from jobstream.http_errors import Unavailable
 from jobstream.status import StatusPublisher
-from producer.delay_store import CANCELLED, DelayStore
-from producer.errors import Unavailable
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics
+from scheduler import CANCELLED, DelayStore
 from schemas import JobEnvelope
 
 log = logging.getLogger("jobstream.producer.delayed")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.errors import ApiError
+from jobstream.http_errors import ApiError
 from producer.routes import submit_one
 
 

@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from jobstream.http_errors import Conflict, ItemError, Unavailable
 from jobstream.projection import job_key
-from producer.errors import Conflict, ItemError, Unavailable
 from producer.idempotency_keys import Busy, Claim, Clash, Outcome, Plan, Record, Seen, Won, judge
 from producer.runtime import Runtime
 from schemas import JobSpec

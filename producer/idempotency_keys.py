@@ -18,7 +18,7 @@ from typing import Literal
 
 import orjson
 
-from producer.errors import FieldError, InvalidInput, ItemError
+from jobstream.http_errors import FieldError, InvalidInput, ItemError
 from schemas import JobSpec, new_job_id
 
 MAX_KEY_CHARS = 256

@@ -1,4 +1,4 @@
-"""Request bodies in: content type, JSON, job specs.
+"""Request bodies in: JSON, job specs (the content type is checked by `jobstream.http_errors`).
 
 Bodies are parsed here rather than by FastAPI so that every way a body can be wrong gets
 its own status and a sentence naming the field: 400 for JSON that does not parse, 415 for
@@ -15,31 +15,18 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from producer.errors import (
+from jobstream.http_errors import (
     FieldError,
     InvalidInput,
     InvalidJson,
     ItemError,
     TooLarge,
-    UnsupportedMediaType,
     describe_errors,
 )
 from producer.job_checks import Limits, check_job, may_hold_nonfinite
 from schemas import JobSpec
 
 _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
-
-
-def check_content_type(value: str | None) -> None:
-    """Accept JSON (`application/json`, `application/*+json`) and nothing else, no content
-    type included: a body without one is what an HTML form or a plain cross-site `fetch`
-    sends, and those must not be able to submit jobs."""
-    if value is None:
-        raise UnsupportedMediaType("a request body needs the header Content-Type: application/json")
-    media = value.split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
-        return
-    raise UnsupportedMediaType(f"content type '{media}' is not supported: send application/json")
 
 
 def parse_job(body: bytes, limits: Limits) -> JobSpec:

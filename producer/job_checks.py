@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 import orjson
 from pydantic import TypeAdapter
 
-from producer.errors import FieldError, InvalidInput, TooLarge
+from jobstream.http_errors import FieldError, InvalidInput, TooLarge
 from schemas import JobSpec
 from schemas.job import MAX_DELAY_MS
 

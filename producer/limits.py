@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.errors import TooLarge
-from producer.responses import TrackedSend
+from jobstream.http_errors import TooLarge
+from jobstream.http_responses import TrackedSend
 
 
 class BodyTooLarge(TooLarge):

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from deadletters import ReplayRequest
 from producer.api_shapes import (
     Accepted,
     BatchRequest,
@@ -36,7 +37,6 @@ from producer.api_shapes import (
     ReplayStarted,
     ReplayStatus,
 )
-from producer.dlq_query import ReplayRequest
 from producer.idempotency_keys import MAX_KEY_CHARS
 from producer.routes import JOB_ID_PATTERN
 from schemas import JobSpec

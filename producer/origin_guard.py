@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jobstream.http_errors import CrossOrigin
 from jobstream.origins import AllowedOrigins
-from producer.errors import CrossOrigin
 
 
 class OriginGuard:

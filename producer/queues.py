@@ -23,11 +23,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from deadletters import DlqStore
+from jobstream.http_errors import Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.settings import Settings
-from producer.delay_store import DelayStore
-from producer.dlq_store import DlqStore
-from producer.errors import Unavailable
+from scheduler import DelayStore
 from schemas import Priority
 
 CACHE_S = 1.0

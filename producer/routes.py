@@ -16,16 +16,23 @@ from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from jobstream.http_errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    check_content_type,
+)
+from jobstream.http_responses import json_response
 from jobstream.projection import Projection
-from producer.delay_store import CANCELLED
-from producer.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable
 from producer.health import HealthMonitor
 from producer.idempotency import Deduplicator
 from producer.idempotency_keys import with_header
-from producer.inputs import check_content_type, parse_batch, parse_job
-from producer.responses import json_response
+from producer.inputs import parse_batch, parse_job
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, Runtime, RuntimeDep
 from producer.trace import use_traceparent
+from scheduler import CANCELLED
 from schemas import encode_cancel
 
 router = APIRouter()

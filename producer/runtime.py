@@ -1,12 +1,14 @@
 """What the app holds while it runs, opened and closed by its lifespan.
 
 `open_runtime()` opens, in order, the Kafka producer, Redis, the status publisher, the
-projection's group-commit writer, the health monitor, the dead-letter indexer, the
-replayer and the delay scheduler (`settings.scheduler`), and closes them in reverse: the
-scheduler stops claiming and settles its batches, running replays are cancelled (and record so),
-the indexer leaves its group, the monitor stops, pending projection writes and status
-events are flushed, then Redis and the producer close. Routes reach the parts through
-the `Annotated` aliases at the bottom of this module; nothing here lives at module level.
+projection's group-commit writer, the health monitor, the dead letters (their indexer and
+replayer: `deadletters.open_dead_letters`) and the delay scheduler (`scheduler.Scheduler`,
+with `settings.scheduler`), and closes them in reverse: the scheduler stops claiming and
+settles its batches, running replays are cancelled (and record so), the indexer leaves its
+group, the monitor stops, pending projection writes and status events are flushed, then
+Redis and the producer close. Routes reach the parts through the `Annotated` aliases at the
+bottom of this module (the dead-letter routes through the lifespan state's `dead_letters`);
+nothing here lives at module level.
 """
 
 from __future__ import annotations
@@ -20,22 +22,19 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from jobstream.kafka import DLQ_RETENTION_MS, Partitioner, make_producer
+from deadletters import DeadLetters, open_dead_letters
+from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
-from producer.delay_store import DelayStore
 from producer.delayed import Delayed
-from producer.dlq_index import DlqIndexer
-from producer.dlq_store import DlqStore
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.job_checks import Limits
 from producer.metrics import Metrics
 from producer.queues import QueueStats
-from producer.replay import Replayer
-from producer.scheduler import Scheduler
 from producer.submit import Submitter
+from scheduler import DelayStore, Scheduler
 
 log = logging.getLogger("jobstream.producer")
 
@@ -56,9 +55,7 @@ class Runtime:
     projection: Projection
     health: HealthMonitor
     submitter: Submitter
-    dlq: DlqStore
-    indexer: DlqIndexer
-    replayer: Replayer
+    dead_letters: DeadLetters  # index, indexer, replayer (`deadletters.service`)
     delayed: Delayed
     queues: QueueStats
     limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
@@ -119,12 +116,12 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
                 await partitioner.count(topic)
             except Exception as exc:
                 log.warning("no partitions yet topic=%s error=%r", topic, exc)
-        dlq = DlqStore(redis, settings.redis_prefix, DLQ_RETENTION_MS)
-        indexer = await stack.enter_async_context(DlqIndexer(settings, dlq))
-        replayer = await stack.enter_async_context(
-            Replayer(dlq, producer, publisher, partitioner, settings.topics)
+        dead_letters = await stack.enter_async_context(
+            open_dead_letters(settings, redis, producer, publisher, partitioner, health)
         )
-        queues = await stack.enter_async_context(QueueStats(settings, partitioner, delay_store, dlq))
+        queues = await stack.enter_async_context(
+            QueueStats(settings, partitioner, delay_store, dead_letters.store)
+        )
         scheduler = None
         if settings.scheduler:  # closed before the publisher and the producer it uses
             scheduler = await stack.enter_async_context(
@@ -132,7 +129,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             )
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
-            settings, metrics, producer, redis, projection, health, submitter, dlq, indexer, replayer,
+            settings, metrics, producer, redis, projection, health, submitter, dead_letters,
             delayed, queues, Limits(settings.max_payload_bytes, settings.max_record_bytes), scheduler,
         )  # fmt: skip
 

@@ -35,12 +35,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from jobstream.http_errors import ItemError, TooLarge, Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
 from producer.delayed import Delayed
-from producer.errors import ItemError, TooLarge, Unavailable
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics

@@ -17,13 +17,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
+from deadletters.index import DlqIndexer
+from deadletters.store import DlqStore
 from jobstream import procs
 from jobstream.kafka import DLQ_RETENTION_MS, make_producer
 from jobstream.settings import ApiSettings, Settings
 from jobstream.stack import RedisServer
 from producer import create_app
-from producer.dlq_index import DlqIndexer
-from producer.dlq_store import DlqStore
 from producer.runtime import Runtime
 from schemas import (
     AttemptError,
@@ -200,7 +200,7 @@ async def test_lists_newest_first_with_summaries(api: Api) -> None:
         "attempts": 3, "last_error": {"type": "SMTPError", "message": "Connection refused"},
         "source": api.dead["a"].source.model_dump(), "replayed_by": None,
     }  # fmt: skip
-    assert api.runtime.indexer.skipped == 1
+    assert api.runtime.dead_letters.indexer.skipped == 1
 
 
 async def test_filters(api: Api) -> None:

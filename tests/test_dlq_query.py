@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from producer.dlq_cursor import CursorError, Position, decode_cursor, encode_cursor
-from producer.dlq_query import DlqFilter, ReplayRequest, build_filter, parse_time, summary
-from producer.errors import InvalidInput
-from producer.replay_run import Pacer
+from deadletters.cursor import CursorError, Position, decode_cursor, encode_cursor
+from deadletters.query import DlqFilter, ReplayRequest, build_filter, parse_time, summary
+from deadletters.replay_run import Pacer
+from jobstream.http_errors import InvalidInput
 from schemas import AttemptError, DeadLetter, DeadReason, JobEnvelope, Source
 
 

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 from starlette.types import Receive, Scope, Send
 
+from jobstream.http_errors import InvalidInput, ItemError
 from jobstream.settings import ApiSettings, Settings
 from producer import create_app
-from producer.errors import InvalidInput, ItemError
 from producer.idempotency_keys import (
     Busy,
     Claim,

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
+from jobstream.http_errors import InvalidInput, TooLarge
 from jobstream.settings import ApiSettings
-from producer.errors import InvalidInput, TooLarge
 from producer.job_checks import RECORD_OVERHEAD, Limits, check_job, may_hold_nonfinite
 from schemas import JobEnvelope, JobSpec, encode_job, job_headers
 

@@ -20,8 +20,8 @@ from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 from jobstream.stack import RedisServer
 from producer import create_app
-from producer.delay_store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
-from producer.scheduler import Scheduler, now_ms
+from scheduler.loop import Scheduler, now_ms
+from scheduler.store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
 from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job
 from tests.conftest import MS
 from tests.helpers import StatusLog, asgi_client, make_job, read_topic, wait_until

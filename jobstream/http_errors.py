@@ -1,5 +1,8 @@
 """Errors the API answers with, their JSON shape, and the handlers that render them.
 
+Shared by the producer API and the routers of the subsystems it mounts (dead letters),
+so every route answers the same shapes; `check_content_type` is the body check they share.
+
 ApiError                      every error a client can cause or a backing service can;
  │                            rendered as {"detail": "<sentence>", ...extra}
  ├── BadRequest (400)
@@ -31,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producer.responses import TrackedSend, json_response
+from jobstream.http_responses import TrackedSend, json_response
 
 log = logging.getLogger("jobstream.producer")
 
@@ -127,6 +130,18 @@ class Unavailable(ApiError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, service=service)
         self.service = service
         self.reason = f"{service}_down"
+
+
+def check_content_type(value: str | None) -> None:
+    """Accept JSON (`application/json`, `application/*+json`) and nothing else, no content
+    type included: a body without one is what an HTML form or a plain cross-site `fetch`
+    sends, and those must not be able to submit jobs."""
+    if value is None:
+        raise UnsupportedMediaType("a request body needs the header Content-Type: application/json")
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"content type '{media}' is not supported: send application/json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 A replay is recorded in the hash `{p}:replay:<replay_id>` (`matched`, `replayed`,
 `skipped` and why, `failed`, `state` running|done|failed, `error`, `started_at`,
 `finished_at`, `filter`, `options`), kept for `RECORD_TTL_S`. The work itself is
-`producer.replay_run.ReplayRun`; this module owns the tasks: it keeps a strong reference
+`deadletters.replay_run.ReplayRun`; this module owns the tasks: it keeps a strong reference
 to each, and `close()` cancels them, gives back the claims of records not yet handed to
 Kafka, and marks those replays failed, before the producer and Redis close.
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
+from deadletters.query import DlqFilter, summary
+from deadletters.replay_run import Counts, ReplayOptions, ReplayRun
+from deadletters.store import CHUNK, DlqStore
 from jobstream.kafka import Partitioner
-from producer.dlq_query import DlqFilter, summary
-from producer.dlq_store import CHUNK, DlqStore
-from producer.replay_run import Counts, ReplayOptions, ReplayRun
 from schemas import new_job_id
 
 log = logging.getLogger("jobstream.producer.replay")

@@ -23,8 +23,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from producer.dlq_cursor import Position
-from producer.dlq_query import DlqFilter
+from deadletters.cursor import Position
+from deadletters.query import DlqFilter
 from schemas import DeadLetter, DecodeError, decode_dead_letter
 
 log = logging.getLogger("jobstream.producer.dlq")

@@ -14,11 +14,10 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from deadletters.store import DlqStore
 from jobstream.settings import Settings
 from jobstream.topic_sink import TopicSink
-from producer.dlq_store import DlqStore
 from schemas import decode_dead_letter
 
 MAX_RECORDS = 2_000
@@ -34,7 +33,7 @@ class DlqIndexer(TopicSink[tuple[str, int, bytes]]):
     def __init__(self, settings: Settings, store: DlqStore) -> None:
         super().__init__(
             settings, settings.topics.dlq, indexer_group(settings), "dlq-indexer",
-            max_records=MAX_RECORDS, ready=self._topic_exists,
+            max_records=MAX_RECORDS,
         )  # fmt: skip
         self._store = store
 
@@ -49,13 +48,3 @@ class DlqIndexer(TopicSink[tuple[str, int, bytes]]):
 
     async def write(self, items: list[tuple[str, int, bytes]]) -> None:
         await self._store.add(items, time.time_ns() // 1_000_000)
-
-    async def _topic_exists(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
-        try:  # closed even when cancelled mid-start: a half-started client leaks its sockets
-            await admin.start()
-            described: list[dict[str, Any]] = await admin.describe_topics([self._topic])
-        finally:
-            await admin.close()
-        if not any(d["topic"] == self._topic and d["partitions"] for d in described):
-            raise LookupError(f"topic {self._topic} does not exist yet; run `jobstream topics`")

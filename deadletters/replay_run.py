@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from deadletters.store import DlqStore
 from jobstream.kafka import Partitioner
-from producer.dlq_store import DlqStore
 from schemas import DeadLetter, JobEnvelope, Priority, encode_job, job_headers, new_job_id
 
 # Compare-and-delete: release claims only where the value is still this replay's id.

@@ -2,28 +2,44 @@
 
 Everything here reads the Redis index the `DlqIndexer` keeps, so a record shows up a
 moment after it reaches the dead-letter topic. With Redis down these routes answer 503.
+The app that mounts `router` keeps the parts (`open_dead_letters()`) in its lifespan state
+as `dead_letters`; the routes reach them through `DeadLettersDep`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, TypeVar, cast
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from producer.dlq_cursor import CursorError, Position, decode_cursor, encode_cursor
-from producer.dlq_query import MAX_Q_CHARS, ReplayRequest, build_filter, detail, summary
-from producer.errors import FieldError, InvalidInput, InvalidJson, NotFound, Unavailable, describe_errors
-from producer.inputs import check_content_type
-from producer.replay_run import ReplayOptions
-from producer.responses import json_response
-from producer.runtime import RuntimeDep
+from deadletters.cursor import CursorError, Position, decode_cursor, encode_cursor
+from deadletters.query import MAX_Q_CHARS, ReplayRequest, build_filter, detail, summary
+from deadletters.replay_run import ReplayOptions
+from deadletters.service import DeadLetters
+from jobstream.http_errors import (
+    FieldError,
+    InvalidInput,
+    InvalidJson,
+    NotFound,
+    Unavailable,
+    check_content_type,
+    describe_errors,
+)
+from jobstream.http_responses import json_response
 from schemas import DeadReason
 from schemas.job import JobType
+
+
+async def _dead_letters(request: Request) -> DeadLetters:
+    return cast(DeadLetters, request.state.dead_letters)
+
+
+DeadLettersDep = Annotated[DeadLetters, Depends(_dead_letters)]
 
 router = APIRouter(prefix="/dlq", tags=["dead letters"])
 
@@ -33,7 +49,7 @@ T = TypeVar("T")
 
 @router.get("", summary="Browse dead letters, newest first")
 async def list_dead(
-    runtime: RuntimeDep,
+    letters: DeadLettersDep,
     types: Annotated[list[JobType], Query(alias="type")] = [],  # noqa: B006 (FastAPI copies it)
     reasons: Annotated[list[DeadReason], Query(alias="reason")] = [],  # noqa: B006
     since: str | None = None,
@@ -53,38 +69,38 @@ async def list_dead(
             raise InvalidInput(
                 f"invalid filter: field 'cursor' {exc}", [FieldError("cursor", str(exc))]
             ) from None
-    store = runtime.dlq
-    page = await _redis(runtime, store.page(flt, limit, after))
-    claims, _ = await _redis(runtime, store.replay_marks([d.id for d in page.items]))
+    store = letters.store
+    page = await _redis(letters, store.page(flt, limit, after))
+    claims, _ = await _redis(letters, store.replay_marks([d.id for d in page.items]))
     items = [summary(d, by) for d, by in zip(page.items, claims, strict=True)]
     next_cursor = encode_cursor(page.next) if page.next is not None else None
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/replays/{replay_id}", summary="A replay's progress")
-async def get_replay(replay_id: str, runtime: RuntimeDep) -> Response:
+async def get_replay(replay_id: str, letters: DeadLettersDep) -> Response:
     """`{"replay_id", "state", "matched", "replayed", "skipped", "skipped_by_reason",
     "failed", "error", "started_at", "finished_at", "filter", "options"}`; 404 if unknown."""
-    status = await _redis(runtime, runtime.replayer.status(replay_id))
+    status = await _redis(letters, letters.replayer.status(replay_id))
     if status is None:
         raise NotFound(f"no replay with id {replay_id}")
     return json_response(status)
 
 
 @router.get("/{dead_id}", summary="One dead letter in full")
-async def get_dead(dead_id: str, runtime: RuntimeDep) -> Response:
+async def get_dead(dead_id: str, letters: DeadLettersDep) -> Response:
     """The record (`job`, `raw` for poison, every attempt's `errors`, `source`) with
     `replayed_by` (replay id) and `replayed_as` (the new job's id); 404 if unknown."""
-    store = runtime.dlq
-    dead = await _redis(runtime, store.get(dead_id))
+    store = letters.store
+    dead = await _redis(letters, store.get(dead_id))
     if dead is None:
         raise NotFound(f"no dead letter with id {dead_id}")
-    claims, news = await _redis(runtime, store.replay_marks([dead_id]))
+    claims, news = await _redis(letters, store.replay_marks([dead_id]))
     return json_response(detail(dead, claims[0], news[0]))
 
 
 @router.post("/replay", summary="Count (dry run) or replay dead letters")
-async def replay(request: Request, runtime: RuntimeDep) -> Response:
+async def replay(request: Request, letters: DeadLettersDep) -> Response:
     """Body: `{"types", "reasons", "ids", "since", "until", "q", "dry_run": true, "priority",
     "rate", "force"}`. Dry run: 200 `{"matched", "sample"}`. Else 202 `{"replay_id",
     "matched"}`; follow it at `GET /dlq/replays/{replay_id}`."""
@@ -98,20 +114,20 @@ async def replay(request: Request, runtime: RuntimeDep) -> Response:
             raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
         raise InvalidInput(*describe_errors(errors, "invalid replay")) from None
     flt = req.to_filter()
-    replayer = runtime.replayer
-    ids, sample = await _redis(runtime, replayer.select(flt))
+    replayer = letters.replayer
+    ids, sample = await _redis(letters, replayer.select(flt))
     if req.dry_run:
         return json_response({"matched": len(ids), "sample": sample})
-    if not runtime.health.is_up("kafka"):
+    if not letters.health.is_up("kafka"):
         raise Unavailable("kafka", "Kafka is unreachable: nothing was replayed", retry_after=2)
     options = ReplayOptions(priority=req.priority, rate=req.rate, force=req.force)
-    replay_id = await _redis(runtime, replayer.start(flt, options, ids))
+    replay_id = await _redis(letters, replayer.start(flt, options, ids))
     return json_response({"replay_id": replay_id, "matched": len(ids)}, 202)
 
 
-async def _redis(runtime: RuntimeDep, work: Awaitable[T]) -> T:
+async def _redis(letters: DeadLetters, work: Awaitable[T]) -> T:
     """Await a Redis-backed step; a Redis outage becomes 503 with Retry-After."""
-    health = runtime.health
+    health = letters.health
     try:
         return await asyncio.wait_for(work, REDIS_TIMEOUT_S)
     except (RedisError, OSError, TimeoutError) as exc:

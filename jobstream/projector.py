@@ -1,10 +1,12 @@
 """The projector: keeps each job's latest state in Redis from the status topic.
 
-One consumer group (`<prefix>.projector`) across all gateway replicas, so each record is
-projected by one of them. Per fetched batch: decode every record once, apply all events
-with one `Projection.apply` (it coalesces per job and pipelines), then commit
-(`jobstream.topic_sink`: committed only after Redis has the batch, retried while Redis is
-down). Applying a batch twice is harmless (the projection never moves a job backwards).
+It sits beside the projection it writes (`jobstream.projection`); the gateway runs it
+(`gateway.service`, with `settings.projector`). One consumer group (`<prefix>.projector`)
+across all gateway replicas, so each record is projected by one of them. Per fetched
+batch: decode every record once, apply all events with one `Projection.apply` (it
+coalesces per job and pipelines), then commit (`jobstream.topic_sink`: committed only
+after Redis has the batch, retried while Redis is down). Applying a batch twice is
+harmless (the projection never moves a job backwards).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
-from gateway.feed import status_partitions
 from jobstream.projection import Projection
 from jobstream.settings import GatewaySettings
 from jobstream.topic_sink import TopicSink
@@ -32,7 +33,7 @@ class Projector(TopicSink[dict[str, Any]]):
     def __init__(self, settings: GatewaySettings, redis: Redis) -> None:
         super().__init__(
             settings, settings.topics.status, settings.topics.projector_group, "projector",
-            max_records=MAX_RECORDS, ready=lambda: status_partitions(settings),
+            max_records=MAX_RECORDS,
         )  # fmt: skip
         self._projection = Projection(redis, settings.redis_prefix, settings.state_ttl_s)
 

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from jobstream.kafka import Partitioner, open_producers
 from jobstream.settings import SchedulerSettings
 from jobstream.status import StatusPublisher
-from producer.delay_store import DelayStore
-from producer.scheduler import Scheduler
+from scheduler.loop import Scheduler
+from scheduler.store import DelayStore
 
 log = logging.getLogger("jobstream.scheduler")
 

@@ -35,7 +35,7 @@ from jobstream.kafka import Partitioner
 from jobstream.producer_guard import refused_record
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
-from producer.delay_store import DelayStore
+from scheduler.store import DelayStore
 from schemas import (
     DeadLetter,
     DeadReason,

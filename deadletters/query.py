@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from producer.errors import FieldError, InvalidInput
+from jobstream.http_errors import FieldError, InvalidInput
 from schemas import DeadLetter, DeadReason, Priority
 from schemas.job import JobType
 
