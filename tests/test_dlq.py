@@ -339,10 +339,18 @@ async def test_concurrent_replays_enqueue_each_record_once(api: Api) -> None:
 
 async def test_rate_paces_the_replay(api: Api) -> None:
     """With rate=8 jobs/s four jobs go two at a time, a quarter second apart, and all arrive."""
-    started = time.monotonic()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    api.runtime.replayer.clock = lambda: 100.0  # time stands still: the waits are the pacer's alone
+    api.runtime.replayer.sleep = sleep
     report = await replay(api, {"types": ["email.send", "image.resize"], "rate": 8})
     assert report["replayed"] == 4
-    assert time.monotonic() - started >= 0.25
+    assert slept == [0.0, 0.25]  # the wait before each pair, from a clock that did not move
+    s = api.settings
+    assert sum([await topic_size(s, s.topics.jobs(p)) for p in Priority]) == 4
 
 
 @pytest.mark.parametrize(
