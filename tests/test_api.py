@@ -11,19 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, Settings
 from producer import create_app
 from producer.groupcommit import GroupCommit, GroupCommitClosed
 from producer.runtime import Runtime
-from schemas import Priority, decode_job, decode_status_batch
+from schemas import Priority, decode_job
 from tests.conftest import MS
-from tests.helpers import asgi_client
+from tests.helpers import StatusLog, asgi_app, asgi_client, read_topic
 from tests.test_inputs import (
     BAD_BATCH,
     BAD_INPUT,
@@ -60,54 +59,8 @@ def api_settings(settings: Settings) -> ApiSettings:
 @pytest.fixture
 async def api(api_settings: ApiSettings) -> AsyncIterator[Api]:
     app = create_app(api_settings)
-    async with app.router.lifespan_context(app) as state:
-        assert state is not None
-
-        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(state)  # what a server does with lifespan state
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield Api(client, state["runtime"], api_settings, app)
-
-
-async def read_records(bootstrap: str, topic: str, count: int) -> list[Any]:
-    """Read `count` records from the start of `topic` (every partition)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(WAIT):
-            while len(records) < count:
-                batch = await consumer.getmany(timeout_ms=100)
-                for recs in batch.values():
-                    records.extend(recs)
-    finally:
-        await consumer.stop()
-    return records
-
-
-async def status_events(bootstrap: str, topic: str, job_ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Read the status topic until every id in `job_ids` has an event; the first per id."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        async with asyncio.timeout(WAIT):
-            while not job_ids <= found.keys():
-                batch = await consumer.getmany(timeout_ms=100)
-                for recs in batch.values():
-                    for rec in recs:
-                        for event in decode_status_batch(rec.value):
-                            found.setdefault(event["job_id"], event)
-    finally:
-        await consumer.stop()
-    return found
+    async with asgi_app(app, base_url="http://api") as (client, state):
+        yield Api(client, state["runtime"], api_settings, app)
 
 
 async def internal_errors(api: Api) -> float:
@@ -129,7 +82,7 @@ async def test_submit_produces_record_and_queued_status(api: Api) -> None:
     job_id = answer["id"]
 
     topics = api.settings.topics
-    [rec] = await read_records(api.settings.kafka_bootstrap_servers, topics.jobs(Priority.high), 1)
+    [rec] = await read_topic(api.settings, topics.jobs(Priority.high), 1, WAIT)
     assert rec.key == b"user-7"
     assert rec.partition == zlib.crc32(b"user-7") % api.settings.partitions
     headers = dict(rec.headers)
@@ -141,8 +94,9 @@ async def test_submit_produces_record_and_queued_status(api: Api) -> None:
     assert (env.attempt, env.max_attempts, env.key) == (1, None, "user-7")  # unset: worker decides
     assert env.created_at > 0
 
-    events = await status_events(api.settings.kafka_bootstrap_servers, topics.status, {job_id})
-    event = events[job_id]
+    async with StatusLog(api.settings) as status:
+        await status.wait_for(lambda: job_id in status.events, WAIT, f"the queued event of {job_id}")
+    event = status.events[job_id][0]
     assert (event["state"], event["type"], event["attempt"], event["priority"]) == (
         "queued",
         "email.send",
@@ -191,8 +145,8 @@ async def test_batch_answers_per_item_in_order(api: Api) -> None:
     assert results[6]["error"]["status"] == 422
 
     topics = api.settings.topics
-    [normal] = await read_records(api.settings.kafka_bootstrap_servers, topics.jobs(Priority.normal), 1)
-    [low] = await read_records(api.settings.kafka_bootstrap_servers, topics.jobs(Priority.low), 1)
+    [normal] = await read_topic(api.settings, topics.jobs(Priority.normal), 1, WAIT)
+    [low] = await read_topic(api.settings, topics.jobs(Priority.low), 1, WAIT)
     assert decode_job(normal.value).id == results[0]["id"]
     assert decode_job(low.value).id == results[4]["id"]
     assert low.key == b"k"
@@ -346,9 +300,7 @@ async def test_batch_refuses_unportable_numbers_per_item(api: Api) -> None:
     assert fields == ["then.0.payload.n", "then.0.payload.n", "payload.x.0"]
     assert {res["error"]["status"] for res in results[:3]} == {422}
     assert results[3]["state"] == "queued"
-    [rec] = await read_records(
-        api.settings.kafka_bootstrap_servers, api.settings.topics.jobs(Priority.normal), 1
-    )
+    [rec] = await read_topic(api.settings, api.settings.topics.jobs(Priority.normal), 1, WAIT)
     assert decode_job(rec.value).payload == {"s": "NaN and Infinity are fine in strings", "n": big - 1}
     assert await internal_errors(api) == 0
 
@@ -435,9 +387,7 @@ async def test_redis_down_still_accepts(api: Api) -> None:
     r = await api.client.post("/jobs", json={"type": "t"})
     assert r.status_code == 202
     job_id = r.json()["id"]
-    [rec] = await read_records(
-        api.settings.kafka_bootstrap_servers, api.settings.topics.jobs(Priority.normal), 1
-    )
+    [rec] = await read_topic(api.settings, api.settings.topics.jobs(Priority.normal), 1, WAIT)
     assert decode_job(rec.value).id == job_id
     r = await api.client.get(f"/jobs/{job_id}")
     assert r.status_code == 503 and r.json()["service"] == "redis"

@@ -15,7 +15,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.types import Receive, Scope, Send
 
 from jobstream import procs
 from jobstream.kafka import DLQ_RETENTION_MS, make_producer
@@ -36,7 +35,7 @@ from schemas import (
     partition_for,
 )
 from tests.conftest import MS
-from tests.helpers import make_job, read_topic
+from tests.helpers import asgi_app, make_job, read_topic
 
 WAIT = 20_000 * MS
 
@@ -118,19 +117,10 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         "f": letter(s, "report.build", DeadReason.unknown_type, t + 5000),
     }  # fmt: skip
     await write_dead(s, list(dead.values()), garbage=1)
-    app = create_app(s)
-    async with app.router.lifespan_context(app) as state:
-        assert state is not None
-
-        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:
-            a = Api(client, state["runtime"], s, dead)
-            await wait_until(lambda: _indexed(a, len(dead)), "the indexer to index every record")
-            yield a
+    async with asgi_app(create_app(s), base_url="http://api") as (client, state):
+        a = Api(client, state["runtime"], s, dead)
+        await wait_until(lambda: _indexed(a, len(dead)), "the indexer to index every record")
+        yield a
 
 
 async def _indexed(api: Api, n: int) -> bool:
