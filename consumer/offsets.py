@@ -19,11 +19,12 @@ class OffsetTracker:
     done, or one past the highest offset added when every offset is done.
     """
 
-    __slots__ = ("_committed", "_done", "_next", "_pending")
+    __slots__ = ("_committed", "_next", "_open", "_pending")
 
     def __init__(self) -> None:
+        # Offsets added, in order, from the lowest one not done (the head is always open).
         self._pending: deque[int] = deque()
-        self._done: set[int] = set()
+        self._open: set[int] = set()  # added and not done
         self._next: int | None = None  # one past the highest offset added
         self._committed: int | None = None
 
@@ -31,23 +32,23 @@ class OffsetTracker:
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} added after {self._next - 1}: offsets must increase")
         self._pending.append(offset)
+        self._open.add(offset)
         self._next = offset + 1
 
     def done(self, offset: int) -> None:
         """Mark an added offset as finished. Marking an unknown or finished offset is a no-op."""
+        open_ = self._open
+        if offset not in open_:
+            return
+        open_.discard(offset)
         pending = self._pending
-        if pending and offset == pending[0]:
+        while pending and pending[0] not in open_:
             pending.popleft()
-            done = self._done
-            while pending and pending[0] in done:
-                done.discard(pending.popleft())
-        elif self._next is not None and offset < self._next:
-            self._done.add(offset)
 
     @property
     def in_flight(self) -> int:
         """Offsets added and not yet done."""
-        return len(self._pending) - len(self._done)
+        return len(self._open)
 
     def commit_point(self) -> int | None:
         """The offset to commit now (the next one to read), or None when nothing changed."""

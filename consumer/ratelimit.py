@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -18,11 +19,17 @@ from redis.asyncio import Redis
 _LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PERIOD_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
 
-# KEYS[1] bucket; ARGV rate (tokens/ms), burst, want. Returns {granted, ms until the next token}.
+# KEYS[1] bucket; ARGV rate (tokens/ms), burst, want[, now in ms: tests only, else Redis's
+# TIME]. Returns {granted, ms until the next token}.
 _TAKE = """
 local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now
+if ARGV[4] then
+  now = tonumber(ARGV[4])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
 if now > ts then tokens = math.min(burst, tokens + (now - ts) * rate) end
@@ -70,13 +77,18 @@ def parse_limits(text: str) -> dict[str, Limit]:
 
 
 class TokenBuckets:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    """The buckets under `prefix`. `clock_ms` replaces Redis's clock (tests only): every
+    caller of a bucket must then use the same clock."""
+
+    def __init__(self, redis: Redis, prefix: str, clock_ms: Callable[[], int] | None = None) -> None:
         self._prefix = f"{prefix}:rate:"
         self._take = redis.register_script(_TAKE)
+        self._clock_ms = clock_ms
 
     async def take(self, job_type: str, limit: Limit, want: int) -> tuple[int, int]:
         """(tokens granted, ms until the next one if fewer than `want`)."""
-        granted, wait = await self._take(
-            keys=[self._prefix + job_type], args=[limit.per_ms, limit.burst, want]
-        )
+        args: list[float | int] = [limit.per_ms, limit.burst, want]
+        if self._clock_ms is not None:
+            args.append(self._clock_ms())
+        granted, wait = await self._take(keys=[self._prefix + job_type], args=args)
         return int(granted), int(wait)

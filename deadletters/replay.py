@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -35,6 +36,9 @@ class Replayer:
     """Starts and tracks replays; an async context manager (`close()` is idempotent)."""
 
     def __init__(self, store: DlqStore, producer: Any, publisher: Any, partitioner: Partitioner, topics: Any):
+        # What replays started from now on pace themselves with (a test stops the clock).
+        self.clock: Callable[[], float] = time.monotonic
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._store = store
         self._redis = store.redis
         self._producer = producer
@@ -92,7 +96,15 @@ class Replayer:
             pipe.expire(self.key(replay_id), RECORD_TTL_S)
             await pipe.execute()
         run = ReplayRun(
-            replay_id, options, self._store, self._producer, self._publisher, self._partitioner, self._topics
+            replay_id,
+            options,
+            self._store,
+            self._producer,
+            self._publisher,
+            self._partitioner,
+            self._topics,
+            clock=self.clock,
+            sleep=self.sleep,
         )
         task = asyncio.create_task(self._run(run, ids), name=f"replay-{replay_id}")
         self._tasks[replay_id] = task

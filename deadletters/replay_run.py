@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,9 @@ class ReplayRun:
         publisher: Any,
         partitioner: Partitioner,
         topics: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.replay_id = replay_id
         self.options = options
@@ -99,7 +103,8 @@ class ReplayRun:
         self._partitioner = partitioner
         self._topics = topics
         self._release = self._redis.register_script(_RELEASE)
-        self._pacer = Pacer(options.rate, time.monotonic())
+        self._clock, self._sleep = clock, sleep  # what paces the run
+        self._pacer = Pacer(options.rate, clock())
         self._held: list[str] = []  # claimed, not yet handed to the producer
 
     def chunk_size(self, default: int) -> int:
@@ -128,7 +133,7 @@ class ReplayRun:
         if not claimed:
             return
         self._held = [d.id for d in claimed]
-        await asyncio.sleep(self._pacer.delay(len(claimed), time.monotonic()))
+        await self._sleep(self._pacer.delay(len(claimed), self._clock()))
         now = time.time_ns() // 1_000_000
         pairs = [(dead, self._envelope(dead, now)) for dead in claimed]
         queued = [

@@ -37,7 +37,10 @@ class ServiceHealth:
 
 
 class HealthMonitor:
-    """Keeps an up/down verdict per service. Async context manager; `close()` is idempotent."""
+    """Keeps an up/down verdict per service. Async context manager; `close()` is idempotent.
+
+    `clock` (seconds, monotonic) is what the grace period is measured on.
+    """
 
     def __init__(
         self,
@@ -46,12 +49,14 @@ class HealthMonitor:
         interval_s: float = 1.0,
         timeout_s: float = 2.0,
         grace_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._checks = checks
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.grace_s = grace_s
-        self._state = {name: ServiceHealth(since=time.monotonic()) for name in checks}
+        self._clock = clock
+        self._state = {name: ServiceHealth(since=clock()) for name in checks}
         self._task: asyncio.Task[None] | None = None
         self._flipped = asyncio.Event()  # set, then replaced, on every up/down flip
 
@@ -95,7 +100,7 @@ class HealthMonitor:
     def note_ok(self, name: str) -> None:
         """The service just answered a real request: it is alive."""
         s = self._state[name]
-        s.alive_at = time.monotonic()
+        s.alive_at = self._clock()
         if not s.up:
             self._set(name, True, None)
 
@@ -116,21 +121,21 @@ class HealthMonitor:
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            if time.monotonic() - self._state[name].alive_at < self.grace_s:
+            if self._clock() - self._state[name].alive_at < self.grace_s:
                 return self._state[name].up  # slow to answer, but it served us just now
             self._set(name, False, f"no answer within {self.timeout_s:g}s")
             return False
         except Exception as exc:
             self._set(name, False, _describe(exc))
             return False
-        self._state[name].alive_at = time.monotonic()
+        self._state[name].alive_at = self._clock()
         self._set(name, True, None)
         return True
 
     def _set(self, name: str, up: bool, error: str | None) -> None:
         s = self._state[name]
         if s.up != up:
-            s.since = time.monotonic()
+            s.since = self._clock()
             if up:
                 log.info("service up service=%s", name)
             else:

@@ -102,17 +102,28 @@ class StatusLog:
 
 
 @contextlib.asynccontextmanager
-async def asgi_client(app: Any, base_url: str = "http://app") -> AsyncIterator[httpx.AsyncClient]:
-    """Run `app`'s lifespan and an httpx client that calls it in-process, as a server would."""
-    async with app.router.lifespan_context(app) as state:
+async def asgi_app(
+    app: Any, base_url: str = "http://app"
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    """Run `app`'s lifespan: an httpx client that calls it in-process, as a server would, and
+    the lifespan's state (what each request's `scope["state"]` is a copy of)."""
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state: dict[str, Any] = dict(lifespan_state or {})
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(state or {})
+            scope["state"] = dict(state)
             await app(scope, receive, send)
 
         transport = httpx.ASGITransport(app=asgi)
         async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30) as client:
-            yield client
+            yield client, state
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Any, base_url: str = "http://app") -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan and an httpx client that calls it in-process, as a server would."""
+    async with asgi_app(app, base_url) as (client, _):
+        yield client
 
 
 async def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list[Any]:

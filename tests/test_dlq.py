@@ -15,7 +15,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.types import Receive, Scope, Send
 
 from deadletters.index import DlqIndexer
 from deadletters.store import DlqStore
@@ -36,7 +35,7 @@ from schemas import (
     partition_for,
 )
 from tests.conftest import MS
-from tests.helpers import make_job, read_topic
+from tests.helpers import asgi_app, make_job, read_topic
 
 WAIT = 20_000 * MS
 
@@ -118,19 +117,10 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         "f": letter(s, "report.build", DeadReason.unknown_type, t + 5000),
     }  # fmt: skip
     await write_dead(s, list(dead.values()), garbage=1)
-    app = create_app(s)
-    async with app.router.lifespan_context(app) as state:
-        assert state is not None
-
-        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=asgi)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:
-            a = Api(client, state["runtime"], s, dead)
-            await wait_until(lambda: _indexed(a, len(dead)), "the indexer to index every record")
-            yield a
+    async with asgi_app(create_app(s), base_url="http://api") as (client, state):
+        a = Api(client, state["runtime"], s, dead)
+        await wait_until(lambda: _indexed(a, len(dead)), "the indexer to index every record")
+        yield a
 
 
 async def _indexed(api: Api, n: int) -> bool:
@@ -339,10 +329,19 @@ async def test_concurrent_replays_enqueue_each_record_once(api: Api) -> None:
 
 async def test_rate_paces_the_replay(api: Api) -> None:
     """With rate=8 jobs/s four jobs go two at a time, a quarter second apart, and all arrive."""
-    started = time.monotonic()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    replayer = api.runtime.dead_letters.replayer
+    replayer.clock = lambda: 100.0  # time stands still: the waits are the pacer's alone
+    replayer.sleep = sleep
     report = await replay(api, {"types": ["email.send", "image.resize"], "rate": 8})
     assert report["replayed"] == 4
-    assert time.monotonic() - started >= 0.25
+    assert slept == [0.0, 0.25]  # the wait before each pair, from a clock that did not move
+    s = api.settings
+    assert sum([await topic_size(s, s.topics.jobs(p)) for p in Priority]) == 4
 
 
 @pytest.mark.parametrize(

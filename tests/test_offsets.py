@@ -74,21 +74,54 @@ def test_done_of_unknown_offset_is_ignored() -> None:
     assert t.commit_point() == 1
 
 
-def test_random_completion_order_matches_a_model() -> None:
-    """Under any completion order the commit point equals the lowest unfinished offset."""
+def test_done_twice_or_of_a_gap_does_not_change_in_flight() -> None:
+    """A repeated completion, or one of an offset skipped between two added, changes no count."""
+    t = OffsetTracker()
+    for o in (0, 1, 5):
+        t.add(o)
+    t.done(0)
+    t.done(0)
+    t.done(3)
+    assert (t.in_flight, t.commit_point()) == (2, 1)
+    t.done(5)
+    t.done(5)
+    assert (t.in_flight, t.commit_point()) == (1, 1)
+    t.done(1)
+    assert (t.in_flight, t.commit_point()) == (0, 6)
+
+
+def test_random_operations_match_a_model() -> None:
+    """Random adds (with gaps), completions (repeated, unknown) and commits answer as a model does."""
+    # The model: the commit point is the lowest unfinished offset, or one past the highest
+    # added when none is; it is None exactly when that point is the one last committed.
     rng = random.Random(7)
-    for _ in range(200):
+    for _ in range(300):
         t = OffsetTracker()
-        offsets = list(range(rng.randint(1, 60)))
-        for o in offsets:
-            t.add(o)
-        order = offsets[:]
-        rng.shuffle(order)
-        unfinished = set(offsets)
-        for o in order:
-            t.done(o)
-            unfinished.discard(o)
-            expect = min(unfinished) if unfinished else len(offsets)
-            assert t.commit_point() in (expect, None)
-            if t.commit_point() is not None:
-                t.committed(expect)
+        added: list[int] = []
+        unfinished: set[int] = set()
+        committed: int | None = None
+        next_offset = rng.randint(0, 5)
+        for _ in range(rng.randint(1, 80)):
+            op = rng.random()
+            if op < 0.4:
+                t.add(next_offset)
+                added.append(next_offset)
+                unfinished.add(next_offset)
+                next_offset += rng.choice((1, 1, 1, 2, 5))  # compacted topics skip offsets
+            elif op < 0.8 and unfinished:
+                o = rng.choice(sorted(unfinished))
+                t.done(o)
+                unfinished.discard(o)
+            else:
+                o = rng.randint(0, next_offset + 3)  # finished, a gap, not yet added, or unfinished
+                t.done(o)
+                unfinished.discard(o)
+            point: int | None = None
+            if added:
+                point = min(unfinished) if unfinished else added[-1] + 1
+            want = None if point == committed else point
+            assert t.commit_point() == want
+            assert t.in_flight == len(unfinished)
+            if want is not None and rng.random() < 0.3:
+                t.committed(want)
+                committed = want

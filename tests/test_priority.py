@@ -53,13 +53,14 @@ def test_steady_high_stream_does_not_starve_low() -> None:
 
 
 def test_remove_if_drops_matching_items() -> None:
-    """remove_if returns the matching items and keeps the rest in order."""
+    """remove_if returns the matching items; the rest still start in priority order, FIFO within one."""
     s: PrioritySelector[int] = PrioritySelector(aging_ms=1000)
-    for i in range(6):
-        s.push(i % 3, i, 0)
-    assert sorted(s.remove_if(lambda i: i % 2 == 0)) == [0, 2, 4]
-    assert len(s) == 3
-    assert [s.pop(0) for _ in range(3)] == [1, 5, 3] or len(s) == 0
+    for i in range(9):
+        s.push(i % 3, i, 0)  # levels: 0, 3, 6 high; 1, 4, 7 normal; 2, 5, 8 low
+    assert sorted(s.remove_if(lambda i: i % 2 == 0)) == [0, 2, 4, 6, 8]
+    assert len(s) == 4
+    assert [s.pop(0) for _ in range(5)] == [3, 1, 7, 5, None]
+    assert len(s) == 0
 
 
 @dataclass(eq=False)
