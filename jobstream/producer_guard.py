@@ -191,7 +191,9 @@ class GuardedProducer:
         self._pending = 0  # records handed over and not yet settled
         self._seq = 0
         self._resend: list[_Record] = []  # failed by a broken producer; sent again on the next
-        self._progress_at = time.monotonic()  # last acknowledgement, or when waiting began
+        self._acked = 0  # acknowledgements so far: the watchdog reads progress from it
+        self._seen_acked = 0
+        self._stalled_since = time.monotonic()  # records waiting and no acknowledgement since
         self._answering_since: float | None = None  # metadata answered since, while acks lag
         self.problem: str | None = None
         self.replacements = 0
@@ -266,8 +268,6 @@ class GuardedProducer:
         )
         outer: asyncio.Future[Any] = self._loop.create_future()
         self._seq += 1
-        if not self._pending:
-            self._progress_at = time.monotonic()
         self._pending += 1
         args = (self._seq, topic, value, key, partition, timestamp_ms, headers)
         inner.add_done_callback(functools.partial(self._settled, producer, args, outer, None))
@@ -293,8 +293,6 @@ class GuardedProducer:
             except KafkaError as exc:  # refused by the client (too large for max_request_size)
                 group._settle(i, exc)
                 continue
-            if not self._pending:
-                self._progress_at = time.monotonic()
             self._pending += 1
             inner.add_done_callback(functools.partial(settled, producer, group, i, base, record))
         return group
@@ -306,13 +304,8 @@ class GuardedProducer:
         """`_settled` for a record of a group, with the success path kept short (hot)."""
         if not inner.cancelled() and inner.exception() is None:
             self._pending -= 1
-            self._progress_at = time.monotonic()
-            errors = group.errors
-            if errors[i] is _UNSETTLED:
-                errors[i] = None
-                group.left -= 1
-                if not group.left and not group.done.done():
-                    group.done.set_result(None)
+            self._acked += 1
+            group._settle(i, None)
             return
         topic, value, key, partition, headers = record
         self._settled(
@@ -336,8 +329,6 @@ class GuardedProducer:
                 timestamp_ms=record.timestamp_ms, headers=record.headers,
             )  # fmt: skip
         record.sends += 1
-        if not self._pending:
-            self._progress_at = time.monotonic()
         self._pending += 1
         inner.add_done_callback(functools.partial(self._settled, producer, (), record.sink, record))
 
@@ -357,7 +348,7 @@ class GuardedProducer:
 
     def _install(self, producer: Any) -> None:
         self._current = self._last = producer
-        self._progress_at = time.monotonic()
+        self._stalled_since = time.monotonic()
         self.problem = None
         self._ready.set()
 
@@ -379,7 +370,7 @@ class GuardedProducer:
             return
         exc = inner.exception()
         if exc is None:
-            self._progress_at = time.monotonic()
+            self._acked += 1
             _resolve(sink, None, inner.result())
             return
         if producer is self._current:  # with idempotence any failure leaves a gap
@@ -499,8 +490,11 @@ class GuardedProducer:
                 self._replace(producer, f"its sender stopped: {_describe(err) if err else 'cancelled'}")
                 continue
             now = time.monotonic()
-            waited = now - self._progress_at
-            if not self._pending or waited < min(5.0, self.stuck_after_s / 2):
+            if not self._pending or self._acked != self._seen_acked:  # idle, or making progress
+                self._seen_acked = self._acked
+                self._stalled_since = now
+            waited = now - self._stalled_since
+            if waited < min(5.0, self.stuck_after_s / 2):
                 self._answering_since = None
                 continue
             try:

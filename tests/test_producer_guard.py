@@ -107,3 +107,60 @@ async def test_a_broken_producer_that_cannot_be_replaced_is_reported(settings: S
         assert isinstance(ProducerUnavailable("x"), KafkaError)  # callers' `except KafkaError` catch it
     finally:
         await producer.stop()
+
+
+class StuckProducer:
+    """Stands in for an aiokafka producer that takes records and never gets them
+    acknowledged while its cluster answers metadata requests: "stuck failing"."""
+
+    def __init__(self) -> None:
+        self.held: list[asyncio.Future[Any]] = []
+        self.client = self
+        self._message_accumulator = self
+        self._batches: dict[str, list[Any]] = {}
+        self._pending_batches: set[Any] = set()
+
+    async def force_metadata_update(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        await asyncio.Event().wait()  # what it holds never settles
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.held.append(fut)
+        return fut
+
+    def fail_all(self, exc: BaseException) -> None:
+        for fut in self.held:
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+async def test_a_producer_stuck_while_the_cluster_answers_is_replaced_and_fails_back() -> None:
+    """Records waiting past `stuck_after_s` with no acknowledgement while metadata answers:
+    the producer is replaced, and the record it held fails back to its caller (not dropped)."""
+    built: list[StuckProducer] = []
+
+    def factory() -> StuckProducer:
+        built.append(StuckProducer())
+        return built[-1]
+
+    producer = GuardedProducer(factory, stuck_after_s=0.4, watch_interval_s=0.05, grace_s=0.1)
+    await producer.start()
+    try:
+        held = await producer.send("t", b"held")
+        async with asyncio.timeout(30_000 * MS):
+            with pytest.raises(ProducerReplaced):
+                await held
+            await producer.send("t", b"after")  # waits for the replacement, goes to it
+        assert producer.replacements == 1 and len(built) == 2 and len(built[1].held) == 1
+        assert producer.problem is None
+    finally:
+        await producer.stop()
