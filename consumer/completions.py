@@ -10,7 +10,9 @@ reachable.
 Guarantees and costs:
 - one pipelined write per event-loop turn for all the completions of that turn, so the
   hot path gains no round trip per job, only the latency of one Redis write before a
-  completed status is sent; writes overlap (up to `max_writes`);
+  completed status is sent; writes overlap (up to `max_writes`); the status publisher
+  waits for the writes under way before it flushes (`settle`), so a short job's `active`
+  and `completed` events still share one record;
 - `add` never waits; `flush` returns once everything added before it has been handed on;
 - Redis failing, or slower than `timeout_s`: the batch is handed on unrecorded (logged),
   so completions never stall; the job may then run again after a kill (at-least-once).
@@ -66,6 +68,14 @@ class Completions(Generic[T]):
         while self._pending or self._writes:
             self._schedule()
             await asyncio.gather(*self._writes)
+
+    async def settle(self, timeout_s: float = 0.01) -> None:
+        """Wait for the writes under way now (not for later ones), at most `timeout_s`: the
+        status publisher's `hold`, so a job's `completed` event joins the flush that carries
+        its `active` event when the job ran within a Redis round trip. A slow Redis delays
+        each flush by `timeout_s` at most."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=timeout_s)
 
     async def close(self) -> None:
         """Hand on what is queued (each write bounded by `timeout_s`). Idempotent."""

@@ -113,7 +113,9 @@ class Worker:
         self._done = DoneStore(self._redis, settings.redis_prefix, settings.done_ttl_s)
         self._completions: Completions[Item] = Completions(self._done, self._send_completed)
         self._producer = make_producer(settings, linger_ms=settings.linger_ms)
-        self._status = StatusPublisher(self._producer, t.status, settings.status_partitions)
+        self._status = StatusPublisher(
+            self._producer, t.status, settings.status_partitions, hold=self._completions.settle
+        )
         self._router = Router(settings, self._producer, self._status, self.id, self._stopping.is_set)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -97,18 +97,40 @@ class SendGroup:
 
 
 _UNSETTLED = KafkaError("not settled yet")
-Sink = asyncio.Future[Any] | tuple[SendGroup, int]  # where a record's outcome goes
+Settled = Callable[[BaseException | None], None]
+
+
+class _Notify:
+    """A `send_notify()` record's outcome: its callback, called once."""
+
+    __slots__ = ("callback", "fired")
+
+    def __init__(self, callback: Settled) -> None:
+        self.callback = callback
+        self.fired = False
+
+    def fire(self, exc: BaseException | None) -> None:
+        if not self.fired:
+            self.fired = True
+            self.callback(exc)
+
+
+Sink = asyncio.Future[Any] | tuple[SendGroup, int] | _Notify  # where a record's outcome goes
 
 
 def _sink_done(sink: Sink) -> bool:
     if isinstance(sink, tuple):
         return sink[0].settled(sink[1])
+    if isinstance(sink, _Notify):
+        return sink.fired
     return sink.done()
 
 
 def _resolve(sink: Sink, exc: BaseException | None, result: Any = None) -> None:
     if isinstance(sink, tuple):
         sink[0]._settle(sink[1], exc)
+    elif isinstance(sink, _Notify):
+        sink.fire(exc)
     elif not sink.done():
         if exc is None:
             sink.set_result(result)
@@ -272,6 +294,29 @@ class GuardedProducer:
         args = (self._seq, topic, value, key, partition, timestamp_ms, headers)
         inner.add_done_callback(functools.partial(self._settled, producer, args, outer, None))
         return outer
+
+    async def send_notify(
+        self,
+        callback: Settled,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """`send()` without a future: `callback(None)` once Kafka acknowledged the record,
+        `callback(exc)` once it certainly will not have it, called in the very loop step
+        that settles it. A future would wake its waiters a loop turn later, and a caller
+        that sends more records on the acknowledgement would then miss the producer's next
+        request (more, smaller requests under load). Raises what `send()` raises."""
+        producer = self._current
+        if producer is None:
+            producer = await self._wait_for_producer()
+        inner = await producer.send(topic, value, key=key, partition=partition, headers=headers)
+        self._seq += 1
+        self._pending += 1
+        args = (self._seq, topic, value, key, partition, None, headers)
+        inner.add_done_callback(functools.partial(self._settled, producer, args, _Notify(callback), None))
 
     async def send_all(
         self, records: Sequence[tuple[str, bytes, bytes | None, int | None, Headers | None]]

@@ -5,7 +5,10 @@ client takes to send a request: its keep-alive timer is cancelled by any byte, s
 sending its headers or body a byte at a time (slowloris) holds a connection, a file
 descriptor and a parser forever; and `limit_concurrency` answers 503 only once a request's
 headers are complete, which a slow client never reaches. `guarded_http(settings)` returns
-uvicorn's httptools protocol with three bounds added, each O(1) per connection:
+uvicorn's httptools protocol with three bounds added, each O(1) per request (a time noted
+when a request starts and when its headers are complete; one sweep per server checks
+every open connection, ten times per shortest bound but at least once a second, so a
+deadline is enforced within a second of passing, at no timer per request):
 
 - headers: a request's headers must be complete `header_timeout_s` after the connection
   opened or, on a kept-alive connection, after the first byte following the previous
@@ -65,29 +68,38 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._await_request = True  # True between requests: the next byte starts the clock
+        self._owed = _NOTHING  # what the client owes: nothing yet, headers or a body
+        self._since = 0.0  # loop time since when it owes it
 
-    # -- the deadline ---------------------------------------------------------------------
+    # -- the deadlines: a sweep per server, not a timer per request -------------------------
 
-    def _arm(self, seconds: float, on_expiry: Any) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, on_expiry)
+    def _owe(self, what: int) -> None:
+        self._owed = what
+        self._since = self.loop.time()
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _watch(self) -> None:
+        """Make sure this server's sweep runs (it stops while no connection is open)."""
+        state = self.server_state
+        if not getattr(state, "jobstream_sweeping", False):
+            state.jobstream_sweeping = True  # type: ignore[attr-defined]
+            interval = min(1.0, max(0.02, min(self.header_timeout_s, self.body_timeout_s) / 10))
+            self.loop.call_later(interval, _sweep, self.loop, state, interval)
+
+    def _check(self, now: float) -> None:
+        if self._owed == _HEADERS and now - self._since >= self.header_timeout_s:
+            self._headers_late()
+        elif self._owed == _BODY and now - self._since >= self.body_timeout_s:
+            self._body_late()
 
     def _headers_late(self) -> None:
-        self._deadline = None
+        self._owed = _NOTHING
         log.info("http headers not received in %gs, closing client=%s", self.header_timeout_s, self.client)
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(HEADERS_LATE)
         self.transport.close()
 
     def _body_late(self) -> None:
-        self._deadline = None
+        self._owed = _NOTHING
         log.info("http body not received in %gs, closing client=%s", self.body_timeout_s, self.client)
         cycle = self.cycle
         if not cycle.response_started:
@@ -102,33 +114,47 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             log.warning("http connection refused, %d open client=%s", self.max_connections, self.client)
-            self._await_request = False
+            self._owed = _DONE
             transport.write(TOO_MANY)
             transport.close()
             return
-        self._arm(self.header_timeout_s, self._headers_late)
-        self._await_request = False
+        self._owe(_HEADERS)
+        self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._owed = _DONE
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._await_request:
-            self._await_request = False
-            self._arm(self.header_timeout_s, self._headers_late)
+        if self._owed == _NOTHING:  # the first byte of the next request starts its clock
+            self._owe(_HEADERS)
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         super().on_headers_complete()
-        if not self.parser.should_upgrade():
-            self._arm(self.body_timeout_s, self._body_late)
+        if self.parser.should_upgrade():
+            self._owed = _DONE  # a WebSocket: the gateway bounds it from here
+        else:
+            self._owe(_BODY)
 
     def on_message_complete(self) -> None:
-        self._disarm()
-        self._await_request = True
+        self._owed = _NOTHING
         super().on_message_complete()
+
+
+_NOTHING, _HEADERS, _BODY, _DONE = range(4)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any, interval: float) -> None:
+    """Close the server's connections past a deadline; again in `interval` while any is open."""
+    now = loop.time()
+    for conn in list(state.connections):
+        if isinstance(conn, GuardedHttpTools):
+            conn._check(now)
+    if state.connections:
+        loop.call_later(interval, _sweep, loop, state, interval)
+    else:
+        state.jobstream_sweeping = False
 
 
 def guarded_http(settings: ServerSettings) -> type[GuardedHttpTools]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas import encode_status_batch, status_partition
@@ -27,17 +27,27 @@ class StatusPublisher:
 
     `publish()` never waits. Its callback runs once the record holding the event is
     acknowledged by Kafka (with None) or has failed (with the error).
+
+    `hold`, when given, is awaited before each background flush: events about to be
+    published (a worker's completions being recorded in Redis) then join the flush instead
+    of waiting a whole Kafka round trip behind it (the producer has one request in flight
+    per broker). It must return within a few milliseconds.
     """
 
-    def __init__(self, producer: Any, topic: str, partitions: int) -> None:
+    def __init__(
+        self, producer: Any, topic: str, partitions: int, hold: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._partitions = partitions
+        self._hold = hold
         self._buffer: list[tuple[dict[str, Any], Callback | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._inflight: set[asyncio.Future[Any]] = set()
+        self._inflight = 0  # records handed to the producer and not settled yet
+        self._drained = asyncio.Event()  # set while `_inflight` is 0
+        self._drained.set()
 
     async def __aenter__(self) -> StatusPublisher:
         self.start()
@@ -85,8 +95,7 @@ class StatusPublisher:
     async def flush(self) -> None:
         """Send what is buffered and wait until Kafka has acknowledged everything sent."""
         await self._send_buffered()
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        await self._drained.wait()
 
     async def close(self, timeout_s: float = 15.0) -> None:
         """Flush, then stop the background task. Returns within about `timeout_s` even if
@@ -104,7 +113,7 @@ class StatusPublisher:
                         await asyncio.shield(self._task)
                 await self.flush()
         except TimeoutError:
-            log.warning("status publisher closed with %d records unacknowledged", len(self._inflight))
+            log.warning("status publisher closed with %d records unacknowledged", self._inflight)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -112,6 +121,8 @@ class StatusPublisher:
             self._wake.clear()
             await asyncio.sleep(0)  # let the events of this loop turn join the flush
             try:
+                if self._hold is not None:
+                    await self._hold()
                 await self._send_buffered()
             except asyncio.CancelledError:
                 raise
@@ -131,19 +142,23 @@ class StatusPublisher:
                 chunk = items[i : i + MAX_EVENTS_PER_RECORD]
                 value = encode_status_batch([e for e, _ in chunk])
                 callbacks = [cb for _, cb in chunk if cb is not None]
+                settled = self._settled(callbacks)
+                self._inflight += 1
+                self._drained.clear()
                 try:
-                    fut = await self._producer.send(self._topic, value, partition=partition)
+                    await self._producer.send_notify(settled, self._topic, value, partition=partition)
                 except Exception as exc:
-                    for cb in callbacks:
-                        cb(exc)
-                    continue
-                self._inflight.add(fut)
-                fut.add_done_callback(self._make_done(callbacks))
+                    settled(exc)
 
-    def _make_done(self, callbacks: list[Callback]) -> Callable[[asyncio.Future[Any]], None]:
-        def done(fut: asyncio.Future[Any]) -> None:
-            self._inflight.discard(fut)
-            err = None if fut.cancelled() is False and fut.exception() is None else _error(fut)
+    def _settled(self, callbacks: list[Callback]) -> Callback:
+        """What runs when a record is acknowledged or failed: in that very loop step (no
+        future), so a caller waiting on `send_now` sends its job records in time for the
+        producer's next request."""
+
+        def done(err: BaseException | None) -> None:
+            self._inflight -= 1
+            if not self._inflight:
+                self._drained.set()
             for cb in callbacks:
                 try:
                     cb(err)
@@ -157,11 +172,3 @@ def _observe(fut: asyncio.Future[Any]) -> None:
     """Mark a future's exception as retrieved: its owner may have stopped waiting."""
     if not fut.cancelled():
         fut.exception()
-
-
-def _error(fut: asyncio.Future[Any]) -> BaseException:
-    if fut.cancelled():
-        return asyncio.CancelledError()
-    exc = fut.exception()
-    assert exc is not None
-    return exc
