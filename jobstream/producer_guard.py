@@ -84,6 +84,14 @@ class SendGroup:
         if n == 0:
             self.done.set_result(None)
 
+    @classmethod
+    def failed(cls, loop: asyncio.AbstractEventLoop, n: int, exc: BaseException) -> SendGroup:
+        """A group of `n` records none of which could be handed over: each failed with `exc`."""
+        group = cls(loop, n)
+        for i in range(n):
+            group._settle(i, exc)
+        return group
+
     def settled(self, i: int) -> bool:
         return self.errors[i] is not _UNSETTLED
 

@@ -26,13 +26,13 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka.errors import KafkaError
 
 from jobstream.kafka import Partitioner
-from jobstream.producer_guard import refused_record
+from jobstream.producer_guard import SendGroup, refused_record
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
 from scheduler.store import DelayStore
@@ -194,19 +194,24 @@ class Scheduler:
         that Kafka refuses goes to the dead letters (`rejected`), one failed by a producer
         that broke is sent again while the produce timeout lasts, and whatever is still not
         acknowledged stays claimed: fired again after the lease."""
-        sent: list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]] = []
+        sent: list[_Sent] = []
         try:
             jobs = [orjson.loads(r) for r in raw]
             deadline = asyncio.get_running_loop().time() + self._produce_timeout_s
             async with asyncio.timeout_at(deadline):
                 await (await self._publisher.send_now([_queued(job, now) for job in jobs]))
             counts: dict[str, int] = {}
-            for job, value in zip(jobs, raw, strict=True):
-                await _until(job.get("not_before") or 0)
-                sent.append((job, value, await self._send(job, value, counts)))
+            start = 0
+            while start < len(jobs):  # every job due by now in one hand-over, the next when due
+                await _until(jobs[start].get("not_before") or 0)
+                now_due, end = now_ms(), start + 1
+                while end < len(jobs) and (jobs[end].get("not_before") or 0) <= now_due:
+                    end += 1
+                sent.extend(await self._send(jobs[start:end], raw[start:end], counts))
+                start = end
             sent = await self._settle(sent, counts, deadline)
-            acked = [job["id"] for job, _, fut in sent if _ok(fut)]
-            refused = [(job, len(value), fut.exception()) for job, value, fut in sent if _refused(fut)]
+            acked = [s.job["id"] for s in sent if s.ok]
+            refused = [(s.job, len(s.value), s.error) for s in sent if s.refused]
             if refused:  # a step of its own: the refusals may have used up the deadline
                 loop = asyncio.get_running_loop()
                 acked.extend(await self._dead_letter(refused, loop.time() + self._produce_timeout_s))
@@ -222,49 +227,47 @@ class Scheduler:
         except Exception as exc:
             log.warning("could not fire %d delayed jobs (they fire again after the lease): %r", len(raw), exc)
         finally:
-            for _, _, fut in sent:
-                fut.add_done_callback(_observe)
             self._slots.release()
 
-    async def _settle(
-        self, sent: list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]], counts: dict[str, int],
-        deadline: float,
-    ) -> list[tuple[dict[str, Any], bytes, asyncio.Future[Any]]]:  # fmt: skip
+    async def _settle(self, sent: list[_Sent], counts: dict[str, int], deadline: float) -> list[_Sent]:
         """Wait for the acks until `deadline`, sending again each record that failed for a
         reason other than the record itself (a producer that broke and was replaced)."""
         loop = asyncio.get_running_loop()
         while True:
-            futures = [fut for _, _, fut in sent if not fut.done()]
-            if futures:
-                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
-            again = [i for i, (_, _, fut) in enumerate(sent) if _failed(fut) and not _refused(fut)]
+            waiting = {id(s.group): s.group.done for s in sent if not s.group.done.done()}
+            if waiting:
+                await asyncio.wait(waiting.values(), timeout=max(0.0, deadline - loop.time()))
+            again = [i for i, s in enumerate(sent) if s.error is not None and not s.refused]
             if not again or loop.time() >= deadline or self._closing:
                 return sent
             await asyncio.sleep(RESEND_PAUSE_S)
             try:
                 async with asyncio.timeout_at(deadline):
-                    for i in again:
-                        job, value, _ = sent[i]
-                        sent[i] = (job, value, await self._send(job, value, counts))
+                    jobs, values = [sent[i].job for i in again], [sent[i].value for i in again]
+                    resent = await self._send(jobs, values, counts)
             except TimeoutError:
                 return sent
+            for i, s in zip(again, resent, strict=True):
+                sent[i] = s
 
-    async def _send(self, job: dict[str, Any], value: bytes, counts: dict[str, int]) -> asyncio.Future[Any]:
-        """Hand one record to the producer; the future resolves on Kafka's ack, or fails (also
-        when the producer refused the record outright)."""
-        topic = self._topics.jobs(Priority(job.get("priority", "normal")))
-        n = counts.get(topic) or await self._partitioner.count(topic)
-        counts[topic] = n
-        key = job.get("key") or job["id"]
-        headers = record_headers(job["type"], job.get("attempt", 1), job.get("traceparent"))
+    async def _send(
+        self, jobs: list[dict[str, Any]], values: list[bytes], counts: dict[str, int]
+    ) -> list[_Sent]:
+        """Hand the records to the producer in one go; each settles when Kafka acknowledged or
+        refused it (refused by the client too: too large). No producer: each failed so."""
+        records = []
+        for job, value in zip(jobs, values, strict=True):
+            topic = self._topics.jobs(Priority(job.get("priority", "normal")))
+            n = counts.get(topic) or await self._partitioner.count(topic)
+            counts[topic] = n
+            key = job.get("key") or job["id"]
+            headers = record_headers(job["type"], job.get("attempt", 1), job.get("traceparent"))
+            records.append((topic, value, key.encode(), partition_for(key, n), headers))
         try:
-            fut: asyncio.Future[Any] = await self._producer.send(
-                topic, value, key=key.encode(), partition=partition_for(key, n), headers=headers
-            )
-        except KafkaError as exc:  # refused before sending (too large for the client), or no producer
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_exception(exc)
-        return fut
+            group = await self._producer.send_all(records)
+        except KafkaError as exc:  # no producer (one replacing a broken one did not come up)
+            group = SendGroup.failed(asyncio.get_running_loop(), len(records), exc)
+        return [_Sent(job, value, group, i) for i, (job, value) in enumerate(zip(jobs, values, strict=True))]
 
     async def _dead_letter(
         self, refused: list[tuple[dict[str, Any], int, BaseException | None]], deadline: float
@@ -369,12 +372,26 @@ def refused_job(
     return dead, event
 
 
-def _failed(fut: asyncio.Future[Any]) -> bool:
-    return fut.done() and not fut.cancelled() and fut.exception() is not None
+class _Sent(NamedTuple):
+    """A delayed job handed to the producer: record `i` of `group`."""
 
+    job: dict[str, Any]
+    value: bytes
+    group: SendGroup
+    i: int
 
-def _refused(fut: asyncio.Future[Any]) -> bool:
-    return _failed(fut) and refused_record(fut.exception())
+    @property
+    def error(self) -> BaseException | None:
+        """Why Kafka does not have it; None while unsettled or once acknowledged."""
+        return self.group.errors[self.i] if self.group.settled(self.i) else None
+
+    @property
+    def ok(self) -> bool:
+        return self.group.settled(self.i) and self.group.errors[self.i] is None
+
+    @property
+    def refused(self) -> bool:
+        return refused_record(self.error)
 
 
 def _ok(fut: asyncio.Future[Any]) -> bool:
