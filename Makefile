@@ -21,7 +21,7 @@ run: install
 # `ensure` resolves the Kafka jars (Maven) and finds or installs redis-server before
 # pytest starts, so a missing tool fails here with a clear message, not mid-suite.
 test: install
-	$(BIN)/python -m jobstream.stack ensure
+	$(BIN)/python -m jobstream.cli.stack ensure
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

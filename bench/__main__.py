@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): run the benchmarks and write `docs/BENCHMARKS.md`.
 
-Starts its own Kafka and Redis (`jobstream.stack`) in `.data/bench/` on free ports, runs
+Starts its own Kafka and Redis (`jobstream.cli.stack`) in `.data/bench/` on free ports, runs
 each scenario against a fresh topic prefix with the API, gateway and workers as child
 processes, prints a table and writes it with the machine and the command to `--out`.
 Flags as the former `jobstream bench`: `--quick` for smaller runs, `--only 1,3` for some
@@ -28,9 +28,8 @@ from bench import batch, delay, e2e, latency, retry, single
 from bench.harness import Bench, Plan, Step
 from bench.load import say
 from bench.report import render
-from jobstream import procs
-from jobstream.cli import tune_gc
-from jobstream.stack import LocalStack, StackError
+from jobstream.cli import procs, tune_gc
+from jobstream.cli.stack import LocalStack, StackError
 
 # In this order; `--only` selects by number (both end-to-end runs are 3).
 STEPS: list[Step] = [

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from bench import load
 from bench.harness import Bench, Row
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.settings import Settings
 from scheduler import DelayStore
 from schemas import JobEnvelope, Priority, new_job_id

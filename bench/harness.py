@@ -1,6 +1,6 @@
 """The harness every scenario runs in: a local stack, child processes, CPU notes, the table.
 
-`Bench` owns what a run has started: Kafka and Redis (`jobstream.stack.LocalStack`, started
+`Bench` owns what a run has started: Kafka and Redis (`jobstream.cli.stack.LocalStack`, started
 by `python -m bench`) and the children a scenario spawns (API, gateway, workers, load
 generators), each logging to `.data/bench/logs/`. `stop_children` is idempotent and notes
 any warning or error a child logged; every child also dies with us (`procs.spawn`). A
@@ -24,10 +24,10 @@ from pathlib import Path
 from bench import load
 from bench.cpu import CpuMeter
 from bench.load import say
-from jobstream import procs
+from jobstream.cli import procs
+from jobstream.cli.stack import LocalStack
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
-from jobstream.stack import LocalStack
 
 TARGETS = {
     "single": 5_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 25.0,

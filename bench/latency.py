@@ -19,7 +19,7 @@ import orjson
 from bench import load
 from bench.harness import Bench, Row
 from bench.load import say
-from jobstream import procs
+from jobstream.cli import procs
 
 
 @dataclass

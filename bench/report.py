@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from bench.harness import Bench
-from jobstream.stack import KAFKA_VERSION
+from jobstream.cli.stack import KAFKA_VERSION
 
 
 def machine() -> list[tuple[str, str]]:

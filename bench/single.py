@@ -18,7 +18,7 @@ import orjson
 from bench import load
 from bench.harness import Bench
 from bench.load import say
-from jobstream import procs
+from jobstream.cli import procs
 
 
 async def run(bench: Bench) -> None:

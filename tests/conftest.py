@@ -2,7 +2,7 @@
 
 1. `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` set: use those.
 2. Else, where a Docker engine answers: testcontainers starts them.
-3. Else: the local stack (`jobstream.stack`, the code behind `make run`) starts a real
+3. Else: the local stack (`jobstream.cli.stack`, the code behind `make run`) starts a real
    broker and Redis on free ports in a temporary folder, reusing the jars in `.data/`.
 
 Every test gets its own topic prefix, so tests never see each other's data.
@@ -24,10 +24,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from jobstream import procs
+from jobstream.cli import procs
+from jobstream.cli.stack import KafkaBroker, LocalStack, RedisServer, ensure_kafka_jars
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
-from jobstream.stack import KafkaBroker, LocalStack, RedisServer, ensure_kafka_jars
 
 ROOT = Path(__file__).resolve().parent.parent
 

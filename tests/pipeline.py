@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from jobstream import procs
+from jobstream.cli import procs
 
 
 @dataclass

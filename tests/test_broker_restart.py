@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobstream.stack import KafkaBroker
+from jobstream.cli.stack import KafkaBroker
 from tests.conftest import MS, Services, deployment
 from tests.helpers import StatusLog
 from tests.pipeline import run_pipeline

@@ -11,7 +11,7 @@ from consumer import Worker
 from consumer.completions import Completed, Completions
 from consumer.donestore import DoneStore
 from consumer.examples import app
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.settings import Settings
 from tests.helpers import StatusLog, make_job, produce_jobs
 from tests.test_worker import worker_settings

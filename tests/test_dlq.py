@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 
 from deadletters.index import DlqIndexer
 from deadletters.store import DlqStore
-from jobstream import procs
+from jobstream.cli import procs
+from jobstream.cli.stack import RedisServer
 from jobstream.kafka import DLQ_RETENTION_MS, make_producer
 from jobstream.settings import ApiSettings, Settings
-from jobstream.stack import RedisServer
 from producer import create_app
 from producer.runtime import Runtime
 from schemas import (

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.settings import Settings
 from schemas import DeadReason, Priority
 from tests.conftest import MS

@@ -11,7 +11,7 @@ import pytest
 
 from consumer import Worker
 from consumer.examples import app
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.kafka import make_producer
 from jobstream.settings import Settings, WorkerSettings
 from schemas import HEADER_DUE, decode_dead_letter, encode_job, job_headers, partition_for

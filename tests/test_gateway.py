@@ -34,8 +34,8 @@ from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
 from gateway.throttle import Throttle
+from jobstream.cli.procs import free_port
 from jobstream.kafka import make_producer
-from jobstream.procs import free_port
 from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
 from jobstream.status import StatusPublisher
@@ -655,7 +655,7 @@ async def test_shutdown_closes_clients_with_1001(gw: Running) -> None:
 async def test_projector_waits_for_redis_and_recovers(settings: Settings, publisher: StatusPublisher) -> None:
     """With Redis down the projector keeps its batch uncommitted, readyz says so, and it
     catches up by itself once Redis is back."""
-    from jobstream.stack import RedisServer, StackError, ensure_redis_server
+    from jobstream.cli.stack import RedisServer, StackError, ensure_redis_server
 
     try:
         ensure_redis_server()

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from jobstream.cli.stack import KafkaBroker
 from jobstream.kafka import ensure_topics
 from jobstream.settings import ApiSettings
-from jobstream.stack import KafkaBroker
 from producer import create_app
 from tests.conftest import Services
 from tests.helpers import asgi_client

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.kafka import make_producer
 from jobstream.producer_guard import GuardedProducer, ProducerReplaced, ProducerUnavailable
 from jobstream.settings import Settings

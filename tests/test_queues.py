@@ -12,9 +12,9 @@ import httpx
 
 from consumer import Worker
 from consumer.examples import app as examples
-from jobstream import procs
+from jobstream.cli import procs
+from jobstream.cli.stack import RedisServer
 from jobstream.settings import ApiSettings, Settings, WorkerSettings
-from jobstream.stack import RedisServer
 from producer import create_app
 from schemas import Priority
 from tests.helpers import asgi_client

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from consumer.ratelimit import Limit, TokenBuckets, parse_limits
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.settings import Settings
 from tests.helpers import StatusLog, make_job, produce_jobs
 

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from consumer import Worker
 from consumer.examples import app as examples
 from gateway import create_app as create_gateway
+from jobstream.cli.stack import RedisServer
 from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
-from jobstream.stack import RedisServer
 from producer import create_app
 from scheduler.loop import Scheduler, now_ms
 from scheduler.store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway import MAX_MESSAGE_BYTES
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.serving import server_options
 from jobstream.settings import ServerSettings, Settings
 from tests.conftest import MS

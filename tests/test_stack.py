@@ -9,8 +9,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
 
-from jobstream import procs
-from jobstream.stack import LocalStack
+from jobstream.cli import procs
+from jobstream.cli.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 

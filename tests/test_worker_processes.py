@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from consumer.donestore import DoneStore
-from jobstream import procs
+from jobstream.cli import procs
 from jobstream.settings import Settings
 from schemas import JobSpec, child_job_id
 from tests.helpers import StatusLog, make_job, produce_jobs, wait_until

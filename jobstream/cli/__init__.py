@@ -1,5 +1,11 @@
 """The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues.
 
+This package holds the tools that drive the services, and only they import every service:
+the parser and the service commands here; `dev` (`make run`: a local Kafka and Redis from
+`stack`, the services under `supervisor`, child processes through `procs`); `dlq` and
+`queues`, which talk to a running API through `http`. The shared runtime (`jobstream.*`
+outside this package) imports nothing from here nor from the services.
+
 The benchmarks are not a subcommand: they live in `bench/`, outside the installed package,
 and run from a source checkout with `make bench` (`python -m bench`)."""
 
@@ -101,13 +107,13 @@ def cmd_topics(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from jobstream.dev import run_dev
+    from jobstream.cli.dev import run_dev
 
     raise SystemExit(run_dev(workers=args.workers, concurrency=args.concurrency, app=args.app))
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    from jobstream.client import submit_cli
+    from jobstream.cli.http import submit_cli
 
     raise SystemExit(submit_cli(args))
 
@@ -160,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--timeout", type=float, help="seconds --wait waits before giving up")
     sm.set_defaults(func=cmd_submit)
 
-    from jobstream.dlq_cli import add_parser as add_dlq_parser
-    from jobstream.queues_cli import add_parser as add_queues_parser
+    from jobstream.cli.dlq import add_parser as add_dlq_parser
+    from jobstream.cli.queues import add_parser as add_queues_parser
 
     add_dlq_parser(sub)
     add_queues_parser(sub)
@@ -183,7 +189,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command in ("api", "gateway", "worker", "scheduler"):
         tune_gc()
     args.func(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ import urllib.parse
 from datetime import datetime
 from typing import Any
 
-from jobstream.client import Unreachable, _detail, request
+from jobstream.cli.http import Unreachable, _detail, request
 
 POLL_S = 0.25
 BAR = 30
@@ -25,7 +25,7 @@ BAR = 30
 def add_parser(sub: Any) -> None:
     """Register `dlq` and its subcommands on the `jobstream` parser."""
     dlq = sub.add_parser("dlq", help="browse and replay dead letters")
-    dlq.set_defaults(func=lambda args: sys.exit(dlq_cli(args)))
+    dlq.set_defaults(func=lambda args: sys.exit(run_dlq(args)))
     dsub = dlq.add_subparsers(dest="dlq_command", required=True)
 
     ls = dsub.add_parser("list", help="list dead letters, newest first")
@@ -58,7 +58,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api", default="http://127.0.0.1:8000")
 
 
-def dlq_cli(args: argparse.Namespace) -> int:
+def run_dlq(args: argparse.Namespace) -> int:
     try:
         code: int = args.dlq_func(args, str(args.api).rstrip("/"))
     except Unreachable as exc:

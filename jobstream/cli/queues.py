@@ -11,17 +11,17 @@ import sys
 import time
 from typing import Any
 
-from jobstream.client import Unreachable, _detail, request
+from jobstream.cli.http import Unreachable, _detail, request
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("queues", help="queue depths: priority topics, retry tiers, delayed, dead letters")
     p.add_argument("--api", default="http://127.0.0.1:8000")
     p.add_argument("--watch", type=float, metavar="S", help="print again every S seconds until Ctrl-C")
-    p.set_defaults(func=lambda args: sys.exit(queues_cli(args)))
+    p.set_defaults(func=lambda args: sys.exit(run_queues(args)))
 
 
-def queues_cli(args: argparse.Namespace) -> int:
+def run_queues(args: argparse.Namespace) -> int:
     api = str(args.api).rstrip("/")
     try:
         while True:

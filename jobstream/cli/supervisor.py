@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobstream import procs
+from jobstream.cli import procs
 
 MAX_CRASHES = 5
 CRASH_WINDOW_S = 60.0

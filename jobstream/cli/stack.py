@@ -1,7 +1,7 @@
 """The local stack: a real Apache Kafka broker (KRaft, from its own jars) and Redis (AOF).
 
 `make run` and the test suite start these from the same code. What is missing is
-installed on first use: the Kafka jars through Maven from `stack/pom.xml`, and
+installed on first use: the Kafka jars through Maven from `maven/pom.xml` (beside this module), and
 `redis-server` through apt-get when running as root. Data lives under one folder
 (default `.data/`), so a second start reuses the jars and the data.
 """
@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-from jobstream import procs
+from jobstream.cli import procs
 
 KAFKA_VERSION = "4.1.1"
 
@@ -40,7 +40,7 @@ def ensure_kafka_jars(cache: Path) -> Path:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError("Maven (mvn) is not installed; install it (apt-get install maven) and retry")
-    pom = resources.files("jobstream").joinpath("stack/pom.xml")
+    pom = resources.files("jobstream.cli").joinpath("maven/pom.xml")
     target.mkdir(parents=True, exist_ok=True)
     _say(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (first run only)")
     with resources.as_file(pom) as pom_path:
@@ -272,9 +272,9 @@ class LocalStack:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m jobstream.stack ensure`: install what the stack needs (CI and `make test`)."""
+    """`python -m jobstream.cli.stack ensure`: install what the stack needs (CI and `make test`)."""
     if argv != ["ensure"]:
-        print("usage: python -m jobstream.stack ensure", file=sys.stderr)
+        print("usage: python -m jobstream.cli.stack ensure", file=sys.stderr)
         return 2
     try:
         if shutil.which("java") is None:

@@ -1,10 +1,10 @@
 """`jobstream dev` (what `make run` runs): the whole pipeline on this machine.
 
-Starts Kafka and Redis (`jobstream.stack`) under the data folder, creates the topics, then
+Starts Kafka and Redis (`jobstream.cli.stack`) under the data folder, creates the topics, then
 runs the API, the gateway and N workers as child processes, each logging to
 `<data>/logs/<name>.log` (echoed to the terminal as `name | line`; JOBSTREAM_DEV_ECHO=0
 turns that off). A child that dies is restarted with backoff; one that keeps dying, or
-Kafka or Redis dying, shuts everything down (see `jobstream.supervisor`).
+Kafka or Redis dying, shuts everything down (see `jobstream.cli.supervisor`).
 
 Ctrl-C or SIGTERM stops in dependency order: the API first (no new jobs), then the
 workers (they drain in-flight jobs), then the gateway (so it streams their last events),
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from jobstream import procs
+from jobstream.cli import procs
+from jobstream.cli.stack import LocalStack, StackError
+from jobstream.cli.supervisor import LogEcho, Supervisor, echo_enabled, say, stop_procs
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
-from jobstream.stack import LocalStack, StackError
-from jobstream.supervisor import LogEcho, Supervisor, echo_enabled, say, stop_procs
 
 READY_TIMEOUT_S = 120.0
 WORKER_GRACE_S = 35.0  # the workers' drain timeout (30 s) plus time to commit and leave the group
