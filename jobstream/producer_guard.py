@@ -33,8 +33,12 @@ What callers can rely on:
   waits at most `wait_s` for the new producer, then raises `ProducerUnavailable`.
 - `problem` says what is wrong while a replacement is under way (for `/readyz`).
 
-Costs: a future and a done-callback per record (about 1 µs); nothing per record talks to
-Kafka.
+Costs: a done-callback per record, and a future per record only through `send()` (the
+hot paths use `send_all` or `send_notify`); nothing per record talks to Kafka.
+
+Why one module: the swap, the resend queue and the watchdog share one piece of state (the
+current producer and the records it holds), and each is a few lines around it; split, the
+invariant "no record overtakes one Kafka may still take" would span files.
 """
 
 from __future__ import annotations

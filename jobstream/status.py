@@ -2,7 +2,7 @@
 
 Events are buffered and flushed as one record per status partition (a JSON array), so a
 burst of thousands of state changes costs a handful of Kafka sends. A job's events always
-go to the same partition (`schemas.status_partition`), so they keep their order.
+go to the same partition (`schemas.partition_for` of the job id), so they keep their order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from schemas import encode_status_batch, status_partition
+from schemas import encode_status_batch, partition_for
 
 log = logging.getLogger("jobstream.status")
 
@@ -136,7 +136,7 @@ class StatusPublisher:
         by_partition: dict[int, list[tuple[dict[str, Any], Callback | None]]] = {}
         n = self._partitions
         for item in batch:
-            by_partition.setdefault(status_partition(item[0]["job_id"], n), []).append(item)
+            by_partition.setdefault(partition_for(item[0]["job_id"], n), []).append(item)
         for partition, items in by_partition.items():
             for i in range(0, len(items), MAX_EVENTS_PER_RECORD):
                 chunk = items[i : i + MAX_EVENTS_PER_RECORD]

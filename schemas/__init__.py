@@ -18,7 +18,6 @@ from schemas.codec import (
     parse_traceparent,
     partition_for,
     record_headers,
-    status_partition,
 )
 from schemas.dead_letter import AttemptError, DeadLetter, DeadReason, Source
 from schemas.errors import DecodeError, SchemaError
@@ -80,5 +79,4 @@ __all__ = [
     "partition_for",
     "record_headers",
     "state_rank",
-    "status_partition",
 ]

@@ -1,7 +1,7 @@
 """Bytes on the wire.
 
 Job records carry one `JobEnvelope` as JSON. Status records carry a JSON array of status
-events, all for jobs that map to the record's partition (`status_partition`): producers
+events, all for jobs that map to the record's partition (`partition_for(job_id, n)`): producers
 coalesce the events of one flush into one record per partition, and a job's events keep
 their order because they always land on the same partition.
 """
@@ -70,7 +70,8 @@ def parse_traceparent(value: str | None) -> str | None:
 
 
 def partition_for(key: str, partitions: int) -> int:
-    """The partition of a job-topic record (job, retry, dead letter) with this key.
+    """The partition of a record with this key: a job-topic record (job, retry, dead letter)
+    by its partition key, a status event by its job id. Stable across processes and restarts.
 
     Every producer uses this instead of the client's partitioner, so a key maps to the
     same partition number on every job topic, and Python's murmur2 is not paid per record.
@@ -104,11 +105,6 @@ def decode_cancel(raw: bytes | None) -> str | None:
         return None
     job_id = value.get("cancel") if isinstance(value, dict) else None
     return job_id if isinstance(job_id, str) else None
-
-
-def status_partition(job_id: str, partitions: int) -> int:
-    """The status-topic partition of a job: stable across processes and restarts."""
-    return zlib.crc32(job_id.encode()) % partitions
 
 
 def encode_status_batch(events: list[dict[str, Any]]) -> bytes:

@@ -16,8 +16,8 @@ from schemas import (
     encode_job,
     encode_status_batch,
     new_job_id,
+    partition_for,
     state_rank,
-    status_partition,
 )
 
 
@@ -61,10 +61,10 @@ def test_ids_are_uuid7_and_sort_by_time() -> None:
     assert new_job_id() > new_job_id(now_ms=int(time.time() * 1000) - 10)
 
 
-def test_status_partition_is_stable() -> None:
+def test_a_jobs_status_partition_is_stable() -> None:
     """A job's status partition depends only on its id and the partition count."""
-    assert status_partition("abc", 6) == status_partition("abc", 6)
-    assert {status_partition(new_job_id(), 3) for _ in range(200)} == {0, 1, 2}
+    assert partition_for("abc", 6) == partition_for("abc", 6)
+    assert {partition_for(new_job_id(), 3) for _ in range(200)} == {0, 1, 2}
 
 
 def test_state_rank_never_moves_back_within_an_attempt() -> None:
