@@ -23,7 +23,7 @@ from deadletters.query import DlqFilter, summary
 from deadletters.replay_run import Counts, ReplayOptions, ReplayRun
 from deadletters.store import CHUNK, DlqStore
 from jobstream.kafka import Partitioner
-from schemas import new_job_id
+from schemas import new_job_id, now_ms
 
 log = logging.getLogger("jobstream.producer.replay")
 
@@ -87,7 +87,7 @@ class Replayer:
             "state": "running",
             "matched": len(ids),
             **_count_fields(Counts()),
-            "started_at": _now_ms(),
+            "started_at": now_ms(),
             "filter": orjson.dumps(flt.describe()).decode(),
             "options": orjson.dumps(asdict(options)).decode(),
         }
@@ -153,7 +153,7 @@ class Replayer:
         try:
             async with asyncio.timeout(5):
                 await run.release_held()
-                await self._save(run, state=state, finished_at=_now_ms())
+                await self._save(run, state=state, finished_at=now_ms())
         except Exception as exc:
             log.error("replay not recorded replay_id=%s state=%s: %r", run.replay_id, state, exc)
         c = run.counts
@@ -179,7 +179,3 @@ def _count_fields(c: Counts) -> dict[str, int]:
         "skipped_gone": c.skipped_gone,
         "failed": c.failed,
     }
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

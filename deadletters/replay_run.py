@@ -24,8 +24,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from deadletters.store import DlqStore
+from jobstream.futures import describe
 from jobstream.kafka import Partitioner
-from schemas import DeadLetter, JobEnvelope, Priority, encode_job, job_headers, new_job_id
+from schemas import (
+    DeadLetter,
+    JobEnvelope,
+    JobState,
+    Priority,
+    encode_job,
+    events,
+    job_headers,
+    new_job_id,
+    now_ms,
+)
 
 # Compare-and-delete: release claims only where the value is still this replay's id.
 _RELEASE = """
@@ -134,10 +145,13 @@ class ReplayRun:
             return
         self._held = [d.id for d in claimed]
         await self._sleep(self._pacer.delay(len(claimed), self._clock()))
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         pairs = [(dead, self._envelope(dead, now)) for dead in claimed]
         queued = [
-            _event(env, "queued", now, priority=env.priority.value, replay_of=dead.id) for dead, env in pairs
+            events.status_event(
+                env.id, env.type, JobState.queued, now, priority=env.priority.value, replay_of=dead.id
+            )
+            for dead, env in pairs
         ]
         await (await self._publisher.send_now(queued))
         futures: list[asyncio.Future[Any]] = []
@@ -188,30 +202,30 @@ class ReplayRun:
         lost: list[tuple[DeadLetter, JobEnvelope, BaseException]],
     ) -> None:
         c = self.counts
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         if done:
             ttl = self._store.retention_ms
             async with self._redis.pipeline(transaction=False) as pipe:
                 for dead, env in done:
                     pipe.set(self._store.replayed_as_key(dead.id), env.id, px=ttl)
                 await pipe.execute()
-            events = [
-                {**_event(env, "replayed", now), "job_id": dead.id, "attempt": _attempt(dead),
-                 "replay_id": self.replay_id, "new_job_id": env.id}
+            replayed = [
+                events.status_event(dead.id, env.type, JobState.replayed, now, _attempt(dead),
+                                    replay_id=self.replay_id, new_job_id=env.id)
                 for dead, env in done
             ]  # fmt: skip
             c.replayed += len(done)
-            await (await self._publisher.send_now(events))
+            await (await self._publisher.send_now(replayed))
         if lost:
             keys = [self._store.claim_key(dead.id) for dead, _, _ in lost]
             await self._release(keys=keys, args=[self.replay_id])
             c.failed += len(lost)
-            c.error = f"Kafka did not take {len(lost)} job(s): {_describe(lost[0][2])}"
+            c.error = f"Kafka did not take {len(lost)} job(s): {describe(lost[0][2])}"
             for _, env, err in lost:
+                announced = events.status_event(env.id, env.type, JobState.queued, now)
                 self._publisher.publish(
-                    {**_event(env, "dead", now), "reason": "rejected",
-                     "error": {"type": "Rejected", "message": f"replay not accepted: {_describe(err)}"}}
-                )  # fmt: skip
+                    events.rejected(announced, f"replay not accepted: {describe(err)}", now)
+                )
 
     def _envelope(self, dead: DeadLetter, now: int) -> JobEnvelope:
         job = dead.job
@@ -234,14 +248,5 @@ class ReplayRun:
         )
 
 
-def _event(env: JobEnvelope, state: str, now: int, **extra: Any) -> dict[str, Any]:
-    return {"job_id": env.id, "type": env.type, "state": state, "attempt": 1, "at": now, **extra}
-
-
 def _attempt(dead: DeadLetter) -> int:
     return dead.job.attempt if dead.job is not None else 1
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

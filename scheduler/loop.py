@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiokafka.errors import KafkaError
 
+from jobstream.futures import observe
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import SendGroup, refused_record
 from jobstream.settings import DelaySettings
@@ -39,10 +40,13 @@ from scheduler.store import DelayStore
 from schemas import (
     DeadLetter,
     DeadReason,
+    JobState,
     Priority,
     Source,
     Topics,
     encode_dead_letter,
+    events,
+    now_ms,
     partition_for,
     record_headers,
 )
@@ -53,10 +57,6 @@ BATCHES_IN_FLIGHT = 16
 # acknowledged jobs are deleted from Redis within about this long (by the next claim)
 FORGET_WITHIN_MS = 100
 RESEND_PAUSE_S = 0.05  # between rounds of sending again what a broken producer failed
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Scheduler:
@@ -199,7 +199,7 @@ class Scheduler:
             jobs = [orjson.loads(r) for r in raw]
             deadline = asyncio.get_running_loop().time() + self._produce_timeout_s
             async with asyncio.timeout_at(deadline):
-                await (await self._publisher.send_now([_queued(job, now) for job in jobs]))
+                await (await self._publisher.send_now([events.fired(job, now) for job in jobs]))
             counts: dict[str, int] = {}
             start = 0
             while start < len(jobs):  # every job due by now in one hand-over, the next when due
@@ -340,19 +340,6 @@ async def _until(due_ms: int) -> None:
         await asyncio.sleep(left / 1000)
 
 
-def _queued(job: dict[str, Any], now: int) -> dict[str, Any]:
-    """The job's `queued` event, stamped with when its record goes on its topic."""
-    return {
-        "job_id": job["id"],
-        "type": job["type"],
-        "state": "queued",
-        "attempt": job.get("attempt", 1),
-        "at": max(now, job.get("not_before") or 0),
-        "priority": job.get("priority", "normal"),
-        "due_at": job.get("not_before"),
-    }
-
-
 def refused_job(
     job: dict[str, Any], size: int, exc: BaseException | None, topics: Topics, now: int
 ) -> tuple[DeadLetter, dict[str, Any]]:
@@ -367,9 +354,8 @@ def refused_job(
         source=Source(topic=topics.jobs(Priority(job.get("priority", "normal"))), partition=-1, offset=-1),
         dead_at=now,
     )  # fmt: skip
-    event = {"job_id": job["id"], "type": job["type"], "state": "dead", "attempt": job.get("attempt", 1),
-             "at": now, "reason": DeadReason.rejected.value, "error": error}  # fmt: skip
-    return dead, event
+    announced = events.status_event(job["id"], job["type"], JobState.queued, now, job.get("attempt", 1))
+    return dead, events.rejected(announced, message, now)
 
 
 class _Sent(NamedTuple):
@@ -396,11 +382,6 @@ class _Sent(NamedTuple):
 
 def _ok(fut: asyncio.Future[Any]) -> bool:
     if not fut.done():
-        fut.add_done_callback(_observe)
+        fut.add_done_callback(observe)
         return False
     return not fut.cancelled() and fut.exception() is None
-
-
-def _observe(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()

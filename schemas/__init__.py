@@ -5,6 +5,7 @@ Nothing in this package does I/O.
 
 from __future__ import annotations
 
+from schemas import events
 from schemas.codec import (
     decode_cancel,
     decode_dead_letter,
@@ -21,7 +22,7 @@ from schemas.codec import (
 )
 from schemas.dead_letter import AttemptError, DeadLetter, DeadReason, Source
 from schemas.errors import DecodeError, SchemaError
-from schemas.ids import child_job_id, new_job_id
+from schemas.ids import child_job_id, new_job_id, now_ms, rfc3339
 from schemas.job import (
     TYPE_PATTERN,
     Backoff,
@@ -73,10 +74,13 @@ __all__ = [
     "encode_dead_letter",
     "encode_job",
     "encode_status_batch",
+    "events",
     "job_headers",
     "new_job_id",
+    "now_ms",
     "parse_traceparent",
     "partition_for",
     "record_headers",
+    "rfc3339",
     "state_rank",
 ]

@@ -1,12 +1,24 @@
-"""Time-sortable job ids (UUIDv7, RFC 9562)."""
+"""Time-sortable job ids (UUIDv7, RFC 9562), and the clock they and the events read."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
 
 _HEX = "0123456789abcdef"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch: what `at`, `due_at` and the ids carry."""
+    return time.time_ns() // 1_000_000
+
+
+def rfc3339(ms: int) -> str:
+    """`2030-01-01T09:30:00.000Z` for a time in ms since the epoch."""
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_job_id(now_ms: int | None = None) -> str:

@@ -20,9 +20,9 @@ from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 from producer import create_app
-from scheduler.loop import Scheduler, now_ms
+from scheduler.loop import Scheduler
 from scheduler.store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
-from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job
+from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job, now_ms
 from tests.conftest import MS
 from tests.helpers import StatusLog, asgi_client, make_job, read_topic, wait_until
 
