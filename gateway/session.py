@@ -33,6 +33,7 @@ from gateway.protocol import (
     subscribed_frame,
 )
 from gateway.throttle import Throttle
+from jobstream.cursor import CursorError
 from schemas import state_rank
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
             elif parsed.unsubscribe is not None:
                 gw.hub.unsubscribe(client, parsed.unsubscribe)
                 _acknowledge(client, gw)
-        except ProtocolError as exc:
+        except (ProtocolError, CursorError) as exc:
             gw.hub.send(client, error_frame(str(exc), exc.code))
 
 
