@@ -82,7 +82,7 @@ async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
             if parsed.subscribe is not None:
                 await _subscribe(client, gw, parsed.subscribe)
             elif parsed.unsubscribe is not None:
-                gw.hub.unsubscribe(client, parsed.unsubscribe)
+                gw.hub.subscriptions.unsubscribe(client, parsed.unsubscribe)
                 _acknowledge(client, gw)
         except (ProtocolError, CursorError) as exc:
             gw.hub.send(client, error_frame(str(exc), exc.code))
@@ -92,7 +92,7 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     hub = gw.hub
     cursor = decode_cursor(sel.cursor) if sel.cursor is not None else None
     new_jobs = list(dict.fromkeys(j for j in sel.jobs if j not in client.jobs))
-    hub.check_capacity(client, len(new_jobs))
+    hub.subscriptions.check_capacity(client, len(new_jobs))
     snapshot = None
     snapshot_failed = False
     if new_jobs:

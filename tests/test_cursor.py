@@ -52,10 +52,12 @@ def test_cursors_clients_hold_still_decode() -> None:
 
 def test_each_cursor_keeps_its_messages() -> None:
     """The gateway and the dead-letter API word their refusals as before, naming their source."""
-    with pytest.raises(CursorError, match="^cursor has an unknown version; send a cursor this gateway sent you$"):
+    with pytest.raises(CursorError) as caught:
         decode_resume("2AQA")
-    with pytest.raises(CursorError, match="^cursor is truncated$"):
+    assert str(caught.value) == "cursor has an unknown version; send a cursor this gateway sent you"
+    with pytest.raises(CursorError) as caught:
         decode_resume("1AQ")
+    assert str(caught.value) == "cursor is truncated"
     with pytest.raises(CursorError) as caught:
         decode_page("")
     assert caught.value.reason == "must be a non-empty string taken from a page's 'next_cursor'"
