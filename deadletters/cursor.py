@@ -4,9 +4,8 @@ Pages run newest first, ordered by `(dead_at, id)` descending. A cursor names th
 item of a page (its `Position`); the next page holds the items strictly after it in
 that order. Positions, unlike offsets, survive records being added or trimmed meanwhile.
 
-Format (private, may change with the version prefix): the character `1`, then base64url
-without padding of the UTF-8 text `<dead_at>:<id>`. Only `A-Z a-z 0-9 - _` appear, so a
-cursor is safe in URLs unescaped.
+Format (private, may change with the version prefix): the envelope of `jobstream.cursor`
+(the character `1`, then base64url without padding) around the UTF-8 text `<dead_at>:<id>`.
 
 `encode_cursor` and `decode_cursor` are pure and inverse: `decode(encode(p)) == p` for
 every position with a non-negative `dead_at` and a non-empty id of at most 256 characters.
@@ -14,17 +13,17 @@ every position with a non-negative `dead_at` and a non-empty id of at most 256 c
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 
-VERSION = "1"
+from jobstream.cursor import CursorError, CursorFormat
+
 MAX_ID_CHARS = 256
 MAX_CURSOR_CHARS = 512
-
-
-class CursorError(ValueError):
-    """A string is not a cursor `encode_cursor` wrote; the message says why."""
+FORMAT = CursorFormat(
+    max_chars=MAX_CURSOR_CHARS,
+    found_in="a page's 'next_cursor'",
+    resend="pass a 'next_cursor' this API returned",
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -39,25 +38,12 @@ def encode_cursor(pos: Position) -> str:
     """Encode a position. Raises ValueError for a negative time or an empty or long id."""
     if pos.dead_at < 0 or not pos.id or len(pos.id) > MAX_ID_CHARS:
         raise ValueError(f"not a cursor position: {pos!r}")
-    raw = f"{pos.dead_at}:{pos.id}".encode()
-    return VERSION + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return FORMAT.encode(f"{pos.dead_at}:{pos.id}".encode())
 
 
 def decode_cursor(text: str) -> Position:
     """Decode a cursor; raise `CursorError` saying why when it is not one this API wrote."""
-    if not text:
-        raise CursorError("must be a non-empty string taken from a page's 'next_cursor'")
-    if len(text) > MAX_CURSOR_CHARS:
-        raise CursorError(f"is longer than {MAX_CURSOR_CHARS} characters")
-    if text[0] != VERSION:
-        raise CursorError("has an unknown version; pass a 'next_cursor' this API returned")
-    body = text[1:]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (binascii.Error, ValueError):
-        raise CursorError("is not valid base64url") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
-        raise CursorError("is not valid base64url")
+    raw = FORMAT.decode(text)
     try:
         head, sep, job_id = raw.decode().partition(":")
     except UnicodeDecodeError:

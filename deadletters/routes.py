@@ -17,10 +17,11 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from deadletters.cursor import CursorError, Position, decode_cursor, encode_cursor
+from deadletters.cursor import Position, decode_cursor, encode_cursor
 from deadletters.query import MAX_Q_CHARS, ReplayRequest, build_filter, detail, summary
 from deadletters.replay_run import ReplayOptions
 from deadletters.service import DeadLetters
+from jobstream.cursor import CursorError
 from jobstream.http_errors import (
     FieldError,
     InvalidInput,
@@ -67,7 +68,7 @@ async def list_dead(
             after = decode_cursor(cursor)
         except CursorError as exc:
             raise InvalidInput(
-                f"invalid filter: field 'cursor' {exc}", [FieldError("cursor", str(exc))]
+                f"invalid filter: field 'cursor' {exc.reason}", [FieldError("cursor", exc.reason)]
             ) from None
     store = letters.store
     page = await _redis(letters, store.page(flt, limit, after))

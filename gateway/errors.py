@@ -2,9 +2,11 @@
 
 GatewayError
  ├── ProtocolError          a client message the gateway cannot act on; sent back as an
- │    │                     `{"error": ...}` frame, the connection stays open
- │    └── CursorError       a resume cursor that does not decode
+ │                          `{"error": ...}` frame, the connection stays open
  └── StatusTopicMissing     the status topic does not exist at startup
+
+A resume cursor that does not decode raises the runtime's `jobstream.cursor.CursorError`
+(a ValueError, code `bad_cursor`), answered like a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -23,13 +25,6 @@ class ProtocolError(GatewayError):
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-class CursorError(ProtocolError, ValueError):
-    """A cursor string is not one this gateway wrote."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="bad_cursor")
 
 
 class StatusTopicMissing(GatewayError):

@@ -1,9 +1,10 @@
-"""Fan-out: route each feed batch to the clients whose subscription matches.
+"""Fan-out: deliver each feed batch to the clients whose subscription matches.
 
-Routing uses three indexes (job id -> clients, type -> clients, clients that want
-everything), so an event costs O(matching clients), not O(clients). Each client frame is
-serialized once with orjson (one call for the whole frame, several times cheaper than an
-event at a time), and clients that want everything share one frame.
+Which client wants which event is `gateway.subscriptions` (pure, one matching rule); the
+hub keeps the delivery: the clients, their bounded queues (events and bytes), the frames
+and the replay. Each client frame is serialized once with orjson (one call for the whole
+frame, several times cheaper than an event at a time), and clients that want everything
+share one frame.
 
 Nothing here awaits: a batch is routed, and a subscription is added and replayed, as one
 step of the event loop, so a client never sees a gap or a duplicate between its replay
@@ -23,13 +24,13 @@ from gateway.cursor import encode_cursor
 from gateway.errors import ProtocolError
 from gateway.protocol import Selection, events_frame
 from gateway.ring import Event, FeedRecord, ReplayRing
+from gateway.subscriptions import Subscriptions, wants
 from schemas import state_rank
 
 log = logging.getLogger("jobstream.gateway.hub")
 
 SHUTDOWN_CODE = 1001
 SHUTDOWN_REASON = "server shutting down"
-MAX_JOBS_PER_CLIENT = 100_000
 REPLAY_FRAME_EVENTS = 5_000
 
 
@@ -42,9 +43,7 @@ class Hub:
         self.ring = ring if ring is not None else ReplayRing()
         self.closing = False
         self._clients: set[Client] = set()
-        self._by_job: dict[str, set[Client]] = {}
-        self._by_type: dict[str, set[Client]] = {}
-        self._all: set[Client] = set()
+        self.subscriptions: Subscriptions[Client] = Subscriptions()
         self._cursor = encode_cursor(self.ring.positions)
         # for /metrics: events read from the feed; live frames and events sent; slow clients closed
         # and clients closed for sending too fast
@@ -52,10 +51,6 @@ class Hub:
 
     def __len__(self) -> int:
         return len(self._clients)
-
-    def subscriptions(self) -> dict[str, int]:
-        """How many clients follow everything, and how many job ids and types are followed."""
-        return {"all": len(self._all), "jobs": len(self._by_job), "types": len(self._by_type)}
 
     async def __aenter__(self) -> Hub:
         return self
@@ -85,11 +80,7 @@ class Hub:
     def remove(self, client: Client) -> None:
         """Forget a client and all its subscriptions. Idempotent."""
         self._clients.discard(client)
-        self._all.discard(client)
-        for job_id in client.jobs:
-            _discard(self._by_job, job_id, client)
-        for type_ in client.types:
-            _discard(self._by_type, type_, client)
+        self.subscriptions.forget(client)
 
     def drop(self, client: Client, reason: str) -> None:
         """Forget a client that sends too fast and close it with 1008 `reason`. Idempotent."""
@@ -98,43 +89,10 @@ class Hub:
         self.remove(client)
         client.request_close(1008, reason)
 
-    def check_capacity(self, client: Client, new_jobs: int) -> None:
-        """Raise `ProtocolError` if `new_jobs` more job ids would pass the per-client cap."""
-        if len(client.jobs) + new_jobs > MAX_JOBS_PER_CLIENT:
-            raise ProtocolError(
-                f"too many job ids: a connection may follow at most {MAX_JOBS_PER_CLIENT}; "
-                'unsubscribe some or send {"subscribe": {"types": [...]}} instead',
-                code="too_many_jobs",
-            )
-
     def subscribe(self, client: Client, sel: Selection) -> None:
-        """Add to a client's subscription; raises `ProtocolError` past the per-client cap."""
-        if client not in self._clients:
-            return
-        new_jobs = [j for j in sel.jobs if j not in client.jobs]
-        self.check_capacity(client, len(new_jobs))
-        for job_id in new_jobs:
-            client.jobs.add(job_id)
-            self._by_job.setdefault(job_id, set()).add(client)
-        for type_ in sel.types:
-            client.types.add(type_)
-            self._by_type.setdefault(type_, set()).add(client)
-        if sel.all:
-            client.all = True
-            self._all.add(client)
-
-    def unsubscribe(self, client: Client, sel: Selection) -> None:
-        for job_id in sel.jobs:
-            if job_id in client.jobs:
-                client.jobs.discard(job_id)
-                _discard(self._by_job, job_id, client)
-        for type_ in sel.types:
-            if type_ in client.types:
-                client.types.discard(type_)
-                _discard(self._by_type, type_, client)
-        if sel.all:
-            client.all = False
-            self._all.discard(client)
+        """Add to a connected client's subscription; raises `ProtocolError` past the per-client cap."""
+        if client in self._clients:
+            self.subscriptions.subscribe(client, sel)
 
     # -- live routing ---------------------------------------------------------------
 
@@ -149,41 +107,13 @@ class Hub:
         self.counts["events_in"] += len(events)
         if not events:
             return
-        if self._all:
+        subs = self.subscriptions
+        if subs.everyone:
             frame = events_frame(events, self._cursor)
-            for client in list(self._all):
+            for client in list(subs.everyone):
                 self._live(client, frame, len(events))
-        for client, matched in self._match(events).items():
+        for client, matched in subs.match(events).items():
             self._live(client, events_frame(matched, self._cursor), len(matched))
-
-    def _match(self, events: list[Event]) -> dict[Client, list[Event]]:
-        """Per client (not `all` ones), its events in order; each event at most once."""
-        matched: dict[Client, list[Event]] = {}
-        by_job, by_type = self._by_job, self._by_type
-        if not by_job and not by_type:
-            return matched
-        for ev in events:
-            job_id = ev["job_id"]
-            subs = by_job.get(job_id) if by_job else None
-            if subs:
-                for c in subs:
-                    if not c.all:
-                        got = matched.get(c)
-                        if got is None:
-                            matched[c] = [ev]
-                        else:
-                            got.append(ev)
-            type_ = ev.get("type")
-            subs = by_type.get(type_) if by_type and isinstance(type_, str) else None
-            if subs:
-                for c in subs:
-                    if not c.all and job_id not in c.jobs:  # else the job index matched it
-                        got = matched.get(c)
-                        if got is None:
-                            matched[c] = [ev]
-                        else:
-                            got.append(ev)
-        return matched
 
     def _live(self, client: Client, frame: str, events: int) -> None:
         if self.send(client, frame, events):
@@ -234,7 +164,7 @@ class Hub:
         chunk: list[Event] = []
         position = {p: cursor[p] for p in self.ring.positions}
         for partition, offset, events in records:
-            chunk.extend(ev for ev in events if _matches(client, ev))
+            chunk.extend(ev for ev in events if wants(client, ev))
             position[partition] = offset + 1
             if len(chunk) >= REPLAY_FRAME_EVENTS:
                 chunks.append((chunk, encode_cursor(position)))
@@ -281,21 +211,6 @@ class Hub:
                     await asyncio.gather(*(c.wait_closed() for c in clients))
 
 
-def _matches(client: Client, ev: Event) -> bool:
-    if client.all or ev["job_id"] in client.jobs:
-        return True
-    type_ = ev.get("type")
-    return isinstance(type_, str) and type_ in client.types
-
-
 def _attempt(ev: Event) -> int:
     value: Any = ev.get("attempt")
     return value if isinstance(value, int) else 1
-
-
-def _discard(index: dict[str, set[Client]], key: str, client: Client) -> None:
-    subs = index.get(key)
-    if subs is not None:
-        subs.discard(client)
-        if not subs:
-            del index[key]

@@ -42,7 +42,7 @@ class HubCollector:
             "Clients following everything (all), job ids followed (jobs), types followed (types).",
             labels=["kind"],
         )
-        for kind, n in hub.subscriptions().items():
+        for kind, n in hub.subscriptions.counts().items():
             subs.add_metric([kind], n)
         yield subs
 

@@ -33,6 +33,7 @@ from gateway.protocol import (
     subscribed_frame,
 )
 from gateway.throttle import Throttle
+from jobstream.cursor import CursorError
 from schemas import state_rank
 
 if TYPE_CHECKING:
@@ -81,9 +82,9 @@ async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
             if parsed.subscribe is not None:
                 await _subscribe(client, gw, parsed.subscribe)
             elif parsed.unsubscribe is not None:
-                gw.hub.unsubscribe(client, parsed.unsubscribe)
+                gw.hub.subscriptions.unsubscribe(client, parsed.unsubscribe)
                 _acknowledge(client, gw)
-        except ProtocolError as exc:
+        except (ProtocolError, CursorError) as exc:
             gw.hub.send(client, error_frame(str(exc), exc.code))
 
 
@@ -91,7 +92,7 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     hub = gw.hub
     cursor = decode_cursor(sel.cursor) if sel.cursor is not None else None
     new_jobs = list(dict.fromkeys(j for j in sel.jobs if j not in client.jobs))
-    hub.check_capacity(client, len(new_jobs))
+    hub.subscriptions.check_capacity(client, len(new_jobs))
     snapshot = None
     snapshot_failed = False
     if new_jobs:

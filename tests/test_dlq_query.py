@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from deadletters.cursor import CursorError, Position, decode_cursor, encode_cursor
+from deadletters.cursor import Position, decode_cursor, encode_cursor
 from deadletters.query import DlqFilter, ReplayRequest, build_filter, parse_time, summary
 from deadletters.replay_run import Pacer
+from jobstream.cursor import CursorError
 from jobstream.http_errors import InvalidInput
 from schemas import AttemptError, DeadLetter, DeadReason, JobEnvelope, Source
 

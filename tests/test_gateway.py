@@ -28,13 +28,13 @@ from websockets.typing import Origin
 from gateway import MAX_MESSAGE_BYTES, create_app
 from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
-from gateway.errors import CursorError
 from gateway.hub import Hub
 from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
 from gateway.throttle import Throttle
 from jobstream.cli.procs import free_port
+from jobstream.cursor import CursorError
 from jobstream.kafka import make_producer
 from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
