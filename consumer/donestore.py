@@ -10,7 +10,7 @@ Ids go into one hash per day (`{p}:done:<day>`), so a batch of thousands of reco
 HSET and one EXPIRE, and a day's hash expires whole once older than the TTL. A check
 asks every day within the TTL in one pipeline, newest first (a confirmation written after
 midnight lands in a newer hash than its record); the worker checks only records that may
-have been delivered before (see `Partitions`). Redis being down degrades to at-least-once
+have been delivered before (see `consumer.assignment`). Redis being down degrades to at-least-once
 (a redelivered completed job may run again) and never stops the worker.
 """
 

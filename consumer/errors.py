@@ -2,7 +2,7 @@
 
 WorkerError
  ├── ConfigError        a worker app is set up wrongly (duplicate type, bad name)
- └── JobError           raised for, or by, one job
+ └── AttemptError       fails one attempt of a job (raised by its handler or for it)
       ├── NonRetryable  a handler says: do not try this job again
       ├── JobTimeout    the job ran past its timeout_s and was cancelled
       └── ResultError   the handler returned something that is not JSON or too large
@@ -19,17 +19,18 @@ class ConfigError(WorkerError):
     """The worker app is configured wrongly; the message says what to fix."""
 
 
-class JobError(WorkerError):
-    """An error about one job."""
+class AttemptError(WorkerError):
+    """An error that fails one attempt of a job. (Not `schemas.JobError`: that is the
+    error a status event reports.)"""
 
 
-class NonRetryable(JobError):
+class NonRetryable(AttemptError):
     """Raise from a handler to fail the job with no further attempts."""
 
 
-class JobTimeout(JobError):
+class JobTimeout(AttemptError):
     """The job exceeded its `timeout_s`."""
 
 
-class ResultError(JobError):
+class ResultError(AttemptError):
     """The handler's result cannot be published."""

@@ -8,27 +8,10 @@ a partition assigned again starts unpaused with an empty buffer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable
 from typing import Any
 
 from consumer.dispatch import Dispatch
-from schemas import HEADER_DUE
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def due_ms(headers: Any) -> int | None:
-    """The `js-due-ms` header of a record, if it has a valid one."""
-    for name, value in headers or ():
-        if name == HEADER_DUE:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 class Pauses:

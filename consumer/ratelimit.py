@@ -9,12 +9,22 @@ until the script says the next token is due: no polling, no handler slot held.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from consumer.dispatch import Dispatch
+
+log = logging.getLogger("jobstream.worker")
 
 _LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PERIOD_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000}
@@ -92,3 +102,45 @@ class TokenBuckets:
             args.append(self._clock_ms())
         granted, wait = await self._take(keys=[self._prefix + job_type], args=args)
         return int(granted), int(wait)
+
+
+class RateLimiter:
+    """The worker's half: fetches tokens for the limited types whose records wait in
+    `dispatch` (`Dispatch.starved`), and hands them over (`Dispatch.grant`), waking as many
+    runners. Sleeps while no type is starved (`starving()` wakes it) and otherwise until the
+    next token is due; records of other types never wait on this."""
+
+    def __init__(self, limits: dict[str, Limit], buckets: TokenBuckets, dispatch: Dispatch[Any]) -> None:
+        self._limits = limits
+        self._buckets = buckets
+        self._dispatch = dispatch
+        self._starved = asyncio.Event()
+
+    def starving(self) -> None:
+        """A runner found only records with no token: fetch some."""
+        self._starved.set()
+
+    async def run(self, wake: Callable[[int], None]) -> None:
+        while True:
+            starved = self._dispatch.starved()
+            if not starved:
+                self._starved.clear()
+                await self._starved.wait()
+                continue
+            waits: list[int] = []
+            for job_type, held in starved.items():
+                limit = self._limits[job_type]
+                try:
+                    granted, wait = await self._buckets.take(job_type, limit, min(held, limit.batch))
+                except (RedisError, OSError) as exc:
+                    log.warning("rate limit for %s: Redis unreachable, retrying: %s", job_type, exc)
+                    granted, wait = 0, 1_000
+                if granted:
+                    self._dispatch.grant(job_type, granted, time.monotonic() * 1000)
+                    wake(granted)
+                if granted < held:
+                    waits.append(max(wait, 1))
+            if waits:
+                self._starved.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._starved.wait(), min(waits) / 1000)

@@ -1,6 +1,8 @@
-"""Backoff and delay tiers: when a failed job runs again, and where it waits.
+"""The retry decision: whether a failed attempt runs again, when, and where it waits.
 
-Pure functions and a small class; time and randomness are passed in.
+Pure functions and small classes; time and randomness are passed in. `decide` is the
+whole decision for one failed attempt, a function of the job, its handler, the failure
+and the worker's `RetryPolicy`: dead (and why), or retried in a tier.
 
 A failed attempt with attempts left waits on a retry topic, one topic per delay tier.
 Every record in a tier waits that tier's delay from when it was written, so a tier's
@@ -15,11 +17,16 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from schemas import Backoff
+from consumer.app import HandlerSpec
+from consumer.errors import NonRetryable
+from jobstream.settings import WorkerSettings
+from schemas import Backoff, DeadReason, JobEnvelope
 
 _UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _TIER = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_DEFAULT_BACKOFF = Backoff()
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -68,3 +75,54 @@ def choose_tier(delay_ms: int, tiers: tuple[Tier, ...]) -> Tier:
         return tiers[-1]
     target = math.log(delay_ms)
     return min(tiers, key=lambda t: (abs(math.log(t.delay_ms) - target), t.delay_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed attempt, as the runner saw it."""
+
+    error: dict[str, Any]  # type, message, traceback
+    exc: BaseException | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The worker's side of the decision, read from its settings once."""
+
+    default_max_attempts: int
+    tiers: tuple[Tier, ...]
+
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> RetryPolicy:
+        return cls(settings.default_max_attempts, parse_tiers(settings.retry_tiers))
+
+
+def max_attempts(job: JobEnvelope, spec: HandlerSpec | None, policy: RetryPolicy) -> int:
+    """The job's `max_attempts`, else its handler's, else the worker default."""
+    if job.max_attempts is not None:
+        return job.max_attempts
+    if spec is not None and spec.max_attempts is not None:
+        return spec.max_attempts
+    return policy.default_max_attempts
+
+
+def decide(
+    job: JobEnvelope,
+    spec: HandlerSpec | None,
+    failure: Failure,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> DeadReason | Tier:
+    """Why the job is dead after this failed attempt, or the tier its next attempt waits in
+    (the one nearest its backoff delay: the job's backoff, else its handler's, else the
+    default). No handler, a `NonRetryable` or a class the handler lists end it at once."""
+    if spec is None:
+        return DeadReason.unknown_type
+    exc = failure.exc
+    if isinstance(exc, NonRetryable) or (exc is not None and isinstance(exc, spec.non_retryable)):
+        return DeadReason.non_retryable
+    if job.attempt >= max_attempts(job, spec, policy):
+        return DeadReason.timeout if failure.timed_out else DeadReason.exhausted
+    backoff = job.backoff or spec.backoff or _DEFAULT_BACKOFF
+    return choose_tier(backoff_delay_ms(backoff, job.attempt, rng), policy.tiers)

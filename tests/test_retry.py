@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
 from consumer import HandlerSpec, JobContext, NonRetryable
-from consumer.retry import Tier, backoff_delay_ms, choose_tier, parse_tiers
-from consumer.routing import Failure, Router
+from consumer.retry import (
+    Failure,
+    RetryPolicy,
+    Tier,
+    backoff_delay_ms,
+    choose_tier,
+    decide,
+    max_attempts,
+    parse_tiers,
+)
 from jobstream.settings import WorkerSettings
 from schemas import Backoff, DeadReason, JobEnvelope
 
@@ -57,12 +64,7 @@ def test_jitter_stays_within_bounds() -> None:
     assert max(delays) - min(delays) > 300
 
 
-def _router() -> Router:
-    """A router for decisions only: it sends nothing, so it needs no producer."""
-    status: Any = None
-    return Router(
-        WorkerSettings(default_max_attempts=3), producer=None, status=status, worker_id="w", stopping=bool
-    )
+POLICY = RetryPolicy(default_max_attempts=3, tiers=TIERS)
 
 
 class Unfixable(Exception):
@@ -73,34 +75,47 @@ async def _noop(ctx: JobContext) -> None:
     return None
 
 
+def test_policy_comes_from_the_worker_settings() -> None:
+    """The policy holds the settings' default max_attempts and their tiers, parsed."""
+    policy = RetryPolicy.of(WorkerSettings(default_max_attempts=4, retry_tiers="10s,1s"))
+    assert policy == RetryPolicy(4, parse_tiers("1s,10s"))
+
+
 def test_decide_retries_until_attempts_run_out() -> None:
     """Attempts left: retry; the last attempt: dead as exhausted, or as timeout when it timed out."""
     spec = HandlerSpec("t", _noop)
-    router = _router()
     boom = Failure({"type": "E", "message": "x"}, RuntimeError("x"))
-    assert router.decide(JobEnvelope(id="a", type="t", attempt=2), spec, boom) is None
-    assert router.decide(JobEnvelope(id="a", type="t", attempt=3), spec, boom) is DeadReason.exhausted
+    assert isinstance(decide(JobEnvelope(id="a", type="t", attempt=2), spec, boom, POLICY), Tier)
+    assert decide(JobEnvelope(id="a", type="t", attempt=3), spec, boom, POLICY) is DeadReason.exhausted
     late = Failure({"type": "JobTimeout", "message": "x"}, None, timed_out=True)
-    assert router.decide(JobEnvelope(id="a", type="t", attempt=3), spec, late) is DeadReason.timeout
+    assert decide(JobEnvelope(id="a", type="t", attempt=3), spec, late, POLICY) is DeadReason.timeout
+
+
+def test_decide_picks_the_tier_of_the_job_then_handler_backoff() -> None:
+    """A retry waits in the tier nearest its backoff delay: the job's backoff, else its handler's."""
+    boom = Failure({"type": "E", "message": "x"}, RuntimeError("x"))
+    slow = Backoff(kind="fixed", base_ms=50_000, jitter=0)
+    spec = HandlerSpec("t", _noop, backoff=slow)
+    job = JobEnvelope(id="a", type="t", attempt=1)
+    assert decide(job, spec, boom, POLICY) == Tier(60_000, "1m")
+    fast = JobEnvelope(id="a", type="t", attempt=1, backoff=Backoff(kind="fixed", base_ms=8_000, jitter=0))
+    assert decide(fast, spec, boom, POLICY) == Tier(10_000, "10s")
 
 
 def test_job_then_handler_then_worker_decide_max_attempts() -> None:
     """A job's max_attempts wins over its handler's, which wins over the worker default."""
-    router = _router()
-    assert router.max_attempts(JobEnvelope(id="a", type="t"), HandlerSpec("t", _noop)) == 3
-    assert router.max_attempts(JobEnvelope(id="a", type="t"), HandlerSpec("t", _noop, max_attempts=5)) == 5
-    job = JobEnvelope(id="a", type="t", max_attempts=1)
-    assert router.max_attempts(job, HandlerSpec("t", _noop, max_attempts=5)) == 1
+    assert max_attempts(JobEnvelope(id="a", type="t"), HandlerSpec("t", _noop), POLICY) == 3
+    five = HandlerSpec("t", _noop, max_attempts=5)
+    assert max_attempts(JobEnvelope(id="a", type="t"), five, POLICY) == 5
+    assert max_attempts(JobEnvelope(id="a", type="t", max_attempts=1), five, POLICY) == 1
 
 
 def test_non_retryable_errors_go_straight_to_dead() -> None:
     """NonRetryable, or a class the handler lists, dead-letters on the first attempt; no handler too."""
     spec = HandlerSpec("t", _noop, non_retryable=(Unfixable,))
-    router = _router()
     job = JobEnvelope(id="a", type="t", attempt=1)
     for exc in (NonRetryable("no"), Unfixable("no")):
-        assert (
-            router.decide(job, spec, Failure({"type": "E", "message": "no"}, exc)) is DeadReason.non_retryable
-        )
-    assert router.decide(job, spec, Failure({"type": "E", "message": "x"}, ValueError())) is None
-    assert router.decide(job, None, Failure({"type": "E", "message": "x"})) is DeadReason.unknown_type
+        failure = Failure({"type": "E", "message": "no"}, exc)
+        assert decide(job, spec, failure, POLICY) is DeadReason.non_retryable
+    assert isinstance(decide(job, spec, Failure({"type": "E", "message": "x"}, ValueError()), POLICY), Tier)
+    assert decide(job, None, Failure({"type": "E", "message": "x"}), POLICY) is DeadReason.unknown_type

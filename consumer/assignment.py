@@ -23,8 +23,9 @@ log = logging.getLogger("jobstream.worker")
 UNKNOWN_END = 2**62  # no end offset known: every record gets the completed-id check
 
 
-class Partitions:
-    """Trackers and assignment-time end offsets of the owned partitions; commits."""
+class Assignment:
+    """The partitions this worker owns: their trackers, their end offsets when assigned,
+    and committing their commit points (one commit at a time)."""
 
     def __init__(self, consumer: Any, worker_id: str) -> None:
         self._consumer = consumer
