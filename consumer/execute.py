@@ -25,13 +25,13 @@ from typing import Any
 import orjson
 
 from consumer.app import JobContext
-from consumer.clock import now_ms
 from consumer.control import CancelRequests
 from consumer.errors import JobTimeout, ResultError
 from consumer.intake import Item
 from consumer.metrics import JobMetrics
 from consumer.outcomes import Outcomes
 from consumer.retry import Failure
+from schemas import now_ms
 
 log = logging.getLogger("jobstream.worker")
 

@@ -28,13 +28,12 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from consumer.app import HandlerSpec
 from consumer.assignment import UNKNOWN_END, Assignment
-from consumer.clock import now_ms
 from consumer.control import CancelRequests
 from consumer.dispatch import Dispatch
 from consumer.donestore import DoneStore
 from consumer.offsets import OffsetTracker
 from consumer.pauses import Pauses
-from schemas import HEADER_DUE, DecodeError, JobEnvelope, decode_job
+from schemas import HEADER_DUE, DecodeError, JobEnvelope, decode_job, now_ms
 
 if TYPE_CHECKING:
     from consumer.outcomes import Outcomes

@@ -33,7 +33,6 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.clock import now_ms
 from consumer.completions import Completed, Completions
 from consumer.donestore import DoneStore
 from consumer.metrics import JobMetrics
@@ -48,11 +47,14 @@ from schemas import (
     DeadReason,
     JobEnvelope,
     JobSpec,
+    JobState,
     Source,
     child_job_id,
     encode_dead_letter,
     encode_job,
+    events,
     job_headers,
+    now_ms,
 )
 
 if TYPE_CHECKING:
@@ -112,22 +114,18 @@ class Outcomes:
         await self.completions.flush()
         await self.status.flush()
 
-    def event(self, job: JobEnvelope, state: str, at: int, **fields: Any) -> dict[str, Any]:
+    def event(self, job: JobEnvelope, state: JobState, at: int, **fields: Any) -> dict[str, Any]:
         """A status event about `job` from this worker."""
-        event = {"job_id": job.id, "type": job.type, "state": state, "attempt": job.attempt, "at": at,
-                 "worker": self._worker, **fields}  # fmt: skip
-        if job.parent_id is not None:
-            event["parent_id"] = job.parent_id
-        return event
+        return events.job_event(job, state, at, worker=self._worker, **fields)
 
     # -- no outcome yet: nothing waits for these ---------------------------------------
 
     def active(self, job: JobEnvelope) -> None:
-        self.status.publish(self.event(job, "active", now_ms()))
+        self.status.publish(self.event(job, JobState.active, now_ms()))
 
     def progress(self, job: JobEnvelope, percent: float, message: str | None) -> None:
         progress = {"percent": percent, "message": message}
-        self.status.publish(self.event(job, "progress", now_ms(), progress=progress))
+        self.status.publish(self.event(job, JobState.progress, now_ms(), progress=progress))
 
     # -- status events only --------------------------------------------------------------
 
@@ -137,11 +135,11 @@ class Outcomes:
         fields: dict[str, Any] = {"result": result}
         if children:
             fields["children"] = children
-        self.completions.add(item, self.event(item.job, "completed", now_ms(), **fields))
+        self.completions.add(item, self.event(item.job, JobState.completed, now_ms(), **fields))
 
     def cancelled(self, item: Item) -> None:
         self._metrics.count(item.job.type, "cancelled")
-        self._publish(item, self.event(item.job, "cancelled", now_ms()), completed=False)
+        self._publish(item, self.event(item.job, JobState.cancelled, now_ms()), completed=False)
 
     def already_completed(self, item: Item, unconfirmed: bytes | None) -> None:
         """A redelivered job recorded as completed: skip it. If Kafka's acknowledgement of
@@ -189,7 +187,7 @@ class Outcomes:
         now = now_ms()
         attempt_error = {**failure.error, "attempt": job.attempt, "worker": self._worker, "at": now}
         errors = [*job.errors, attempt_error]
-        failed = self.event(job, "failed", now, error=failure.error)
+        failed = self.event(job, JobState.failed, now, error=failure.error)
         decision = decide(job, item.spec, failure, self._policy, self._rng)
         if isinstance(decision, DeadReason):
             dead = DeadLetter(
@@ -197,18 +195,20 @@ class Outcomes:
                 errors=errors, source=_source(item), dead_at=now,
             )  # fmt: skip
             log.info("job %s %s dead after attempt %d: %s", job.id, job.type, job.attempt, decision.value)
-            events = [failed, self.event(job, "dead", now, reason=decision.value, error=failure.error)]
+            said = [failed, self.event(job, JobState.dead, now, reason=decision.value, error=failure.error)]
             record = (self._topics.dlq, job.partition_key, encode_dead_letter(dead), job_headers(job))
         else:
             due = now + decision.delay_ms
             retry = job.model_copy(update={"attempt": job.attempt + 1, "errors": errors})
-            retrying = self.event(job, "retrying", now, error=failure.error, due_at=due, tier=decision.name,
-                                  next_attempt=job.attempt + 1)  # fmt: skip
+            retrying = self.event(
+                job, JobState.retrying, now,
+                error=failure.error, due_at=due, tier=decision.name, next_attempt=job.attempt + 1,
+            )  # fmt: skip
             log.info("job %s %s retrying attempt %d in %s", job.id, job.type, job.attempt + 1, decision.name)
             headers = [*job_headers(retry), (HEADER_DUE, str(due).encode())]
-            events = [failed, retrying]
+            said = [failed, retrying]
             record = (self._topics.retry(decision.name), job.partition_key, encode_job(retry), headers)
-        if await self._route(events, [record]):
+        if await self._route(said, [record]):
             item.tracker.done(item.offset)
 
     async def expired(self, item: Item) -> None:
@@ -222,7 +222,7 @@ class Outcomes:
             source=_source(item), dead_at=now,
         )  # fmt: skip
         error = {"type": "Expired", "message": message}
-        event = self.event(job, "dead", now, reason=DeadReason.expired.value, error=error)
+        event = self.event(job, JobState.dead, now, reason=DeadReason.expired.value, error=error)
         record = (self._topics.dlq, job.partition_key, encode_dead_letter(dead), job_headers(job))
         if await self._route([event], [record]):
             item.tracker.done(item.offset)
@@ -251,22 +251,21 @@ class Outcomes:
         now = now_ms()
         children = [child_envelope(parent, spec, i, result, now) for i, spec in enumerate(specs)]
         # not `event`: a child's `queued` event, like the API's, comes from no worker
-        events = [{"job_id": c.id, "type": c.type, "state": "queued", "attempt": 1, "at": now,
-                   "priority": c.priority.value, "parent_id": parent.id} for c in children]  # fmt: skip
+        queued = [events.queued(c, now) for c in children]
         records = [
             (self._topics.jobs(c.priority), c.partition_key, encode_job(c), job_headers(c)) for c in children
         ]
-        if not await self._route(events, records):
+        if not await self._route(queued, records):
             return None
         return [c.id for c in children]
 
-    async def _route(self, events: list[dict[str, Any]], records: list[Record]) -> bool:
+    async def _route(self, said: list[dict[str, Any]], records: list[Record]) -> bool:
         """Status events first (acknowledged), then the records; retried until Kafka takes
         them or the worker stops. True once Kafka has everything."""
         while True:
             try:
-                if events:
-                    await (await self.status.send_now(events))
+                if said:
+                    await (await self.status.send_now(said))
                 futures = []
                 for topic, key, value, headers in records:
                     partition = await self._partitioner.partition(topic, key)

@@ -20,10 +20,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from consumer.clock import now_ms
 from consumer.dispatch import Dispatch
 from consumer.intake import Item
 from consumer.pauses import Pauses
+from schemas import now_ms
 
 log = logging.getLogger("jobstream.worker")
 
