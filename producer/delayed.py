@@ -39,7 +39,7 @@ def rfc3339(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Delayed:
+class DelayedJobs:
     """Stores delayed jobs and cancels them before they fire."""
 
     def __init__(

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from jobstream.http_errors import Conflict, ItemError, Unavailable
 from jobstream.projection import job_key
-from producer.idempotency_keys import Busy, Claim, Clash, Outcome, Plan, Record, Seen, Won, judge
+from producer.idempotency_keys import Busy, Clash, KeyClaim, Outcome, Plan, Record, Seen, Won, judge
 from producer.runtime import Runtime
 from schemas import JobSpec
 
@@ -122,7 +122,7 @@ class Deduplicator:
                 rows[i] = _answer(i, outcomes[plan.claims[i].redis_key], states)
         return rows
 
-    async def _claim(self, claims: list[Claim]) -> dict[str, Outcome]:
+    async def _claim(self, claims: list[KeyClaim]) -> dict[str, Outcome]:
         """Claim every key, or learn who holds it; wait out pending holders (bounded)."""
         health = self._runtime.health
         if not health.is_up("redis"):
@@ -140,7 +140,7 @@ class Deduplicator:
                     held: list[bytes | None] = await pipe.execute()
             except (RedisError, OSError) as exc:
                 raise _redis_down(f"Redis did not answer ({exc})", health.retry_after_s) from exc
-            waiting: list[Claim] = []
+            waiting: list[KeyClaim] = []
             for c, old in zip(todo, held, strict=True):
                 outcome = judge(c, old)
                 if outcome is None:
@@ -156,7 +156,7 @@ class Deduplicator:
             delay = min(delay * 2, POLL_MAX_S)
             todo = waiting
 
-    async def _settle(self, done: list[tuple[Claim, str | None]]) -> None:
+    async def _settle(self, done: list[tuple[KeyClaim, str | None]]) -> None:
         """Mark won claims done (with the job's state) or, state None, release them. Never
         raises: the jobs are in Kafka either way; a claim left pending expires with its lease."""
         if not done:

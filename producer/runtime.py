@@ -27,7 +27,7 @@ from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
-from producer.delayed import Delayed
+from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
 from producer.job_checks import Limits
@@ -56,7 +56,7 @@ class Runtime:
     health: HealthMonitor
     submitter: Submitter
     dead_letters: DeadLetters  # index, indexer, replayer (`deadletters.service`)
-    delayed: Delayed
+    delayed: DelayedJobs
     queues: QueueStats
     limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
@@ -108,7 +108,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             timeout_s=HEALTH_TIMEOUT_S,
         )
         delay_store = DelayStore(redis, settings.redis_prefix)
-        delayed = Delayed(delay_store, publisher, writer, health, metrics, settings.submit_timeout_s)
+        delayed = DelayedJobs(delay_store, publisher, writer, health, metrics, settings.submit_timeout_s)
         submitter = Submitter(settings, producer, partitioner, publisher, writer, health, metrics, delayed)
         await stack.enter_async_context(health)
         for topic in settings.topics.job_topics:  # warm the partition cache; misses retry lazily

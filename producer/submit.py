@@ -40,7 +40,7 @@ from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
-from producer.delayed import Delayed
+from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics
@@ -64,7 +64,7 @@ class Submitter:
         writer: GroupCommit[dict[str, Any]],
         health: HealthMonitor,
         metrics: Metrics,
-        delayed: Delayed,
+        delayed: DelayedJobs,
     ) -> None:
         self._delayed = delayed
         self._producer = producer

@@ -20,8 +20,8 @@ from jobstream.settings import ApiSettings, Settings
 from producer import create_app
 from producer.idempotency_keys import (
     Busy,
-    Claim,
     Clash,
+    KeyClaim,
     Plan,
     Record,
     Seen,
@@ -58,7 +58,7 @@ def test_record_round_trips_and_rejects_foreign_values() -> None:
 
 def test_judge_maps_what_is_held_to_an_outcome() -> None:
     """Free: won; done with the same body: seen; another body: clash; pending: wait (None)."""
-    claim = Claim.new("k", "{p}", "fp")
+    claim = KeyClaim.new("k", "{p}", "fp")
     assert judge(claim, None) == Won()
     assert judge(claim, Record("fp", "j1", "done", "active").encode()) == Seen("j1", "active")
     assert judge(claim, Record("fp", "j1", "pending").encode()) is None
