@@ -13,7 +13,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
-from starlette.types import Receive, Scope, Send
 
 from jobstream.http_errors import InvalidInput, ItemError
 from jobstream.settings import ApiSettings, Settings
@@ -34,7 +33,7 @@ from producer.idempotency_keys import (
 from producer.runtime import Runtime
 from schemas import JobSpec, Priority, decode_job
 from tests.conftest import MS
-from tests.helpers import read_topic, wait_until
+from tests.helpers import asgi_app, read_topic, wait_until
 
 WAIT = 15_000 * MS
 
@@ -118,18 +117,8 @@ async def make_api(settings: Settings) -> AsyncIterator[Start]:
 
         async def start(**extra: Any) -> Api:
             api_settings = ApiSettings(**{**settings.model_dump(), **extra})
-            app = create_app(api_settings)
-            state = await stack.enter_async_context(app.router.lifespan_context(app))
-            assert state is not None
-
-            async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-                scope["state"] = dict(state)
-                await app(scope, receive, send)
-
-            transport = httpx.ASGITransport(app=asgi)
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://api")
-            )
+            app = asgi_app(create_app(api_settings), base_url="http://api")
+            client, state = await stack.enter_async_context(app)
             return Api(client, state["runtime"], api_settings)
 
         yield start
