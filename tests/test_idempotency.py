@@ -211,6 +211,18 @@ async def test_failed_produce_releases_the_claim(api: Api, redis: Redis) -> None
     assert await records_on(api.settings, api.settings.topics.jobs(Priority.normal)) == 1
 
 
+async def test_a_keyed_job_the_broker_refuses_is_413(make_api: Start, redis: Redis) -> None:
+    """A job with a key that Kafka refuses (too large) answers 413, as without a key, and
+    its claim is released."""
+    big = 4 * 1024 * 1024
+    api: Api = await make_api(max_payload_bytes=big, max_record_bytes=big)
+    body = {"type": "t", "payload": {"blob": "x" * 1_300_000}}
+    r = await api.client.post("/jobs", json=body, headers={"Idempotency-Key": "big"})
+    assert r.status_code == 413 and "make the job smaller" in r.json()["detail"], r.text
+    assert r.json()["limit"] == big
+    assert not await redis.exists(claim_key(api.settings.redis_prefix, "big"))
+
+
 async def test_pending_claim_is_waited_for(make_api: Start, redis: Redis) -> None:
     """A request finding a pending claim waits: it answers the winner's id once the winner is
     done, and 409 'in progress' when the winner never finishes within the submit timeout."""
