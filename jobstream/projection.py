@@ -3,7 +3,8 @@
 One hash per job, `{prefix}:job:<id>`. Writes go through a Lua script that applies an
 update only when its rank (`schemas.state_rank`) is not below the stored one, so
 writers racing each other (the API's `queued`, the projector's later states) never move
-a job backwards. Batches of events are coalesced per job and pipelined.
+a job backwards. Batches of events are coalesced per job (`merge`, pure: what one event
+does to the fields to write) and pipelined.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def job_key(prefix: str, job_id: str) -> str:
     return f"{prefix}:job:{job_id}"
 
 
-def _merge(into: dict[str, Any], event: dict[str, Any]) -> None:
-    """Fold one event into the fields to write for its job (later events win)."""
+def merge(into: dict[str, Any], event: dict[str, Any]) -> None:
+    """Fold one event into what to write for its job: `into` is `{"fields": {}}` at first,
+    then holds `rank`, `created_at` and `fields`. An event ranking below what `into` holds
+    is ignored; otherwise it wins. Pure."""
     state = event["state"]
     attempt = int(event.get("attempt") or 1)
     rank = state_rank(state, attempt)
@@ -84,7 +87,7 @@ class Projection:
         """Apply a batch of status events in one pipelined round trip."""
         merged: dict[str, dict[str, Any]] = {}
         for event in events:
-            _merge(merged.setdefault(event["job_id"], {"fields": {}}), event)
+            merge(merged.setdefault(event["job_id"], {"fields": {}}), event)
         if not merged:
             return
         # One script call per chunk, all chunks in one pipelined round trip: per-job

@@ -93,6 +93,8 @@ class Queue(BaseModel):
     end_offset: int
 
 
+# The counts in `/queues` (class names are the document's schema names: a docstring would
+# show up in it too). Not `producer.delayed.DelayedJobs` nor `deadletters.DeadLetters`.
 class Delayed(BaseModel):
     waiting: int
     claimed: int

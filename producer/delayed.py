@@ -25,6 +25,7 @@ from jobstream.status import StatusPublisher
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics
+from producer.results import Submitted
 from scheduler import CANCELLED, DelayStore
 from schemas import JobEnvelope
 
@@ -39,7 +40,7 @@ def rfc3339(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Delayed:
+class DelayedJobs:
     """Stores delayed jobs and cancels them before they fire."""
 
     def __init__(
@@ -58,17 +59,15 @@ class Delayed:
         self._metrics = metrics
         self._timeout_s = timeout_s
 
-    async def submit(
-        self, later: list[tuple[int, JobEnvelope]], rows: list[dict[str, Any]], now: int
-    ) -> None:
-        """Store the jobs and fill their result rows; raises `Unavailable` if none is stored."""
+    async def submit(self, later: list[JobEnvelope], now: int) -> list[Submitted]:
+        """Store the jobs; their results, in order. Raises `Unavailable` if none is stored."""
         for service in ("redis", "kafka"):
             if not self._health.is_up(service):
                 self._metrics.count_rejected(f"{service}_down", len(later))
                 raise self._unavailable(service, f"{service.capitalize()} is unreachable")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        events = [_scheduled(env, now) for _, env in later]
+        events = [_scheduled(env, now) for env in later]
         try:
             async with asyncio.timeout_at(deadline):
                 await (await self._publisher.send_now(events))
@@ -77,7 +76,7 @@ class Delayed:
             raise self._unavailable("kafka", f"Kafka did not take the jobs: {exc!r}") from exc
         try:
             async with asyncio.timeout_at(deadline):
-                await self.store.add([env for _, env in later])
+                await self.store.add(later)
         except (TimeoutError, RedisError, OSError) as exc:
             self._metrics.count_rejected("redis_failed", len(later))
             if not isinstance(exc, TimeoutError):
@@ -87,10 +86,12 @@ class Delayed:
                 self._publisher.publish(_rejected(event, exc))
             raise self._unavailable("redis", f"Redis did not take the jobs: {exc!r}") from exc
         self._health.note_ok("redis")
-        for (i, env), event in zip(later, events, strict=True):
-            rows[i] = {"index": i, "id": env.id, "state": "scheduled", "run_at": event["run_at"]}
+        stored = []
+        for env, event in zip(later, events, strict=True):
+            stored.append(Submitted(env.id, "scheduled", event["run_at"]))
             self._metrics.count_submitted(env.priority)
         await self._project(events, deadline)
+        return stored
 
     async def cancel(self, job_id: str, job_type: str) -> int:
         """Remove a delayed job from Redis for good, wherever it is: `CANCELLED` (it was

@@ -1,20 +1,43 @@
-"""`POST /jobs` without the framework's routing, request objects and dependency solving.
+"""`POST /jobs`, answered without the framework's routing, request objects and dependency solving.
 
 One job per request is the API's hottest path, and most of its CPU went to FastAPI and
-Starlette around a few lines of work. This ASGI middleware answers exactly that request
-itself, with the same function the route uses (`producer.routes.submit_one`) and the same
-error rendering; every other request goes on to the app. It sits inside the body-size
-limit and the catch-all, so those still apply.
+Starlette around a few lines of work. This ASGI middleware answers every such request
+itself (`submit_one`), with the app's error rendering; every other request goes on to the
+app. It sits inside the body-size limit and the catch-all, so those still apply. No route
+serves `POST /jobs`: `producer.openapi` documents it from `OPERATION` here, and the
+middleware answers what the router would for a route there (405 to another method, a
+redirect from `/jobs/`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobstream.http_errors import ApiError
-from producer.routes import submit_one
+from jobstream.http_errors import ApiError, Conflict, TooLarge, Unavailable, check_content_type
+from jobstream.http_responses import json_response
+from producer.idempotency_keys import with_header
+from producer.inputs import parse_job
+from producer.results import Refused
+from producer.runtime import Runtime
+from producer.trace import use_traceparent
+
+# What FastAPI would say of the operation (a route named `submit_job`); `producer.openapi`
+# adds what it takes and answers.
+OPERATION: dict[str, Any] = {
+    "summary": "Submit one job",
+    "description": """Body: a job spec (`type`, optional `payload`, `priority`, `key`, `max_attempts`,
+`timeout_s`, `backoff`, `idempotency_key`, `delay_ms` or `run_at`). 202 `{"id", "state":
+"queued"}` once Kafka has the job, or `{"id", "state": "scheduled", "run_at"}` once Redis
+has a job due later; with an `Idempotency-Key` header or field, a repeat answers 200 `{"id",
+"state", "duplicate": true}` with the first job, and 409 if the key came with another body.""",
+    "operationId": "submit_job_jobs_post",
+}
 
 
 class FastSubmit:
@@ -24,7 +47,7 @@ class FastSubmit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/jobs":
-            await self.app(scope, receive, send)
+            await (_elsewhere(scope) or self.app)(scope, receive, send)
             return
         content_type = idem_key = traceparent = None
         for name, value in scope["headers"]:
@@ -43,6 +66,57 @@ class FastSubmit:
             self._on_reject(exc.reason)
             response = exc.response()
         await response(scope, receive, send)
+
+
+def _elsewhere(scope: Scope) -> Response | None:
+    """The router's answer to a request for `/jobs` that is not `POST /jobs`; None: not one."""
+    if scope["type"] != "http":
+        return None
+    if scope["path"] == "/jobs":
+        return json_response({"detail": "Method Not Allowed"}, 405, headers={"Allow": "POST"})
+    if scope["path"] == "/jobs/":
+        return RedirectResponse(URL(scope={**scope, "path": "/jobs"}), 307)
+    return None
+
+
+async def submit_one(
+    runtime: Runtime,
+    content_type: str | None,
+    idem_key: str | None,
+    raw: bytes,
+    traceparent: str | None = None,
+) -> Response:
+    """The answer to one `POST /jobs` (see `OPERATION`); raises `ApiError` for an error answer."""
+    started = time.perf_counter()
+    check_content_type(content_type)
+    use_traceparent(traceparent)
+    spec = with_header(parse_job(raw, runtime.limits), idem_key)
+    if spec.idempotency_key is None:
+        results = await runtime.submitter.submit_many((spec,))
+    else:  # 200 with the first job for a repeat
+        results = await runtime.deduplicator.submit_many((spec,))
+    result = results[0]
+    if isinstance(result, Refused):
+        raise _refusal(runtime, result)
+    body: dict[str, Any] = {"id": result.id, "state": result.state}
+    if result.run_at is not None:
+        body["run_at"] = result.run_at
+    if result.duplicate:
+        body["duplicate"] = True
+    runtime.metrics.observe_latency("single", time.perf_counter() - started)
+    return json_response(body, 200 if result.duplicate else 202)
+
+
+def _refusal(runtime: Runtime, refused: Refused) -> ApiError:
+    """A single job's refusal as its error answer."""
+    status, message = refused.error.status, refused.error.message
+    if status == 413:  # Kafka refused the record: too large
+        return TooLarge(message, limit=runtime.settings.max_record_bytes)
+    if status == 409:  # the key came with another body, or its first request is unfinished
+        return Conflict(message)
+    return Unavailable(
+        "kafka", f"{message}; the job was not accepted, retry later", retry_after=runtime.health.retry_after_s
+    )
 
 
 async def _body(receive: Receive) -> bytes | None:

@@ -27,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from jobstream.http_errors import Conflict, ItemError, Unavailable
+from jobstream.http_errors import ItemError, Unavailable
 from jobstream.projection import job_key
-from producer.idempotency_keys import Busy, Claim, Clash, Outcome, Plan, Record, Seen, Won, judge
-from producer.runtime import Runtime
+from jobstream.settings import ApiSettings
+from producer.health import HealthMonitor
+from producer.idempotency_keys import Busy, Clash, KeyClaim, Outcome, Plan, Record, Seen, Won, judge
+from producer.results import Refused, SubmitResult, Submitted
+from producer.submit import Submitter
 from schemas import JobSpec
 
 __all__ = ["Deduplicator"]
@@ -64,42 +67,31 @@ return n
 
 
 class Deduplicator:
-    """Submits through `Runtime.submitter`, honouring idempotency keys; one per request."""
+    """Submits through a `Submitter`, honouring idempotency keys. Built once, with the app."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        self._redis: Redis = runtime.redis
-        settings = runtime.settings
+    def __init__(
+        self, submitter: Submitter, redis: Redis, health: HealthMonitor, settings: ApiSettings
+    ) -> None:
+        self._submitter = submitter
+        self._redis = redis
+        self._health = health
         self._prefix = settings.redis_prefix
         self._ttl_ms = settings.idempotency_ttl_s * 1000
         self._lease_ms = min(self._ttl_ms, int(max(LEASE_MIN_S, 3 * settings.submit_timeout_s) * 1000))
         self._wait_s = settings.submit_timeout_s
+        self._settle_script: AsyncScript = redis.register_script(_SETTLE)
 
-    async def submit_one(self, spec: JobSpec) -> tuple[dict[str, Any], int]:
-        """The answer to `POST /jobs` and its status: 202 for a new job, 200 for a repeat.
-
-        Raises `Conflict` (key used with another body, or still in progress) and `Unavailable`.
-        """
-        row = (await self.submit_many([spec]))[0]
-        if "error" in row:
-            error = row["error"]
-            if error.get("status") == 503:  # Kafka refused it: not a conflict, retry later
-                raise Unavailable("kafka", error["message"], retry_after=self._runtime.health.retry_after_s)
-            raise Conflict(error["message"])
-        body = {k: v for k, v in row.items() if k != "index"}
-        return body, 200 if row.get("duplicate") else 202
-
-    async def submit_many(self, items: Sequence[JobSpec | ItemError]) -> list[dict[str, Any]]:
-        """`Submitter.submit_many`, except that a repeated key answers `{"index", "id",
-        "state", "duplicate": true}` and a conflicting one a 409 item error."""
-        submitter = self._runtime.submitter
+    async def submit_many(self, items: Sequence[JobSpec | ItemError]) -> list[SubmitResult]:
+        """`Submitter.submit_many`, except that a repeated key answers its first job
+        (`Submitted` with `duplicate`) and a conflicting one a 409 `Refused`."""
+        submitter = self._submitter
         plan = Plan.of(items, self._prefix)
         if not plan.claims:
             return await submitter.submit_many(items)
         outcomes = await self._claim(list(plan.claims.values()))
         won = {i: c for i, c in plan.claims.items() if isinstance(outcomes[c.redis_key], Won)}
         send = [i for i in range(len(items)) if i not in plan.lead_of or i in won]
-        rows: list[dict[str, Any]] = [{} for _ in items]
+        results: list[SubmitResult | None] = [None] * len(items)
         if send:
             try:
                 sent = await submitter.submit_many(
@@ -108,23 +100,22 @@ class Deduplicator:
             except BaseException:
                 await self._settle([(c, None) for c in won.values()])
                 raise
-            for i, row in zip(send, sent, strict=True):
-                rows[i] = {**row, "index": i}
-        await self._settle([(c, None if "error" in rows[i] else rows[i]["state"]) for i, c in won.items()])
+            for i, result in zip(send, sent, strict=True):
+                results[i] = result
+        await self._settle([(c, _state(results[i])) for i, c in won.items()])
         states = await self._current_states([o for o in outcomes.values() if isinstance(o, Seen)])
         for i, lead in plan.lead_of.items():
             if i in plan.clashes:
-                rows[i] = _error(i, plan.clashes[i])
+                results[i] = Refused(ItemError(409, plan.clashes[i]))
             elif i != lead:  # a repeat inside this batch: whatever its first item got
-                first = rows[lead]
-                rows[i] = {"index": i, "error": first["error"]} if "error" in first else _dup(i, first)
+                results[i] = _repeat(results[lead])
             elif i not in won:
-                rows[i] = _answer(i, outcomes[plan.claims[i].redis_key], states)
-        return rows
+                results[i] = _answer(outcomes[plan.claims[i].redis_key], states)
+        return cast(list[SubmitResult], results)  # every item has its result now
 
-    async def _claim(self, claims: list[Claim]) -> dict[str, Outcome]:
+    async def _claim(self, claims: list[KeyClaim]) -> dict[str, Outcome]:
         """Claim every key, or learn who holds it; wait out pending holders (bounded)."""
-        health = self._runtime.health
+        health = self._health
         if not health.is_up("redis"):
             raise _redis_down("Redis is unreachable", health.retry_after_s)
         loop = asyncio.get_running_loop()
@@ -140,7 +131,7 @@ class Deduplicator:
                     held: list[bytes | None] = await pipe.execute()
             except (RedisError, OSError) as exc:
                 raise _redis_down(f"Redis did not answer ({exc})", health.retry_after_s) from exc
-            waiting: list[Claim] = []
+            waiting: list[KeyClaim] = []
             for c, old in zip(todo, held, strict=True):
                 outcome = judge(c, old)
                 if outcome is None:
@@ -156,12 +147,12 @@ class Deduplicator:
             delay = min(delay * 2, POLL_MAX_S)
             todo = waiting
 
-    async def _settle(self, done: list[tuple[Claim, str | None]]) -> None:
+    async def _settle(self, done: list[tuple[KeyClaim, str | None]]) -> None:
         """Mark won claims done (with the job's state) or, state None, release them. Never
         raises: the jobs are in Kafka either way; a claim left pending expires with its lease."""
         if not done:
             return
-        script: AsyncScript = self._redis.register_script(_SETTLE)
+        script = self._settle_script
         try:
             for start in range(0, len(done), SETTLE_CHUNK):
                 chunk = done[start : start + SETTLE_CHUNK]
@@ -188,20 +179,24 @@ class Deduplicator:
         return {s.job_id: v.decode() for s, v in zip(seen, got, strict=True) if v}
 
 
-def _answer(i: int, outcome: Outcome, states: dict[str, str]) -> dict[str, Any]:
+def _state(result: SubmitResult | None) -> str | None:
+    """The state to mark a won claim done with; None (release the claim) if refused."""
+    return result.state if isinstance(result, Submitted) else None
+
+
+def _repeat(first: SubmitResult | None) -> SubmitResult:
+    """What a batch's repeat of an earlier item with the same key and body gets."""
+    assert first is not None, "a lead comes before its repeats"
+    if isinstance(first, Refused):
+        return Refused(first.error)
+    return Submitted(first.id, first.state, duplicate=True)
+
+
+def _answer(outcome: Outcome, states: dict[str, str]) -> SubmitResult:
     if isinstance(outcome, Seen):
-        return {"index": i, "id": outcome.job_id, "state": states.get(outcome.job_id, outcome.state),
-                "duplicate": True}  # fmt: skip
+        return Submitted(outcome.job_id, states.get(outcome.job_id, outcome.state), duplicate=True)
     assert isinstance(outcome, Clash | Busy)
-    return _error(i, outcome.message)
-
-
-def _dup(i: int, first: dict[str, Any]) -> dict[str, Any]:
-    return {"index": i, "id": first["id"], "state": first["state"], "duplicate": True}
-
-
-def _error(i: int, message: str) -> dict[str, Any]:
-    return {"index": i, "error": {"status": 409, "message": message}}
+    return Refused(ItemError(409, outcome.message))
 
 
 def _redis_down(why: str, retry_after: int) -> Unavailable:

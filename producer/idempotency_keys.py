@@ -1,6 +1,6 @@
 """The pure half of idempotency keys (`producer.idempotency` does the Redis part).
 
-What is claimed (`Claim`, `claim_key`), what a claim holds (`Record`), what a request is
+What is claimed (`KeyClaim`, `claim_key`), what a claim holds (`Record`), what a request is
 (`fingerprint`), which items of a batch share a key (`Plan`), and what a holder found in
 Redis means for a request (`judge`). No I/O here.
 
@@ -52,7 +52,7 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
+class KeyClaim:
     """One request's bid for a key: the job id it would produce, chosen up front."""
 
     key: str
@@ -62,7 +62,7 @@ class Claim:
     value: str  # the pending record, encoded: what the claim's owner compares against
 
     @classmethod
-    def new(cls, key: str, prefix: str, fingerprint: str) -> Claim:
+    def new(cls, key: str, prefix: str, fingerprint: str) -> KeyClaim:
         job_id = new_job_id()
         value = Record(fingerprint, job_id, "pending").encode()
         return cls(key, claim_key(prefix, key), fingerprint, job_id, value)
@@ -119,7 +119,7 @@ def different_body(key: str) -> str:
     )
 
 
-def judge(claim: Claim, held: bytes | str | None) -> Outcome | None:
+def judge(claim: KeyClaim, held: bytes | str | None) -> Outcome | None:
     """What `held` (the value `SET NX GET` returned) means for `claim`; None: wait, pending."""
     if held is None:
         return Won()
@@ -154,7 +154,7 @@ class Plan:
     """Which items of a request carry keys. The first valid item with a key leads: only it
     claims; later items with the key follow it (same body) or clash (another body)."""
 
-    claims: dict[int, Claim] = field(default_factory=dict)  # by the leading item's index
+    claims: dict[int, KeyClaim] = field(default_factory=dict)  # by the leading item's index
     lead_of: dict[int, int] = field(default_factory=dict)  # every keyed item -> its lead
     clashes: dict[int, str] = field(default_factory=dict)  # followers with another body
 
@@ -169,7 +169,7 @@ class Plan:
             fp = fingerprint(item)
             lead = plan.lead_of[i] = leads.setdefault(key, i)
             if lead == i:
-                plan.claims[i] = Claim.new(key, prefix, fp)
+                plan.claims[i] = KeyClaim.new(key, prefix, fp)
             elif plan.claims[lead].fingerprint != fp:
                 plan.clashes[i] = different_body(key) + f" (item {lead} of this batch)"
         return plan

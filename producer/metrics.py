@@ -1,5 +1,11 @@
 """Prometheus metrics of one app, in a registry of its own.
 
+- `jobstream_api_jobs_submitted_total{priority}`: jobs accepted (in Kafka, or stored to run later);
+- `jobstream_api_submit_rejected_total{reason}`: requests or batch items refused;
+- `jobstream_api_submit_latency_seconds{route}`: `single` or `batch`, arrival to answer;
+- `jobstream_api_projection_write_errors_total`: `queued` states not written to Redis;
+- `jobstream_api_http_internal_errors_total`: requests that ended in a bug.
+
 A per-app `CollectorRegistry` (not the process-global one) lets tests and benchmarks create
 many apps in one process without "duplicated timeseries" errors.
 """
@@ -22,31 +28,31 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.submitted = Counter(
-            "jobs_submitted",
+            "jobstream_api_jobs_submitted",
             "Jobs acknowledged by Kafka and answered as queued.",
             ["priority"],
             registry=self.registry,
         )
         self.rejected = Counter(
-            "submit_rejected",
+            "jobstream_api_submit_rejected",
             "Requests or batch items refused, by reason.",
             ["reason"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "submit_latency_seconds",
+            "jobstream_api_submit_latency_seconds",
             "Time from a submit request's arrival to its answer.",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.projection_errors = Counter(
-            "projection_write_errors",
+            "jobstream_api_projection_write_errors",
             "Queued states not written to the Redis projection (the job itself is in Kafka).",
             registry=self.registry,
         )
         self.internal_errors = Counter(
-            "http_internal_errors",
+            "jobstream_api_http_internal_errors",
             "Requests that ended in an unexpected exception (a bug).",
             registry=self.registry,
         )

@@ -1,9 +1,10 @@
 """The OpenAPI document: what each operation takes and every answer it can give.
 
-FastAPI cannot see most of it by itself: the submit and replay routes read their bodies
-themselves (`producer.inputs`), every error is rendered as `ErrorBody` rather than
-FastAPI's validation shape, `/metrics` is Prometheus text, and the routes answer plain
-dicts through orjson. So `openapi()` takes FastAPI's document (paths, parameters,
+FastAPI cannot see most of it by itself: `POST /jobs` has no route (`producer.fastpath`
+answers it and says what FastAPI would have: `OPERATION`), the batch and replay routes
+read their bodies themselves (`producer.inputs`), every error is rendered as `ErrorBody`
+rather than FastAPI's validation shape, `/metrics` is Prometheus text, and the routes
+answer plain dicts through orjson. So `openapi()` takes FastAPI's document (paths, parameters,
 summaries) and sets each operation's request body, header parameters and responses from
 `OPERATIONS`, the one table of what the API does (the shapes are `producer.api_shapes`);
 FastAPI's own 422 shape is dropped. tests/test_openapi.py fuzzes every operation of the
@@ -37,6 +38,7 @@ from producer.api_shapes import (
     ReplayStarted,
     ReplayStatus,
 )
+from producer.fastpath import OPERATION as SUBMIT_ONE
 from producer.idempotency_keys import MAX_KEY_CHARS
 from producer.routes import JOB_ID_PATTERN
 from schemas import JobSpec
@@ -121,6 +123,8 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    paths = doc["paths"]
+    doc["paths"] = {"/jobs": {"post": dict(SUBMIT_ONE), **paths.get("/jobs", {})}, **paths}
     models: set[type[BaseModel]] = {ErrorBody}
     for op in OPERATIONS.values():
         models.update(m for m, _ in op.ok.values() if not isinstance(m, str))

@@ -1,7 +1,9 @@
-"""The HTTP routes: submit, batch, lookup, cancel, queues, health, readiness, metrics.
+"""The HTTP routes: batch, lookup, cancel, queues, health, readiness, metrics.
 
-Submit routes read the raw body and parse it themselves (`producer.inputs`) so that each
-kind of bad input gets its own status and message, and answer with orjson bytes.
+`POST /jobs` has no route: `producer.fastpath` answers it. The batch route reads the raw
+body and parses it itself (`producer.inputs`) so that each kind of bad input gets its own
+status and message, and answers with orjson bytes: one row per item, built here from the
+submitter's results (`producer.results`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from jobstream.http_errors import (
 from jobstream.http_responses import json_response
 from jobstream.projection import Projection
 from producer.health import HealthMonitor
-from producer.idempotency import Deduplicator
-from producer.idempotency_keys import with_header
-from producer.inputs import parse_batch, parse_job
-from producer.runtime import HealthDep, MetricsDep, ProjectionDep, Runtime, RuntimeDep
+from producer.inputs import parse_batch
+from producer.results import Refused, SubmitResult
+from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
 from schemas import encode_cancel
@@ -44,40 +45,6 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
-@router.post("/jobs", status_code=202, summary="Submit one job")
-async def submit_job(request: Request, runtime: RuntimeDep) -> Response:
-    """Body: a job spec (`type`, optional `payload`, `priority`, `key`, `max_attempts`,
-    `timeout_s`, `backoff`, `idempotency_key`, `delay_ms` or `run_at`). 202 `{"id", "state":
-    "queued"}` once Kafka has the job, or `{"id", "state": "scheduled", "run_at"}` once Redis
-    has a job due later; with an `Idempotency-Key` header or field, a repeat answers 200 `{"id",
-    "state", "duplicate": true}` with the first job, and 409 if the key came with another body."""
-    headers = request.headers
-    body = await request.body()
-    return await submit_one(
-        runtime, headers.get("content-type"), headers.get("idempotency-key"), body, headers.get("traceparent")
-    )
-
-
-async def submit_one(
-    runtime: Runtime,
-    content_type: str | None,
-    idem_key: str | None,
-    raw: bytes,
-    traceparent: str | None = None,
-) -> Response:
-    """`POST /jobs`, whichever way the request came in (the route, or `producer.fastpath`)."""
-    started = time.perf_counter()
-    check_content_type(content_type)
-    use_traceparent(traceparent)
-    spec = with_header(parse_job(raw, runtime.limits), idem_key)
-    if spec.idempotency_key is not None:  # 200 with the first job for a repeat
-        body, status = await Deduplicator(runtime).submit_one(spec)
-    else:
-        body, status = await runtime.submitter.submit(spec), 202  # "run_at" too when scheduled
-    runtime.metrics.observe_latency("single", time.perf_counter() - started)
-    return json_response(body, status)
-
-
 @router.post("/jobs/batch", summary="Submit many jobs")
 async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     """Body: `{"jobs": [spec, ...]}`. 200 with one result per item, in order: `{"index",
@@ -87,9 +54,25 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     use_traceparent(request.headers.get("traceparent"))
     settings = runtime.settings
     items = parse_batch(await request.body(), settings.max_batch, runtime.limits)
-    results = await Deduplicator(runtime).submit_many(items)  # = submitter's when no item has a key
+    results = await runtime.deduplicator.submit_many(items)  # = the submitter's when no item has a key
+    rows = [_row(i, result) for i, result in enumerate(results)]
     runtime.metrics.observe_latency("batch", time.perf_counter() - started)
-    return json_response({"results": results})
+    return json_response({"results": rows})
+
+
+def _row(i: int, result: SubmitResult) -> dict[str, Any]:
+    """A batch item's row: `{"index", "id", "state", "run_at"?, "duplicate"?}` or `{"index",
+    "id"?, "error": {"status", "message", "errors"?}}`."""
+    if isinstance(result, Refused):
+        if result.id is None:
+            return {"index": i, "error": result.error.as_dict()}
+        return {"index": i, "id": result.id, "error": result.error.as_dict()}
+    row: dict[str, Any] = {"index": i, "id": result.id, "state": result.state}
+    if result.run_at is not None:
+        row["run_at"] = result.run_at
+    if result.duplicate:
+        row["duplicate"] = True
+    return row
 
 
 @router.get("/jobs/{job_id}", summary="A job's latest state")

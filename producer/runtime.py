@@ -27,9 +27,10 @@ from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
-from producer.delayed import Delayed
+from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check
+from producer.idempotency import Deduplicator
 from producer.job_checks import Limits
 from producer.metrics import Metrics
 from producer.queues import QueueStats
@@ -55,8 +56,9 @@ class Runtime:
     projection: Projection
     health: HealthMonitor
     submitter: Submitter
+    deduplicator: Deduplicator  # the submitter behind idempotency keys (`producer.idempotency`)
     dead_letters: DeadLetters  # index, indexer, replayer (`deadletters.service`)
-    delayed: Delayed
+    delayed: DelayedJobs
     queues: QueueStats
     limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
@@ -108,8 +110,9 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             timeout_s=HEALTH_TIMEOUT_S,
         )
         delay_store = DelayStore(redis, settings.redis_prefix)
-        delayed = Delayed(delay_store, publisher, writer, health, metrics, settings.submit_timeout_s)
+        delayed = DelayedJobs(delay_store, publisher, writer, health, metrics, settings.submit_timeout_s)
         submitter = Submitter(settings, producer, partitioner, publisher, writer, health, metrics, delayed)
+        deduplicator = Deduplicator(submitter, redis, health, settings)
         await stack.enter_async_context(health)
         for topic in settings.topics.job_topics:  # warm the partition cache; misses retry lazily
             try:
@@ -129,7 +132,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             )
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
-            settings, metrics, producer, redis, projection, health, submitter, dead_letters,
+            settings, metrics, producer, redis, projection, health, submitter, deduplicator, dead_letters,
             delayed, queues, Limits(settings.max_payload_bytes, settings.max_record_bytes), scheduler,
         )  # fmt: skip
 
@@ -141,10 +144,6 @@ async def _runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-async def _submitter(runtime: RuntimeDep) -> Submitter:
-    return runtime.submitter
-
-
 async def _projection(runtime: RuntimeDep) -> Projection:
     return runtime.projection
 
@@ -153,16 +152,10 @@ async def _health(runtime: RuntimeDep) -> HealthMonitor:
     return runtime.health
 
 
-async def _settings(runtime: RuntimeDep) -> ApiSettings:
-    return runtime.settings
-
-
 async def _metrics(runtime: RuntimeDep) -> Metrics:
     return runtime.metrics
 
 
-SubmitterDep = Annotated[Submitter, Depends(_submitter)]
 ProjectionDep = Annotated[Projection, Depends(_projection)]
 HealthDep = Annotated[HealthMonitor, Depends(_health)]
-SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

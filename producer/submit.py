@@ -31,19 +31,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from jobstream.http_errors import ItemError, TooLarge, Unavailable
+from jobstream.http_errors import ItemError, Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
 from jobstream.status import StatusPublisher
-from producer.delayed import Delayed
+from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics
+from producer.results import Refused, SubmitResult, Submitted
 from producer.trace import REQUEST_TRACEPARENT
 from schemas import JobEnvelope, JobSpec, encode_job, job_headers, new_job_id, partition_for
 
@@ -64,7 +65,7 @@ class Submitter:
         writer: GroupCommit[dict[str, Any]],
         health: HealthMonitor,
         metrics: Metrics,
-        delayed: Delayed,
+        delayed: DelayedJobs,
     ) -> None:
         self._delayed = delayed
         self._producer = producer
@@ -74,34 +75,19 @@ class Submitter:
         self._metrics = metrics
         self._topics = settings.topics
         self._timeout_s = settings.submit_timeout_s
-        self._max_record_bytes = settings.max_record_bytes
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
 
-    async def submit_one(self, spec: JobSpec) -> str:
-        """Produce one job; return its id once Kafka has it. Raises `Unavailable`."""
-        return str((await self.submit(spec))["id"])
-
-    async def submit(self, spec: JobSpec) -> dict[str, Any]:
-        """Submit one job; the answer `{"id", "state"}` (and `run_at` when scheduled)."""
-        rows = await self.submit_many([spec])
-        row = rows[0]
-        if "error" in row:  # a single job that Kafka refused is the whole answer
-            if row["error"]["status"] == 413:
-                raise TooLarge(row["error"]["message"], limit=self._max_record_bytes)
-            raise self._unavailable(row["error"]["message"])
-        return {k: v for k, v in row.items() if k != "index"}
-
     async def submit_many(
         self, items: Sequence[JobSpec | ItemError], ids: Sequence[str | None] | None = None
-    ) -> list[dict[str, Any]]:
-        """Produce the specs among `items`, report the rest; one result row per item, in order.
+    ) -> list[SubmitResult]:
+        """Produce the specs among `items`, refuse the rest; one result per item, in order.
 
         `ids[i]`, when given and not None, is the id of item i's job (chosen up front by
         `producer.idempotency`); otherwise a new one is made.
         Raises `Unavailable` when Kafka is known down or acknowledged none of the jobs.
         """
-        rows: list[dict[str, Any]] = [{} for _ in items]
+        results: list[SubmitResult | None] = [None] * len(items)
         pending: list[tuple[int, JobEnvelope]] = []
         later: list[tuple[int, JobEnvelope]] = []  # delayed: stored in Redis (`producer.delayed`)
         now = time.time_ns() // 1_000_000
@@ -110,11 +96,11 @@ class Submitter:
                 env = self._envelope(item, now, ids[i] if ids is not None else None)
                 (pending if env.not_before is None else later).append((i, env))
             else:
-                rows[i] = {"index": i, "error": item.as_dict()}
+                results[i] = Refused(item)
                 self._metrics.count_rejected("invalid" if item.status == 422 else "too_large")
         if not pending:
-            await self._later(later, rows, now)
-            return rows
+            await self._later(later, results, now)
+            return _filled(results)
         if not self._health.is_up("kafka"):
             self._metrics.count_rejected("kafka_down", len(pending))
             raise self._unavailable("Kafka is unreachable")
@@ -134,14 +120,14 @@ class Submitter:
         for n, ((i, env), event) in enumerate(zip(pending, events, strict=True)):
             err = group.errors[n] if group.settled(n) else TimeoutError("no acknowledgement in time")
             if err is None:
-                rows[i] = {"index": i, "id": env.id, "state": "queued"}
+                results[i] = Submitted(env.id, "queued")
                 acked.append(event)
                 self._metrics.count_submitted(env.priority)
                 continue
             failed += 1
             if not refused_record(err):
                 failure = err
-            rows[i] = {"index": i, "id": env.id, "error": self._send_error(err)}
+            results[i] = Refused(_send_error(err), env.id)
             self._publisher.publish(_refused(event, err))
         if acked:
             self._health.note_ok("kafka")
@@ -150,11 +136,11 @@ class Submitter:
             if not acked:
                 raise self._unavailable(f"Kafka did not acknowledge the jobs: {_describe(failure)}")
         await self._after_ack(acked, deadline)
-        await self._later(later, rows, now, others_accepted=True)
-        return rows
+        await self._later(later, results, now, others_accepted=True)
+        return _filled(results)
 
     async def _later(
-        self, later: list[tuple[int, JobEnvelope]], rows: list[dict[str, Any]], now: int,
+        self, later: list[tuple[int, JobEnvelope]], results: list[SubmitResult | None], now: int,
         *, others_accepted: bool = False,
     ) -> None:  # fmt: skip
         """Store the delayed jobs; when other jobs of the request were accepted, a failure is
@@ -162,12 +148,15 @@ class Submitter:
         if not later:
             return
         try:
-            await self._delayed.submit(later, rows, now)
+            stored = await self._delayed.submit([env for _, env in later], now)
         except Unavailable as exc:
             if not others_accepted:
                 raise
             for i, env in later:
-                rows[i] = {"index": i, "id": env.id, "error": {"status": 503, "message": exc.detail}}
+                results[i] = Refused(ItemError(503, exc.detail), env.id)
+            return
+        for (i, _), result in zip(later, stored, strict=True):
+            results[i] = result
 
     async def _queued_first(self, events: list[dict[str, Any]], deadline: float) -> None:
         """Put the `queued` events on the status topic; raise `Unavailable` if Kafka will not."""
@@ -243,18 +232,23 @@ class Submitter:
             self._health.mark_down("kafka", problem)
         log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
 
-    def _send_error(self, exc: BaseException) -> dict[str, Any]:
-        if refused_record(exc):  # a client error: sending it again cannot help
-            why = f"Kafka refused the job's record ({_describe(exc)}): make the job smaller"
-            return {"status": 413, "message": why}
-        return {"status": 503, "message": f"Kafka did not acknowledge the job: {_describe(exc)}"}
-
     def _unavailable(self, why: str) -> Unavailable:
         return Unavailable(
             "kafka",
             f"{why}; the job was not accepted, retry later",
             retry_after=self._health.retry_after_s,
         )
+
+
+def _send_error(exc: BaseException) -> ItemError:
+    if refused_record(exc):  # a client error: sending it again cannot help
+        return ItemError(413, f"Kafka refused the job's record ({_describe(exc)}): make the job smaller")
+    return ItemError(503, f"Kafka did not acknowledge the job: {_describe(exc)}")
+
+
+def _filled(results: list[SubmitResult | None]) -> list[SubmitResult]:
+    """`results` once every item has its result (each path above sets one per item)."""
+    return cast(list[SubmitResult], results)
 
 
 def _queued(env: JobEnvelope, now: int) -> dict[str, Any]:

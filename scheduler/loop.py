@@ -2,7 +2,8 @@
 
 One loop claims the jobs due within `lookahead_ms` (up to `batch`; a Lua script: due order,
 lease `lease_ms`; it also answers when the next claim can take something), hands them to a
-task, and sleeps until the next job is due within half the lookahead. Each batch's task
+task, and sleeps until the next job is due within half the lookahead (the arithmetic:
+`scheduler.lookahead`). Each batch's task
 publishes the `queued` events and waits for Kafka to take them (as the API does, so a
 worker's `active` never precedes `queued`), then produces each job record at its due time,
 never before; so the `queued` round trip happens ahead of time, not on the job's path.
@@ -36,6 +37,7 @@ from jobstream.kafka import Partitioner
 from jobstream.producer_guard import SendGroup, refused_record
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
+from scheduler.lookahead import Lookahead
 from scheduler.store import DelayStore
 from schemas import (
     DeadLetter,
@@ -84,10 +86,9 @@ class Scheduler:
         self._topics = topics
         self._lease_ms = lease_ms
         self._batch = batch
-        self._max_sleep_s = max_sleep_s
-        self._lookahead_ms = min(lookahead_ms, lease_ms // 4)  # most of the lease is for Kafka
+        self._clock = Lookahead.of(lookahead_ms, lease_ms, max_sleep_s)
         # acks later than this: leave the jobs claimed (well before the lease runs out)
-        self._produce_timeout_s = min(produce_timeout_s, (lease_ms - self._lookahead_ms) / 2000)
+        self._produce_timeout_s = self._clock.produce_timeout_s(produce_timeout_s)
         self._wake = asyncio.Event()
         self._sleep_until = math.inf  # ms; an insert to claim before this wakes the loop
         self._slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
@@ -170,12 +171,9 @@ class Scheduler:
         try:
             now = now_ms()
             raw, due, expiry = await self._store.claim(
-                now, self._lease_ms, self._batch, forget, horizon_ms=now + self._lookahead_ms
+                now, self._lease_ms, self._batch, forget, horizon_ms=self._clock.horizon(now)
             )
-            # claim next when a job is due within half the lookahead (so each claim takes
-            # about that much), or when a lease expires
-            early = None if due is None else due - self._lookahead_ms // 2
-            head = min((t for t in (early, expiry) if t is not None), default=None)
+            head = self._clock.claim_at(due, expiry)
         except BaseException:
             self._acked.extend(forget)  # still claimed: forget them next time
             self._slots.release()
@@ -299,7 +297,7 @@ class Scheduler:
     async def _sleep_until_due(self, head: int | None) -> None:
         """Sleep until `head` (at most `max_sleep_s`), unless an insert due sooner wakes us."""
         now = now_ms()
-        wait_ms = self._max_sleep_s * 1000 if head is None else min(head - now, self._max_sleep_s * 1000)
+        wait_ms = self._clock.sleep_ms(head, now)
         if wait_ms <= 0:
             return
         self._sleep_until = now + wait_ms
@@ -324,7 +322,7 @@ class Scheduler:
                     # checked, not only cancelled: redis-py's read timeout can swallow a cancel
                     while not self._closing:
                         msg = await sub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                        if msg is not None and int(msg["data"]) - self._lookahead_ms // 2 < self._sleep_until:
+                        if msg is not None and self._clock.wakes(int(msg["data"]), self._sleep_until):
                             self._wake.set()
             except asyncio.CancelledError:
                 raise

@@ -89,7 +89,7 @@ CANCELLED = 1
 CANCELLED_WHILE_CLAIMED = 2
 
 
-class Claim(NamedTuple):
+class ClaimedJobs(NamedTuple):
     """What one claim took, and what is left (ms; None: nothing)."""
 
     envelopes: list[bytes]
@@ -130,7 +130,7 @@ class DelayStore:
         limit: int,
         forget: Sequence[str] = (),
         horizon_ms: int | None = None,
-    ) -> Claim:
+    ) -> ClaimedJobs:
         """Forget the jobs in `forget` (as `done`), then claim for `lease_ms` up to `limit`
         jobs: those whose lease expired by `now_ms` first, then those due by `horizon_ms`
         (default `now_ms`). One round trip."""
@@ -138,7 +138,7 @@ class DelayStore:
         due, expiry, *envelopes = await self._claim(
             keys=self._keys, args=[now_ms, horizon, lease_ms, limit, *forget]
         )
-        return Claim(envelopes, _ms(due), _ms(expiry))
+        return ClaimedJobs(envelopes, _ms(due), _ms(expiry))
 
     async def done(self, ids: Sequence[str]) -> None:
         """Forget jobs Kafka has: out of the claimed set and the hash, in one round trip."""

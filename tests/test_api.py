@@ -64,8 +64,14 @@ async def api(api_settings: ApiSettings) -> AsyncIterator[Api]:
 
 
 async def internal_errors(api: Api) -> float:
-    value = api.runtime.metrics.registry.get_sample_value("http_internal_errors_total")
+    value = api.runtime.metrics.registry.get_sample_value("jobstream_api_http_internal_errors_total")
     return value or 0.0
+
+
+def submitted(api: Api) -> float | None:
+    """The API's count of accepted jobs of priority normal."""
+    registry = api.runtime.metrics.registry
+    return registry.get_sample_value("jobstream_api_jobs_submitted_total", {"priority": "normal"})
 
 
 # -- submit -----------------------------------------------------------------------------
@@ -202,7 +208,7 @@ async def test_job_over_the_record_limit_is_413_naming_then(api: Api, when: str)
     r = await api.client.post("/jobs/batch", json={"jobs": [job, {**job, "idempotency_key": "k"}]})
     errors = [res["error"] for res in r.json()["results"]]
     assert [e["status"] for e in errors] == [413, 413] and errors[0]["errors"][0]["field"] == "then"
-    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+    assert submitted(api) == 0
     assert await api.runtime.delayed.store.counts() == (0, 0)
 
 
@@ -270,7 +276,7 @@ async def test_body_without_content_type_is_415(api: Api, path: str, body: bytes
     assert "content-type" not in r.request.headers
     assert r.status_code == 415, r.text
     assert "application/json" in r.json()["detail"]
-    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+    assert submitted(api) == 0
 
 
 @pytest.mark.parametrize(
@@ -346,9 +352,9 @@ async def test_health_readiness_and_metrics(api: Api) -> None:
     await api.client.post("/jobs", json={"type": "t", "priority": "low"})
     await api.client.post("/jobs", content=b"{", headers={"content-type": "application/json"})
     text = (await api.client.get("/metrics")).text
-    assert 'jobs_submitted_total{priority="low"} 1.0' in text
-    assert 'submit_rejected_total{reason="invalid_json"} 1.0' in text
-    assert "submit_latency_seconds_bucket" in text
+    assert 'jobstream_api_jobs_submitted_total{priority="low"} 1.0' in text
+    assert 'jobstream_api_submit_rejected_total{reason="invalid_json"} 1.0' in text
+    assert "jobstream_api_submit_latency_seconds_bucket" in text
 
 
 async def test_kafka_known_down_fails_fast(api: Api) -> None:
@@ -368,7 +374,7 @@ async def test_kafka_known_down_fails_fast(api: Api) -> None:
     for topic in api.settings.topics.job_topics:
         parts = [p for p in await producer.partitions_for(topic)]
         assert parts  # topics exist; nothing was sent
-    assert api.runtime.metrics.registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
+    assert submitted(api) == 0
 
 
 async def test_monitor_flips_back(api: Api) -> None:
@@ -500,8 +506,9 @@ async def test_body_cut_by_a_disconnect_submits_nothing(api: Api, path: str) -> 
     await api.app(scope, receive, send)
     assert [m for m in sent if m["type"] == "http.response.start" and m["status"] < 400] == []
     registry = api.runtime.metrics.registry
-    assert registry.get_sample_value("jobs_submitted_total", {"priority": "normal"}) == 0
-    assert registry.get_sample_value("http_internal_errors_total") == 0  # a client leaving is no bug
+    assert registry.get_sample_value("jobstream_api_jobs_submitted_total", {"priority": "normal"}) == 0
+    # a client leaving is no bug
+    assert registry.get_sample_value("jobstream_api_http_internal_errors_total") == 0
 
 
 async def test_a_job_the_broker_refuses_is_413_and_harms_no_other_submit(settings: Settings) -> None:

@@ -13,15 +13,14 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
-from starlette.types import Receive, Scope, Send
 
 from jobstream.http_errors import InvalidInput, ItemError
 from jobstream.settings import ApiSettings, Settings
 from producer import create_app
 from producer.idempotency_keys import (
     Busy,
-    Claim,
     Clash,
+    KeyClaim,
     Plan,
     Record,
     Seen,
@@ -34,7 +33,7 @@ from producer.idempotency_keys import (
 from producer.runtime import Runtime
 from schemas import JobSpec, Priority, decode_job
 from tests.conftest import MS
-from tests.helpers import read_topic, wait_until
+from tests.helpers import asgi_app, read_topic, wait_until
 
 WAIT = 15_000 * MS
 
@@ -58,7 +57,7 @@ def test_record_round_trips_and_rejects_foreign_values() -> None:
 
 def test_judge_maps_what_is_held_to_an_outcome() -> None:
     """Free: won; done with the same body: seen; another body: clash; pending: wait (None)."""
-    claim = Claim.new("k", "{p}", "fp")
+    claim = KeyClaim.new("k", "{p}", "fp")
     assert judge(claim, None) == Won()
     assert judge(claim, Record("fp", "j1", "done", "active").encode()) == Seen("j1", "active")
     assert judge(claim, Record("fp", "j1", "pending").encode()) is None
@@ -118,18 +117,8 @@ async def make_api(settings: Settings) -> AsyncIterator[Start]:
 
         async def start(**extra: Any) -> Api:
             api_settings = ApiSettings(**{**settings.model_dump(), **extra})
-            app = create_app(api_settings)
-            state = await stack.enter_async_context(app.router.lifespan_context(app))
-            assert state is not None
-
-            async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-                scope["state"] = dict(state)
-                await app(scope, receive, send)
-
-            transport = httpx.ASGITransport(app=asgi)
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://api")
-            )
+            app = asgi_app(create_app(api_settings), base_url="http://api")
+            client, state = await stack.enter_async_context(app)
             return Api(client, state["runtime"], api_settings)
 
         yield start
@@ -220,6 +209,18 @@ async def test_failed_produce_releases_the_claim(api: Api, redis: Redis) -> None
     r = await api.client.post("/jobs", json={"type": "t"}, headers={"Idempotency-Key": "k"})
     assert r.status_code == 202, r.text
     assert await records_on(api.settings, api.settings.topics.jobs(Priority.normal)) == 1
+
+
+async def test_a_keyed_job_the_broker_refuses_is_413(make_api: Start, redis: Redis) -> None:
+    """A job with a key that Kafka refuses (too large) answers 413, as without a key, and
+    its claim is released."""
+    big = 4 * 1024 * 1024
+    api: Api = await make_api(max_payload_bytes=big, max_record_bytes=big)
+    body = {"type": "t", "payload": {"blob": "x" * 1_300_000}}
+    r = await api.client.post("/jobs", json=body, headers={"Idempotency-Key": "big"})
+    assert r.status_code == 413 and "make the job smaller" in r.json()["detail"], r.text
+    assert r.json()["limit"] == big
+    assert not await redis.exists(claim_key(api.settings.redis_prefix, "big"))
 
 
 async def test_pending_claim_is_waited_for(make_api: Start, redis: Redis) -> None:
