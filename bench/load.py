@@ -238,7 +238,7 @@ async def preload(
         await asyncio.gather(*pending)
         tick(n)
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 async def every_second(label: str, count: Callable[[], Awaitable[int]], stop: asyncio.Event) -> None:

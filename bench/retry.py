@@ -106,7 +106,7 @@ async def paced(s: Settings, rate: int, secs: float) -> int:
         await asyncio.gather(*pending)
         return sent
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 async def retry_path(

@@ -30,6 +30,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from consumer.donestore import DoneStore
+from jobstream.lifecycle import Lifecycle
 
 log = logging.getLogger("jobstream.worker")
 
@@ -37,8 +38,10 @@ T = TypeVar("T")
 Completed = tuple[T, dict[str, Any]]  # what the caller keys it by, and the completed event
 
 
-class Completions(Generic[T]):
-    """Records completed events in Redis, then hands them to `send`."""
+class Completions(Lifecycle, Generic[T]):
+    """Records completed events in Redis, then hands them to `send`. A
+    `jobstream.lifecycle.Service` with nothing to start: `close()` hands on what is queued
+    (each write bounded by `timeout_s`)."""
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class Completions(Generic[T]):
         timeout_s: float = 1.0,
         max_writes: int = 4,
     ) -> None:
+        super().__init__()
         self._done = done
         self._send = send
         self._timeout_s = timeout_s
@@ -77,8 +81,7 @@ class Completions(Generic[T]):
         if self._writes:
             await asyncio.wait(list(self._writes), timeout=timeout_s)
 
-    async def close(self) -> None:
-        """Hand on what is queued (each write bounded by `timeout_s`). Idempotent."""
+    async def _shutdown(self) -> None:
         await self.flush()
 
     def _schedule(self) -> None:

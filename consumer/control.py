@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from schemas import decode_cancel
 
@@ -28,10 +29,14 @@ REMEMBER_S = 86_400
 MAX_REMEMBERED = 1_000_000
 
 
-class CancelRequests:
-    """The set of job ids asked to be cancelled; `on_cancel(id)` runs for each new request."""
+class CancelRequests(Lifecycle):
+    """The set of job ids asked to be cancelled; `on_cancel(id)` runs for each new request.
+
+    A `jobstream.lifecycle.Service`: `start()` reads the control topic from its beginning in
+    the background; `close()` stops reading (within about 10 s)."""
 
     def __init__(self, settings: Settings, on_cancel: Callable[[str], None]) -> None:
+        super().__init__()
         self._settings = settings
         self._on_cancel = on_cancel
         self._ids: OrderedDict[str, float] = OrderedDict()
@@ -50,7 +55,7 @@ class CancelRequests:
         ):
             self._ids.popitem(last=False)
 
-    async def start(self) -> None:
+    async def _startup(self) -> None:
         topic = self._settings.topics.control
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
@@ -62,8 +67,7 @@ class CancelRequests:
         await self._consumer.seek_to_beginning(*tps)
         self._task = asyncio.create_task(self._run(), name="cancel-requests")
 
-    async def close(self) -> None:
-        """Stop reading. Idempotent."""
+    async def _shutdown(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -24,6 +24,8 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from jobstream.lifecycle import Lifecycle
+
 log = logging.getLogger("jobstream.worker")
 
 _MAX_PENDING = 200_000
@@ -47,8 +49,14 @@ CONFIRMED = b"1"  # the value of a record whose completed event Kafka has acknow
 DAY_S = 86_400
 
 
-class DoneStore:
-    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
+class DoneStore(Lifecycle):
+    """The completed-id records; a `jobstream.lifecycle.Service`: `start()` starts writing
+    confirmations in the background, `close()` writes what is buffered (for up to
+    `close_timeout_s` if Redis is down), then stops."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: int, *, close_timeout_s: float = 5.0) -> None:
+        super().__init__()
+        self._close_timeout_s = close_timeout_s
         self._redis = redis
         self._prefix = f"{prefix}:done:"
         self._days = ttl_s // DAY_S + 2  # hashes a mark made up to ttl_s ago can be in
@@ -57,22 +65,18 @@ class DoneStore:
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self._warned_at = 0.0
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="done-store")
+    async def _startup(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="done-store")
 
-    async def close(self, timeout_s: float = 5.0) -> None:
-        """Write what is buffered (for up to `timeout_s` if Redis is down), then stop. Idempotent."""
-        self._closing = True
+    async def _shutdown(self) -> None:
         self._wake.set()
         if self._task is not None:
             # no cancel while a write is under way: the Redis client may turn a cancel into
             # a connection error, and the marks would be lost
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+                await asyncio.wait_for(asyncio.shield(self._task), self._close_timeout_s)
             except TimeoutError:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from jobstream.lifecycle import Lifecycle
+
 log = logging.getLogger("jobstream.worker")
 
 UNKNOWN_TYPE = "unknown"
@@ -124,22 +126,24 @@ class WorkerCollector:
             yield family
 
 
-class MetricsServer:
-    """`GET /metrics` on a port of its own, served from a thread (prometheus_client's)."""
+class MetricsServer(Lifecycle):
+    """`GET /metrics` on a port of its own, served from a thread (prometheus_client's); a
+    `jobstream.lifecycle.Service` (`close()` returns once the serving thread has stopped)."""
 
     def __init__(self, collector: WorkerCollector, host: str, port: int) -> None:
+        super().__init__()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._host, self._port = host, port
         self._server: Any = None
         self.port: int | None = None
 
-    def start(self) -> None:
+    async def _startup(self) -> None:
         self._server, _ = start_http_server(self._port, addr=self._host, registry=self.registry)
         self.port = self._server.server_address[1]
         log.info("metrics on http://%s:%d/metrics", self._host, self.port)
 
-    async def stop(self) -> None:
+    async def _shutdown(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             await asyncio.to_thread(server.shutdown)  # waits for the serving loop to end

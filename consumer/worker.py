@@ -16,7 +16,7 @@ Guarantees:
   event is sent again when the record was never confirmed). So after a kill -9 no job
   completes twice, and only the jobs the dead worker was running, or had finished within
   its last completion write, run again (README, "What a worker guarantees").
-- On revoke and on `stop()`: no new record starts, running ones get `drain_timeout_s`
+- On revoke and on `stop()` (or `close()`): no new record starts, running ones get `drain_timeout_s`
   to finish, what finished is committed; what did not is left uncommitted, so another
   worker runs it.
 """
@@ -47,6 +47,7 @@ from consumer.pauses import Pauses
 from consumer.ratelimit import Limit, RateLimiter, TokenBuckets, parse_limits
 from consumer.runners import Runners
 from jobstream.kafka import make_producer
+from jobstream.lifecycle import Lifecycle
 from jobstream.settings import WorkerSettings
 from schemas import Priority
 
@@ -64,10 +65,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker.adopt(set(assigned))
 
 
-class Worker:
-    """One worker process's runtime; an async context manager. See the module docstring."""
+class Worker(Lifecycle):
+    """One worker process's runtime; a `jobstream.lifecycle.Service`. See the module docstring.
+
+    `close()` drains and leaves the group, bounded by `drain_timeout_s` plus the bounded
+    shutdown steps; `stop()` asks for the same and returns at once (a signal handler's call).
+    """
 
     def __init__(self, app: WorkerApp, settings: WorkerSettings) -> None:
+        super().__init__()
         self.app = app
         self.settings = settings
         self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -77,7 +83,6 @@ class Worker:
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
-        self._closed = asyncio.Event()
         self.metrics = JobMetrics(app.handlers)
         self._redis = Redis.from_url(settings.redis_url)
         self._done = DoneStore(self._redis, settings.redis_prefix, settings.done_ttl_s)
@@ -129,25 +134,17 @@ class Worker:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def __aenter__(self) -> Worker:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop()
-        await self.wait_closed()
-
     @property
     def metrics_port(self) -> int | None:
         """The port `/metrics` is served on (once started), or None."""
         return None if self._metrics_server is None else self._metrics_server.port
 
-    async def start(self) -> None:
+    async def _startup(self) -> None:
         if self._metrics_server is not None:
-            self._metrics_server.start()
+            await self._metrics_server.start()
         await self._producer.start()
-        self._outcomes.status.start()
-        self._done.start()
+        await self._outcomes.status.start()
+        await self._done.start()
         await self._cancels.start()
         self._consumer.subscribe(self._topics, listener=_Listener(self))
         await self._consumer.start()
@@ -162,21 +159,25 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Ask the worker to drain and leave; returns at once. Idempotent."""
-        if not self._stopping.is_set():
-            log.info("worker %s stopping: draining %d running jobs", self.id, len(self._runners))
-            self._stopping.set()
-            self._spawn(self._shutdown(), "shutdown")
+        """Ask the worker to drain and leave (`close()` in the background); returns at once.
+        Idempotent. `wait_closed()` returns once it has committed what finished and left."""
+        if self._stop_fetching():
+            self._spawn(self.close(), "shutdown")
 
-    async def wait_closed(self) -> None:
-        """Return when the worker has committed what finished and left the group."""
-        await self._closed.wait()
+    def _stop_fetching(self) -> bool:
+        """No new record starts from now on; False if that was already so."""
+        if self._stopping.is_set():
+            return False
+        log.info("worker %s stopping: draining %d running jobs", self.id, len(self._runners))
+        self._stopping.set()
+        return True
 
     def abort(self) -> None:
         """Cancel running jobs now (a second Ctrl-C); they stay uncommitted and run elsewhere."""
         self._runners.abort_all()
 
     async def _shutdown(self) -> None:
+        self._stop_fetching()
         try:
             self._dispatch.drop(set(self._assignment.trackers))
             self._runners.stop_timer()
@@ -195,13 +196,12 @@ class Worker:
         except Exception:
             log.exception("worker %s: error while shutting down", self.id)
         finally:
-            await _bounded(self._producer.stop(), 10, "close the producer")
+            await _bounded(self._producer.close(), 10, "close the producer")
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             if self._metrics_server is not None:
-                await _bounded(self._metrics_server.stop(), 5, "stop serving metrics")
+                await _bounded(self._metrics_server.close(), 5, "stop serving metrics")
             log.info("worker %s stopped: %s", self.id, self.metrics.totals())
-            self._closed.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

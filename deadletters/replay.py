@@ -23,6 +23,7 @@ from deadletters.query import DlqFilter, summary
 from deadletters.replay_run import Counts, ReplayOptions, ReplayRun
 from deadletters.store import CHUNK, DlqStore
 from jobstream.kafka import Partitioner
+from jobstream.lifecycle import Lifecycle
 from schemas import new_job_id, now_ms
 
 log = logging.getLogger("jobstream.producer.replay")
@@ -32,10 +33,13 @@ SAMPLE = 10
 _INT_FIELDS = ("matched", "replayed", "skipped", "skipped_replayed", "skipped_no_job", "skipped_gone")
 
 
-class Replayer:
-    """Starts and tracks replays; an async context manager (`close()` is idempotent)."""
+class Replayer(Lifecycle):
+    """Launches and tracks replays; a `jobstream.lifecycle.Service` with nothing to start.
+    `close()` cancels running replays and returns once each has recorded how it ended
+    (bounded: each records within 5 s)."""
 
     def __init__(self, store: DlqStore, producer: Any, publisher: Any, partitioner: Partitioner, topics: Any):
+        super().__init__()
         # What replays started from now on pace themselves with (a test stops the clock).
         self.clock: Callable[[], float] = time.monotonic
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -46,19 +50,8 @@ class Replayer:
         self._partitioner = partitioner
         self._topics = topics
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._closed = False
 
-    async def __aenter__(self) -> Replayer:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Cancel running replays and wait until each has recorded how it ended."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -77,9 +70,9 @@ class Replayer:
         claims, _ = await self._store.replay_marks([d.id for d in first])
         return ids, [summary(d, by) for d, by in zip(first, claims, strict=True)]
 
-    async def start(self, flt: DlqFilter, options: ReplayOptions, ids: list[str]) -> str:
+    async def launch(self, flt: DlqFilter, options: ReplayOptions, ids: list[str]) -> str:
         """Record a new replay of `ids` and start it in the background; returns its id."""
-        if self._closed:
+        if self._closing:
             raise RuntimeError("replayer is closed")
         replay_id = new_job_id()
         record: dict[Any, Any] = {

@@ -122,7 +122,7 @@ async def replay(request: Request, letters: DeadLettersDep) -> Response:
     if not letters.health.is_up("kafka"):
         raise Unavailable("kafka", "Kafka is unreachable: nothing was replayed", retry_after=2)
     options = ReplayOptions(priority=req.priority, rate=req.rate, force=req.force)
-    replay_id = await _redis(letters, replayer.start(flt, options, ids))
+    replay_id = await _redis(letters, replayer.launch(flt, options, ids))
     return json_response({"replay_id": replay_id, "matched": len(ids)}, 202)
 
 

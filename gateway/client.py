@@ -25,7 +25,7 @@ _ids = itertools.count(1)
 
 
 class Client:
-    """A connected client and its subscription; use as an async context manager.
+    """A connected client and its subscription; a `jobstream.lifecycle.Service`.
 
     `push()` never waits. `request_close()` is idempotent: it stops the sender, drops what
     is queued, and sends one close frame (bounded by `CLOSE_TIMEOUT_S`). `close()` ends
@@ -68,8 +68,13 @@ class Client:
         return f"<Client {self.id}>"
 
     async def __aenter__(self) -> Client:
-        self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self.id}")
+        await self.start()
         return self
+
+    async def start(self) -> None:
+        """Start the sender task. Does nothing if started or closed before."""
+        if self._sender is None and not self.closing:
+            self._sender = asyncio.create_task(self._send_loop(), name=f"ws-sender-{self.id}")
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

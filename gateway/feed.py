@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from gateway.errors import StatusTopicMissing
 from gateway.hub import Hub
 from gateway.ring import FeedRecord
+from jobstream.lifecycle import Lifecycle
 from jobstream.settings import GatewaySettings
 from schemas import DecodeError, decode_status_batch
 
@@ -46,35 +47,27 @@ async def status_partitions(settings: GatewaySettings) -> list[int]:
     return partitions
 
 
-class Feed:
-    """Tails the status topic from where it ends once positioned; an async context manager.
+class Feed(Lifecycle):
+    """Tails the status topic from where it ends once positioned; a `jobstream.lifecycle.Service`.
 
     Guarantees: batches reach `hub.dispatch` in fetch order, each partition's records in
     offset order. Partitions are the ones the topic has when the feed is positioned
-    (partitions added later are not read until a restart). `close()` is idempotent and
-    returns once the consumer has stopped.
+    (partitions added later are not read until a restart). `close()` returns once the
+    consumer has stopped.
     """
 
     def __init__(self, settings: GatewaySettings, hub: Hub) -> None:
+        super().__init__()
         self._settings = settings
         self._hub = hub
         self._topic = settings.topics.status
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._positioned = asyncio.Event()
 
-    async def __aenter__(self) -> Feed:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
+    async def _startup(self) -> None:
         """Start reading in the background; `wait_positioned()` tells when it is at the end."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="gateway-feed")
+        self._task = asyncio.create_task(self._run(), name="gateway-feed")
 
     async def wait_positioned(self, timeout_s: float) -> bool:
         """Wait until the feed is assigned and at the topic's end; False after `timeout_s`."""
@@ -98,7 +91,7 @@ class Feed:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
         self._consumer = consumer
-        self._hub.start(positions)
+        self._hub.start_at(positions)
         self._positioned.set()
         log.info("feed started topic=%s positions=%s", self._topic, positions)
 
@@ -122,11 +115,8 @@ class Feed:
             raise
         return consumer, positions
 
-    async def close(self) -> None:
-        """Stop fetching and stop the consumer. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
+        """Stop fetching and stop the consumer."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,7 +128,7 @@ class Feed:
     async def ready(self) -> bool:
         """True when partitions are assigned and the broker answers a metadata request."""
         consumer = self._consumer
-        if consumer is None or self._closed or not consumer.assignment():
+        if consumer is None or self._closing or not consumer.assignment():
             return False
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):

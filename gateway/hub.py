@@ -25,6 +25,7 @@ from gateway.errors import ProtocolError
 from gateway.protocol import Selection, events_frame
 from gateway.ring import Event, FeedRecord, ReplayRing
 from gateway.subscriptions import Subscriptions, wants
+from jobstream.lifecycle import Lifecycle
 from schemas import state_rank
 
 log = logging.getLogger("jobstream.gateway.hub")
@@ -34,10 +35,13 @@ SHUTDOWN_REASON = "server shutting down"
 REPLAY_FRAME_EVENTS = 5_000
 
 
-class Hub:
-    """The clients, their subscriptions, and the replay ring."""
+class Hub(Lifecycle):
+    """The clients, their subscriptions, and the replay ring; a `jobstream.lifecycle.Service`
+    with nothing to start (the feed positions it: `start_at`). `close()` closes every client
+    with 1001 "server shutting down" (bounded by the clients' close timeout)."""
 
     def __init__(self, queue_max: int, queue_bytes: int = 8 << 20, ring: ReplayRing | None = None) -> None:
+        super().__init__()
         self.queue_max = queue_max  # events a client may have queued
         self.queue_bytes = queue_bytes  # characters of frames (of any kind) a client may have queued
         self.ring = ring if ring is not None else ReplayRing()
@@ -52,14 +56,7 @@ class Hub:
     def __len__(self) -> int:
         return len(self._clients)
 
-    async def __aenter__(self) -> Hub:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close every client with 1001 "server shutting down". Idempotent."""
+    async def _shutdown(self) -> None:
         await self.close_all(SHUTDOWN_CODE, SHUTDOWN_REASON)
 
     @property
@@ -67,7 +64,7 @@ class Hub:
         """The feed's position after the last routed batch."""
         return self._cursor
 
-    def start(self, positions: Mapping[int, int]) -> None:
+    def start_at(self, positions: Mapping[int, int]) -> None:
         """Take the feed's start position (the ring starts empty there)."""
         self.ring.start(positions)
         self._cursor = encode_cursor(self.ring.positions)

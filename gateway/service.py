@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from gateway.feed import Feed
 from gateway.hub import Hub
+from jobstream.lifecycle import Lifecycle
 from jobstream.projection import Projection
 from jobstream.projector import Projector
 from jobstream.settings import GatewaySettings
@@ -23,17 +24,19 @@ SNAPSHOT_CONCURRENCY = 32  # HGETALLs in flight per snapshot, so one snapshot op
 STARTUP_WAIT_S = 15.0
 
 
-class Gateway:
-    """One gateway process: use as an async context manager (the app's lifespan does).
+class Gateway(Lifecycle):
+    """One gateway process: a `jobstream.lifecycle.Service` (the app's lifespan uses it as an
+    async context manager).
 
     Opening starts Redis, the feed (positioned at the end of the status topic, waited for
     up to `STARTUP_WAIT_S`) and, when `settings.projector`, the projector; the feed and the
-    projector retry in the background while Kafka or the topic is missing. `close()` is
-    idempotent: it closes every client with 1001, then stops the projector and the feed,
-    then closes Redis; it returns when all of them are closed.
+    projector retry in the background while Kafka or the topic is missing. `close()`
+    closes every client with 1001, then stops the projector and the feed, then closes
+    Redis; it returns when all of them are closed.
     """
 
     def __init__(self, settings: GatewaySettings) -> None:
+        super().__init__()
         self.settings = settings
         self.hub = Hub(settings.client_queue_max, settings.client_queue_bytes)
         self._redis: Redis | None = None
@@ -41,20 +44,8 @@ class Gateway:
         self.feed: Feed | None = None
         self.projector: Projector | None = None
         self._stack = AsyncExitStack()
-        self._closed = False
 
-    async def __aenter__(self) -> Gateway:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
+    async def _startup(self) -> None:
         s = self.settings
         redis = Redis.from_url(s.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._stack.push_async_callback(redis.aclose)
@@ -69,11 +60,8 @@ class Gateway:
             log.warning("gateway serving before the feed is positioned; /readyz says kafka down")
         log.info("gateway started prefix=%s projector=%s", s.topic_prefix, s.projector)
 
-    async def close(self) -> None:
-        """Close clients (1001), projector, feed, Redis, in that order. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
+        """Close clients (1001), projector, feed, Redis, in that order."""
         await self.drain()
         await self._stack.aclose()
         log.info("gateway stopped prefix=%s", self.settings.topic_prefix)

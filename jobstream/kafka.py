@@ -57,7 +57,7 @@ async def open_producers(
             settings, linger_ms=linger_ms, request_timeout_ms=request_timeout_ms, name=name
         )
         await producer.start()
-        stack.push_async_callback(producer.stop)
+        stack.push_async_callback(producer.close)
         out.append(producer)
     return out[0], out[1]
 

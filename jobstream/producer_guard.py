@@ -64,6 +64,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from jobstream.lifecycle import Lifecycle
+
 log = logging.getLogger("jobstream.kafka.producer")
 
 Factory = Callable[[], Any]  # builds an unstarted AIOKafkaProducer
@@ -194,9 +196,11 @@ class ProducerUnavailable(KafkaConnectionError):  # type: ignore[misc]
     (Kafka unreachable)."""
 
 
-class GuardedProducer:
+class GuardedProducer(Lifecycle):
     """An aiokafka producer (from `factory`) behind `send()`, replaced when it breaks; see
-    the module docstring. `start()` once; `stop()` is idempotent and bounded."""
+    the module docstring. A `jobstream.lifecycle.Service`: `start()` raises (having closed
+    it) if Kafka cannot be bootstrapped; `close()` flushes and stops the producer (and a
+    replacement under way), bounded by the producer's request timeout."""
 
     def __init__(
         self,
@@ -208,6 +212,7 @@ class GuardedProducer:
         stuck_after_s: float = 30.0,
         watch_interval_s: float = 1.0,
     ) -> None:
+        super().__init__()
         self._factory = factory
         self.name = name
         self.grace_s = grace_s
@@ -221,7 +226,6 @@ class GuardedProducer:
         self._resender: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | Any = None  # set by start()
         self._watch: asyncio.Task[None] | None = None
-        self._closing = False
         self._pending = 0  # records handed over and not yet settled
         self._seq = 0
         self._resend: list[_Record] = []  # failed by a broken producer; sent again on the next
@@ -232,14 +236,7 @@ class GuardedProducer:
         self.problem: str | None = None
         self.replacements = 0
 
-    async def __aenter__(self) -> GuardedProducer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    async def _startup(self) -> None:
         """Start the first producer; raises (having closed it) if Kafka cannot be bootstrapped."""
         producer = self._factory()
         try:
@@ -251,11 +248,8 @@ class GuardedProducer:
         self._install(producer)
         self._watch = asyncio.create_task(self._watchdog(), name=f"{self.name}-watchdog")
 
-    async def stop(self) -> None:
-        """Flush and stop the producer (and a replacement under way). Idempotent."""
-        if self._closing:
-            return
-        self._closing = True
+    async def _shutdown(self) -> None:
+        """Flush and stop the producer (and a replacement under way)."""
         for task in (self._watch, self._swap, self._resender):
             if task is not None:
                 task.cancel()

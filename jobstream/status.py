@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from jobstream.lifecycle import Lifecycle
 from schemas import encode_status_batch, partition_for
 
 log = logging.getLogger("jobstream.status")
@@ -22,8 +23,8 @@ Callback = Callable[[BaseException | None], None]
 MAX_EVENTS_PER_RECORD = 2_000
 
 
-class StatusPublisher:
-    """Buffers events and flushes them in the background; use as an async context manager.
+class StatusPublisher(Lifecycle):
+    """Buffers events and flushes them in the background; a `jobstream.lifecycle.Service`.
 
     `publish()` never waits. Its callback runs once the record holding the event is
     acknowledged by Kafka (with None) or has failed (with the error).
@@ -32,11 +33,23 @@ class StatusPublisher:
     published (a worker's completions being recorded in Redis) then join the flush instead
     of waiting a whole Kafka round trip behind it (the producer has one request in flight
     per broker). It must return within a few milliseconds.
+
+    `close()` flushes, and returns within about `close_timeout_s` even if Kafka never
+    answers: a shutdown must not hang on it (records still unacknowledged are then up to
+    the producer's own timeout).
     """
 
     def __init__(
-        self, producer: Any, topic: str, partitions: int, hold: Callable[[], Awaitable[None]] | None = None
+        self,
+        producer: Any,
+        topic: str,
+        partitions: int,
+        hold: Callable[[], Awaitable[None]] | None = None,
+        *,
+        close_timeout_s: float = 15.0,
     ) -> None:
+        super().__init__()
+        self._close_timeout_s = close_timeout_s
         self._producer = producer
         self._topic = topic
         self._partitions = partitions
@@ -44,21 +57,12 @@ class StatusPublisher:
         self._buffer: list[tuple[dict[str, Any], Callback | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self._inflight = 0  # records handed to the producer and not settled yet
         self._drained = asyncio.Event()  # set while `_inflight` is 0
         self._drained.set()
 
-    async def __aenter__(self) -> StatusPublisher:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="status-publisher")
+    async def _startup(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="status-publisher")
 
     def publish(self, event: dict[str, Any], callback: Callback | None = None) -> None:
         self._buffer.append((event, callback))
@@ -97,16 +101,11 @@ class StatusPublisher:
         await self._send_buffered()
         await self._drained.wait()
 
-    async def close(self, timeout_s: float = 15.0) -> None:
-        """Flush, then stop the background task. Returns within about `timeout_s` even if
-        Kafka never answers: a shutdown must not hang on it (records still unacknowledged
-        are then up to the producer's own timeout). Idempotent."""
-        if self._closing:
-            return
-        self._closing = True
+    async def _shutdown(self) -> None:
+        """Flush, then stop the background task (bounded by `close_timeout_s`)."""
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(self._close_timeout_s):
                 if self._task is not None:
                     # not cancelled: a cancel between taking the buffer and sending it would lose it
                     with contextlib.suppress(Exception):

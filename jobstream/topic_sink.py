@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import DataError, RedisError
 
 from jobstream.kafka import start_consumer, stop_task
+from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from schemas import DecodeError
 
@@ -34,14 +35,17 @@ BACKOFF_MAX_S = 5.0
 T = TypeVar("T")
 
 
-class TopicSink(ABC, Generic[T]):
-    """Consumes `topic` in `group` into Redis in the background; an async context manager.
+class TopicSink(Lifecycle, ABC, Generic[T]):
+    """Consumes `topic` in `group` into Redis in the background; a `jobstream.lifecycle.Service`.
 
-    `close()` is idempotent, returns once the consumer has left the group, and never
-    commits a batch Redis has not taken. `name` names the logs, the task and the client.
+    `start()` joins the group in the background (retrying while Kafka or the topic is
+    missing). `close()` stops after the batch in hand (uncommitted if Redis did not take
+    it: never commits a batch Redis has not taken), and returns once the consumer has left
+    the group. `name` names the logs, the task and the client.
     """
 
     def __init__(self, settings: Settings, topic: str, group: str, name: str, *, max_records: int) -> None:
+        super().__init__()
         self._settings = settings
         self._topic = topic
         self._group = group
@@ -49,7 +53,6 @@ class TopicSink(ABC, Generic[T]):
         self._max_records = max_records
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._stop = asyncio.Event()
         self.written = 0  # items Redis took since start, for tests and logs
         self.skipped = 0  # records that did not decode
@@ -63,23 +66,10 @@ class TopicSink(ABC, Generic[T]):
     async def write(self, items: list[T]) -> None:
         """Write a batch to Redis in one call."""
 
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
+    async def _startup(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        """Join the group in the background (retrying while Kafka or the topic is missing)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=self._name)
-
-    async def close(self) -> None:
-        """Stop after the batch in hand (uncommitted if Redis did not take it). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
         await stop_task(self._task, self._stop)
         if self._consumer is not None:
             await self._consumer.stop()

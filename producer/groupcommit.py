@@ -15,6 +15,8 @@ import logging
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
+from jobstream.lifecycle import Lifecycle
+
 log = logging.getLogger("jobstream.producer.groupcommit")
 
 T = TypeVar("T")
@@ -37,31 +39,23 @@ def _observe(fut: asyncio.Future[None]) -> None:
         fut.exception()
 
 
-class GroupCommit(Generic[T]):
+class GroupCommit(Lifecycle, Generic[T]):
     """Coalesces `write()`s into flushes of at most `max_items` items (a call's items are
-    never split). Use as an async context manager; `close()` flushes what is pending and
-    is idempotent."""
+    never split). A `jobstream.lifecycle.Service`: `close()` stops accepting writes and
+    flushes what is pending (each flush as bounded as the flush function)."""
 
     def __init__(self, flush: Flush[T], *, max_items: int = 10_000, name: str = "group-commit") -> None:
+        super().__init__()
         self._flush = flush
         self._max_items = max_items
         self._name = name
         self._pending: list[tuple[Sequence[T], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self.flushes = 0  # how many flushes ran: lets tests see that writes were coalesced
 
-    async def __aenter__(self) -> GroupCommit[T]:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        if self._task is None and not self._closing:
-            self._task = asyncio.create_task(self._run(), name=self._name)
+    async def _startup(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._name)
 
     def write(self, items: Sequence[T]) -> asyncio.Future[None]:
         """Queue `items`; the future resolves once the flush holding them has finished."""
@@ -82,9 +76,8 @@ class GroupCommit(Generic[T]):
         """Writes waiting for a flush."""
         return len(self._pending)
 
-    async def close(self) -> None:
-        """Stop accepting writes, flush what is pending, stop the task. Idempotent."""
-        self._closing = True
+    async def _shutdown(self) -> None:
+        """Stop accepting writes, flush what is pending, stop the task."""
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):

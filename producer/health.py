@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from jobstream.lifecycle import Lifecycle
 from jobstream.producer_guard import GuardedProducer
 
 log = logging.getLogger("jobstream.producer.health")
@@ -36,9 +37,11 @@ class ServiceHealth:
     alive_at: float = 0.0  # monotonic time the service last did something for us
 
 
-class HealthMonitor:
-    """Keeps an up/down verdict per service. Async context manager; `close()` is idempotent.
+class HealthMonitor(Lifecycle):
+    """Keeps an up/down verdict per service; a `jobstream.lifecycle.Service`.
 
+    `start()` runs every check once, then keeps checking in the background; `close()`
+    cancels the checks (returns at once: each check is bounded by `timeout_s`).
     `clock` (seconds, monotonic) is what the grace period is measured on.
     """
 
@@ -51,6 +54,7 @@ class HealthMonitor:
         grace_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self._checks = checks
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -60,19 +64,11 @@ class HealthMonitor:
         self._task: asyncio.Task[None] | None = None
         self._flipped = asyncio.Event()  # set, then replaced, on every up/down flip
 
-    async def __aenter__(self) -> HealthMonitor:
+    async def _startup(self) -> None:
         await self.check_now()
-        self.start()
-        return self
+        self._task = asyncio.create_task(self._run(), name="health-monitor")
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="health-monitor")
-
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

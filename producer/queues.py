@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from deadletters import DlqStore
 from jobstream.http_errors import Unavailable
 from jobstream.kafka import Partitioner
+from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from scheduler import DelayStore
 from schemas import Priority
@@ -34,12 +35,13 @@ CACHE_S = 1.0
 TIMEOUT_S = 5.0
 
 
-class QueueStats:
-    """Async context manager: its Kafka clients start with it, and stop with it."""
+class QueueStats(Lifecycle):
+    """A `jobstream.lifecycle.Service`: its Kafka clients start with it, and stop with it."""
 
     def __init__(
         self, settings: Settings, partitioner: Partitioner, delays: DelayStore, dlq: DlqStore
     ) -> None:
+        super().__init__()
         self._settings = settings
         self._partitioner = partitioner
         self._delays = delays
@@ -55,16 +57,11 @@ class QueueStats:
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 
-    async def __aenter__(self) -> QueueStats:
+    async def _startup(self) -> None:
         await self._consumer.start()
-        try:
-            await self._admin.start()
-        except BaseException:
-            await self._consumer.stop()
-            raise
-        return self
+        await self._admin.start()  # if this raises, `async with` closes both
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def _shutdown(self) -> None:
         try:
             await self._admin.close()
         finally:

@@ -78,7 +78,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             request_timeout_ms=int(settings.submit_timeout_s * 1000),
         )
         await producer.start()
-        stack.push_async_callback(producer.stop)
+        stack.push_async_callback(producer.close)
         # A blocking pool: a burst of lookups waits for a connection instead of failing
         # with "Too many connections" (the default pool's answer).
         pool = BlockingConnectionPool.from_url(

@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 
 from jobstream.futures import observe
 from jobstream.kafka import Partitioner
+from jobstream.lifecycle import Lifecycle
 from jobstream.producer_guard import SendGroup, refused_record
 from jobstream.settings import DelaySettings
 from jobstream.status import StatusPublisher
@@ -61,9 +62,10 @@ FORGET_WITHIN_MS = 100
 RESEND_PAUSE_S = 0.05  # between rounds of sending again what a broken producer failed
 
 
-class Scheduler:
-    """Fires delayed jobs when due. Async context manager; `close()` is idempotent and
-    returns once the loops have stopped and every produced batch is settled."""
+class Scheduler(Lifecycle):
+    """Fires delayed jobs when due. A `jobstream.lifecycle.Service`: `close()` returns once
+    the loops have stopped and every produced batch is settled (bounded by twice the
+    produce timeout)."""
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class Scheduler:
         produce_timeout_s: float = 5.0,
         lookahead_ms: int = 50,
     ) -> None:
+        super().__init__()
         self._store = store
         self._producer = producer
         self._partitioner = partitioner
@@ -95,8 +98,6 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._finishers: set[asyncio.Task[None]] = set()
         self._acked: list[str] = []  # ids Kafka has, still claimed in Redis
-        self._closing = False
-        self._closed = asyncio.Event()
         self.fired = 0
 
     @classmethod
@@ -110,24 +111,12 @@ class Scheduler:
             produce_timeout_s=settings.submit_timeout_s, lookahead_ms=settings.scheduler_lookahead_ms,
         )  # fmt: skip
 
-    async def __aenter__(self) -> Scheduler:
-        self.start()
-        return self
+    async def _startup(self) -> None:
+        for coro, name in ((self._run(), "scheduler"), (self._listen(), "scheduler-wake")):
+            self._tasks.add(asyncio.create_task(coro, name=name))
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        if not self._tasks and not self._closing:
-            for coro, name in ((self._run(), "scheduler"), (self._listen(), "scheduler-wake")):
-                self._tasks.add(asyncio.create_task(coro, name=name))
-
-    async def close(self) -> None:
-        """Stop claiming, let produced batches settle (bounded), stop listening. Idempotent."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
+    async def _shutdown(self) -> None:
+        """Stop claiming, let produced batches settle (bounded), stop listening."""
         self._wake.set()
         for task in self._tasks:
             if task.get_name() == "scheduler-wake":
@@ -140,10 +129,6 @@ class Scheduler:
                 await self._store.done(self._acked)
             except Exception as exc:  # they stay claimed: fired again after the lease
                 log.warning("could not forget %d fired jobs in redis: %r", len(self._acked), exc)
-        self._closed.set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
 
     async def _run(self) -> None:
         backoff = 0.1

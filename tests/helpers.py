@@ -43,7 +43,7 @@ async def produce_jobs(settings: Settings, jobs: Iterable[JobEnvelope], raw: Ite
             futs.append(await producer.send(settings.topics.jobs(Priority.normal), value, key=b"poison"))
         await asyncio.gather(*futs)
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 class StatusLog:

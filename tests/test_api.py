@@ -446,7 +446,7 @@ async def test_group_commit_bounds_flush_and_closes() -> None:
         sizes.append(len(items))
 
     gc: GroupCommit[int] = GroupCommit(flush, max_items=4)
-    gc.start()
+    await gc.start()
     futs = [gc.write([1, 2, 3]) for _ in range(3)]
     await gc.close()
     await asyncio.gather(*futs)

@@ -50,7 +50,7 @@ async def test_a_completion_is_recorded_in_redis_before_it_is_handed_on(redis: R
 async def test_a_confirmed_record_loses_its_event(redis: Redis, prefix: str) -> None:
     """`seen` returns the event of an unconfirmed record, and None once it is confirmed."""
     done = DoneStore(redis, prefix, 3600)
-    done.start()
+    await done.start()
     await done.record({"a": b'{"job_id": "a"}', "b": b'{"job_id": "b"}'})
     done.confirm("a")
     await done.close()

@@ -22,7 +22,7 @@ async def cancel(settings: Settings, job_id: str) -> None:
     try:
         await producer.send_and_wait(settings.topics.control, encode_cancel(job_id, 0), key=job_id.encode())
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 async def test_a_chain_of_three_runs_in_order_with_parent_results(settings: Settings) -> None:

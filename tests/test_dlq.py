@@ -89,7 +89,7 @@ async def write_dead(settings: Settings, records: list[DeadLetter], garbage: int
             futs.append(await producer.send(topic, b"{not a dead letter", partition=i % n))
         await asyncio.gather(*futs)
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 @pytest.fixture

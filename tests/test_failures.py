@@ -84,7 +84,7 @@ async def test_a_retry_head_not_due_does_not_delay_other_partitions(settings: Se
             headers=[*job_headers(waiting), (HEADER_DUE, str(due).encode())],
         )
     finally:
-        await producer.stop()
+        await producer.close()
     others = [make_job("example.echo", {"i": i}) for i in range(50)]
     async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
         await produce_jobs(settings, others)

@@ -153,7 +153,7 @@ class StuckSocket(FakeSocket):
 async def test_hub_routes_one_frame_per_client_without_duplicates() -> None:
     """Job, type and all subscriptions each get one frame per batch with only their events."""
     hub = Hub(queue_max=100)
-    hub.start({0: 0})
+    hub.start_at({0: 0})
     sockets = [FakeSocket() for _ in range(4)]
     async with contextlib.AsyncExitStack() as stack:
         a, b, c, d = [await stack.enter_async_context(Client(cast(WebSocket, s))) for s in sockets]
@@ -180,7 +180,7 @@ async def test_hub_routes_one_frame_per_client_without_duplicates() -> None:
 async def test_hub_closes_client_past_queue_max() -> None:
     """A client whose backlog would pass queue_max is closed with 1008; others keep going."""
     hub = Hub(queue_max=3)
-    hub.start({0: 0})
+    hub.start_at({0: 0})
     stuck, ok = StuckSocket(), FakeSocket()
     async with Client(cast(WebSocket, stuck)) as slow, Client(cast(WebSocket, ok)) as fast:
         for client in (slow, fast):
@@ -202,7 +202,7 @@ async def test_hub_counts_every_frame_toward_the_byte_budget() -> None:
     """Control frames (error, subscribed, snapshot) count toward a client's byte budget as
     events do: a client that never reads is closed with 1008 once its queue passes it."""
     hub = Hub(queue_max=1_000, queue_bytes=1_000)
-    hub.start({0: 0})
+    hub.start_at({0: 0})
     stuck = StuckSocket()
     async with Client(cast(WebSocket, stuck)) as client:
         hub.add(client)
@@ -219,7 +219,7 @@ async def test_hub_counts_every_frame_toward_the_byte_budget() -> None:
 async def test_hub_byte_budget_bounds_big_events() -> None:
     """A few big events pass the byte budget long before the event count: the client is closed."""
     hub = Hub(queue_max=1_000, queue_bytes=50_000)
-    hub.start({0: 0})
+    hub.start_at({0: 0})
     stuck = StuckSocket()
     async with Client(cast(WebSocket, stuck)) as client:
         hub.add(client)
@@ -286,7 +286,7 @@ async def publisher(settings: Settings) -> AsyncIterator[StatusPublisher]:
         async with StatusPublisher(producer, settings.topics.status, settings.status_partitions) as pub:
             yield pub
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 async def publish(pub: StatusPublisher, *events: dict[str, Any]) -> None:

@@ -60,7 +60,7 @@ async def test_a_record_kafka_refuses_fails_alone(settings: Settings) -> None:
         await (await producer.send(topic, b"later", partition=0))
         assert producer.replacements >= 1 and producer.problem is None
     finally:
-        await producer.stop()
+        await producer.close()
     values = [r.value.decode() for r in await read_topic(settings, topic, 22)]
     assert values == ["before", *(f"after {i}" for i in range(20)), "later"]
 
@@ -79,7 +79,7 @@ async def test_a_dead_sender_is_replaced(settings: Settings) -> None:
             await (await producer.send(topic, b"after", partition=0))
         assert producer.replacements == 1
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 async def test_a_broken_producer_that_cannot_be_replaced_is_reported(settings: Settings) -> None:
@@ -106,7 +106,7 @@ async def test_a_broken_producer_that_cannot_be_replaced_is_reported(settings: S
             await check()
         assert isinstance(ProducerUnavailable("x"), KafkaError)  # callers' `except KafkaError` catch it
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 class StuckProducer:
@@ -163,4 +163,4 @@ async def test_a_producer_stuck_while_the_cluster_answers_is_replaced_and_fails_
         assert producer.replacements == 1 and len(built) == 2 and len(built[1].held) == 1
         assert producer.problem is None
     finally:
-        await producer.stop()
+        await producer.close()

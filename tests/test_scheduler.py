@@ -45,7 +45,7 @@ async def scheduler(settings: Settings, redis: Redis, lease_ms: int = 10_000) ->
             async with s:
                 yield s
     finally:
-        await producer.stop()
+        await producer.close()
 
 
 @pytest.fixture
