@@ -64,6 +64,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from jobstream.futures import describe
+
 log = logging.getLogger("jobstream.kafka.producer")
 
 Factory = Callable[[], Any]  # builds an unstarted AIOKafkaProducer
@@ -431,7 +433,7 @@ class GuardedProducer:
             _resolve(sink, None, inner.result())
             return
         if producer is self._current:  # with idempotence any failure leaves a gap
-            self._replace(producer, _describe(exc))
+            self._replace(producer, describe(exc))
         if record is None:
             seq, topic, value, key, partition, timestamp_ms, headers = args
             record = _Record(seq, topic, value, key, partition, timestamp_ms, headers, sink)
@@ -530,7 +532,7 @@ class GuardedProducer:
                 raise
             except Exception as exc:
                 await producer.stop()
-                self.problem = f"the Kafka producer broke ({why}); a new one cannot start: {_describe(exc)}"
+                self.problem = f"the Kafka producer broke ({why}); a new one cannot start: {describe(exc)}"
                 log.warning("producer start failed name=%s retry_in=%.1fs error=%s", self.name, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -544,7 +546,7 @@ class GuardedProducer:
             sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
             if sender is not None and sender.done():
                 err = None if sender.cancelled() else sender.exception()
-                self._replace(producer, f"its sender stopped: {_describe(err) if err else 'cancelled'}")
+                self._replace(producer, f"its sender stopped: {describe(err) if err else 'cancelled'}")
                 continue
             now = time.monotonic()
             if not self._pending or self._acked != self._seen_acked:  # idle, or making progress
@@ -585,10 +587,3 @@ def _fail_pending(producer: Any, exc: BaseException) -> int:
     held = sum(len(b) for b in acc._batches.values()) + len(acc._pending_batches)
     acc.fail_all(exc)
     return int(held)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
