@@ -34,7 +34,7 @@ from producer.results import Refused, SubmitResult
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
-from schemas import TERMINAL_STATES, encode_cancel
+from schemas import TERMINAL_STATES, encode_cancel, now_ms
 
 router = APIRouter()
 
@@ -116,9 +116,7 @@ async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
     topic = runtime.settings.topics.control
     try:
         async with asyncio.timeout(runtime.settings.submit_timeout_s):
-            sent = await runtime.producer.send(
-                topic, encode_cancel(job_id, int(time.time() * 1000)), key=job_id.encode()
-            )
+            sent = await runtime.producer.send(topic, encode_cancel(job_id, now_ms()), key=job_id.encode())
             await sent
     except (KafkaError, TimeoutError) as exc:
         raise Unavailable("kafka", f"Kafka did not take the cancel request ({exc}); retry later") from exc
