@@ -13,7 +13,7 @@ import signal
 
 from redis.asyncio import Redis
 
-from jobstream.kafka import Partitioner, make_producer
+from jobstream.kafka import Partitioner, open_producers
 from jobstream.settings import SchedulerSettings
 from jobstream.status import StatusPublisher
 from scheduler.loop import Scheduler
@@ -31,19 +31,14 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
         loop.add_signal_handler(sig, stop.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            # One producer for the job records and the status events, as in the API (where
-            # two producers doubled the produce requests at the same rate: docs/BENCHMARKS.md).
-            producer = make_producer(
-                settings,
-                linger_ms=settings.linger_ms,
+            producer, status_producer = await open_producers(
+                stack, settings, linger_ms=settings.linger_ms,
                 request_timeout_ms=int(settings.submit_timeout_s * 1000),
-            )
-            await producer.start()
-            stack.push_async_callback(producer.stop)
+            )  # fmt: skip
             redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
             stack.push_async_callback(redis.aclose)
             publisher = await stack.enter_async_context(
-                StatusPublisher(producer, settings.topics.status, settings.status_partitions)
+                StatusPublisher(status_producer, settings.topics.status, settings.status_partitions)
             )
             store = DelayStore(redis, settings.redis_prefix)
             scheduler = Scheduler.from_settings(settings, store, producer, Partitioner(producer), publisher)
