@@ -10,7 +10,6 @@ skipped: it cannot be replayed, and stopping on it would hide every record behin
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -18,7 +17,7 @@ from aiokafka import TopicPartition
 from deadletters.store import DlqStore
 from jobstream.settings import Settings
 from jobstream.topic_sink import TopicSink
-from schemas import decode_dead_letter
+from schemas import decode_dead_letter, now_ms
 
 MAX_RECORDS = 2_000
 
@@ -47,4 +46,4 @@ class DlqIndexer(TopicSink[tuple[str, int, bytes]]):
         return [(dead.id, dead.dead_at, record.value)]
 
     async def write(self, items: list[tuple[str, int, bytes]]) -> None:
-        await self._store.add(items, time.time_ns() // 1_000_000)
+        await self._store.add(items, now_ms())

@@ -16,7 +16,6 @@ walk neither skips nor repeats members while records are added or trimmed.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 
 from deadletters.cursor import Position
 from deadletters.query import DlqFilter
-from schemas import DeadLetter, DecodeError, decode_dead_letter
+from schemas import DeadLetter, DecodeError, decode_dead_letter, now_ms
 
 log = logging.getLogger("jobstream.producer.dlq")
 
@@ -59,7 +58,7 @@ class DlqStore:
 
     async def count(self) -> int:
         """Dead letters indexed and within the retention."""
-        oldest = time.time_ns() // 1_000_000 - self.retention_ms
+        oldest = now_ms() - self.retention_ms
         return int(await self.redis.zcount(self.by_time, oldest, "+inf"))
 
     async def add(self, records: Sequence[tuple[str, int, bytes]], now_ms: int) -> int:

@@ -44,24 +44,6 @@ def make_producer(
     return GuardedProducer(build, name=name)
 
 
-async def open_producers(
-    stack: contextlib.AsyncExitStack, settings: Settings, *, linger_ms: int, request_timeout_ms: int
-) -> tuple[Any, Any]:
-    """Two started producers, stopped when `stack` closes: one for job records, one for status
-    events. Where a process waits for a job's `queued` event before producing the job, the
-    event must not queue behind job records: aiokafka keeps one produce request in flight per
-    producer and broker, so on a shared producer each wait would cost two round trips."""
-    out = []
-    for name in ("jobs-producer", "status-producer"):
-        producer = make_producer(
-            settings, linger_ms=linger_ms, request_timeout_ms=request_timeout_ms, name=name
-        )
-        await producer.start()
-        stack.push_async_callback(producer.close)
-        out.append(producer)
-    return out[0], out[1]
-
-
 class Partitioner:
     """Partition numbers for job-topic records: `partition_for(key, count)`, with each
     topic's partition count cached (see `schemas.partition_for` for why not aiokafka's)."""
@@ -178,3 +160,24 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def open_producers(
+    stack: contextlib.AsyncExitStack, settings: Settings, *, linger_ms: int, request_timeout_ms: int
+) -> tuple[Any, Any]:
+    """Two started producers, stopped when `stack` closes: one for job records, one for status
+    events; for `jobstream scheduler`, which publishes a batch's `queued` events while the
+    records of the batch before are still going out: aiokafka keeps one produce request in
+    flight per producer and broker, so on a shared producer the events would wait behind a
+    burst of records. The API makes the other choice (one producer, `producer.runtime`): its
+    submits are many and small, and there one producer lets a job ride in the same request
+    as later submits' events, where two doubled the requests (docs/BENCHMARKS.md)."""
+    out = []
+    for name in ("jobs-producer", "status-producer"):
+        producer = make_producer(
+            settings, linger_ms=linger_ms, request_timeout_ms=request_timeout_ms, name=name
+        )
+        await producer.start()
+        stack.push_async_callback(producer.close)
+        out.append(producer)
+    return out[0], out[1]

@@ -64,6 +64,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from jobstream.futures import describe
 from jobstream.lifecycle import Lifecycle
 
 log = logging.getLogger("jobstream.kafka.producer")
@@ -425,7 +426,7 @@ class GuardedProducer(Lifecycle):
             _resolve(sink, None, inner.result())
             return
         if producer is self._current:  # with idempotence any failure leaves a gap
-            self._replace(producer, _describe(exc))
+            self._replace(producer, describe(exc))
         if record is None:
             seq, topic, value, key, partition, timestamp_ms, headers = args
             record = _Record(seq, topic, value, key, partition, timestamp_ms, headers, sink)
@@ -524,7 +525,7 @@ class GuardedProducer(Lifecycle):
                 raise
             except Exception as exc:
                 await producer.stop()
-                self.problem = f"the Kafka producer broke ({why}); a new one cannot start: {_describe(exc)}"
+                self.problem = f"the Kafka producer broke ({why}); a new one cannot start: {describe(exc)}"
                 log.warning("producer start failed name=%s retry_in=%.1fs error=%s", self.name, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -538,7 +539,7 @@ class GuardedProducer(Lifecycle):
             sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
             if sender is not None and sender.done():
                 err = None if sender.cancelled() else sender.exception()
-                self._replace(producer, f"its sender stopped: {_describe(err) if err else 'cancelled'}")
+                self._replace(producer, f"its sender stopped: {describe(err) if err else 'cancelled'}")
                 continue
             now = time.monotonic()
             if not self._pending or self._acked != self._seen_acked:  # idle, or making progress
@@ -579,10 +580,3 @@ def _fail_pending(producer: Any, exc: BaseException) -> int:
     held = sum(len(b) for b in acc._batches.values()) + len(acc._pending_batches)
     acc.fail_all(exc)
     return int(held)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from jobstream.futures import observe
 from jobstream.lifecycle import Lifecycle
 from schemas import encode_status_batch, partition_for
 
@@ -77,7 +78,7 @@ class StatusPublisher(Lifecycle):
         include the coalescing delay.
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_observe)
+        fut.add_done_callback(observe)
         left = len(events)
 
         def done(err: BaseException | None) -> None:
@@ -165,9 +166,3 @@ class StatusPublisher(Lifecycle):
                     log.exception("status callback failed")
 
         return done
-
-
-def _observe(fut: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as retrieved: its owner may have stopped waiting."""
-    if not fut.cancelled():
-        fut.exception()

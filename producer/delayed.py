@@ -12,14 +12,13 @@ stays scheduled. Kafka down: 503 naming kafka, as for any submit.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import time
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from jobstream.futures import describe
 from jobstream.http_errors import Unavailable
 from jobstream.status import StatusPublisher
 from producer.groupcommit import GroupCommit
@@ -27,17 +26,9 @@ from producer.health import HealthMonitor
 from producer.metrics import Metrics
 from producer.results import Submitted
 from scheduler import CANCELLED, DelayStore
-from schemas import JobEnvelope
+from schemas import JobEnvelope, events, now_ms
 
 log = logging.getLogger("jobstream.producer.delayed")
-
-PROJECTION_TIMEOUT_S = 1.0
-
-
-def rfc3339(ms: int) -> str:
-    """`2030-01-01T09:30:00.000Z` for a time in ms since the epoch."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DelayedJobs:
@@ -67,10 +58,10 @@ class DelayedJobs:
                 raise self._unavailable(service, f"{service.capitalize()} is unreachable")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        events = [_scheduled(env, now) for env in later]
+        said = [events.scheduled(env, now) for env in later]
         try:
             async with asyncio.timeout_at(deadline):
-                await (await self._publisher.send_now(events))
+                await (await self._publisher.send_now(said))
         except (TimeoutError, KafkaError) as exc:
             self._metrics.count_rejected("kafka_failed", len(later))
             raise self._unavailable("kafka", f"Kafka did not take the jobs: {exc!r}") from exc
@@ -82,15 +73,15 @@ class DelayedJobs:
             if not isinstance(exc, TimeoutError):
                 self._health.mark_down("redis", repr(exc))
             log.warning("redis did not take delayed jobs jobs=%d error=%r", len(later), exc)
-            for event in events:
+            for event in said:
                 self._publisher.publish(_rejected(event, exc))
             raise self._unavailable("redis", f"Redis did not take the jobs: {exc!r}") from exc
         self._health.note_ok("redis")
         stored = []
-        for env, event in zip(later, events, strict=True):
+        for env, event in zip(later, said, strict=True):
             stored.append(Submitted(env.id, "scheduled", event["run_at"]))
             self._metrics.count_submitted(env.priority)
-        await self._project(events, deadline)
+        await self._project(said, deadline)
         return stored
 
     async def cancel(self, job_id: str, job_type: str) -> int:
@@ -106,10 +97,8 @@ class DelayedJobs:
             raise self._unavailable("redis", f"Redis did not answer the cancel: {exc!r}") from exc
         if not outcome:
             return 0
-        now = time.time_ns() // 1_000_000
         why = "cancelled before due" if outcome == CANCELLED else "cancelled while being fired"
-        event = {"job_id": job_id, "type": job_type, "state": "cancelled", "attempt": 1, "at": now,
-                 "reason": why}  # fmt: skip
+        event = events.cancelled(job_id, job_type, now_ms(), why)
         try:
             async with asyncio.timeout(self._timeout_s):
                 await (await self._publisher.send_now([event]))
@@ -119,14 +108,11 @@ class DelayedJobs:
         await self._project([event], loop.time() + self._timeout_s)
         return outcome
 
-    async def _project(self, events: list[dict[str, Any]], deadline: float) -> None:
+    async def _project(self, said: list[dict[str, Any]], deadline: float) -> None:
         """Write the projection, bounded; never raises (the projector writes it anyway)."""
-        write = self._writer.write(events)
-        timeout = max(PROJECTION_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
-        done, _ = await asyncio.wait([write], timeout=timeout)
-        if not done or write.exception() is not None:
-            self._metrics.projection_errors.inc(len(events))
-            log.warning("projection write failed jobs=%d", len(events))
+        if (err := await self._writer.write_within(said, deadline)) is not None:
+            self._metrics.projection_errors.inc(len(said))
+            log.warning("projection write failed jobs=%d error=%s", len(said), describe(err))
 
     def _unavailable(self, service: str, why: str) -> Unavailable:
         return Unavailable(
@@ -134,21 +120,5 @@ class DelayedJobs:
         )
 
 
-def _scheduled(env: JobEnvelope, now: int) -> dict[str, Any]:
-    assert env.not_before is not None
-    return {
-        "job_id": env.id,
-        "type": env.type,
-        "state": "scheduled",
-        "attempt": 1,
-        "at": now,
-        "priority": env.priority.value,
-        "due_at": env.not_before,
-        "run_at": rfc3339(env.not_before),
-    }
-
-
 def _rejected(event: dict[str, Any], err: BaseException) -> dict[str, Any]:
-    message = f"the job was not accepted: Redis did not store it ({err!r})"
-    return {**event, "state": "dead", "reason": "rejected", "at": time.time_ns() // 1_000_000,
-            "error": {"type": "Rejected", "message": message}}  # fmt: skip
+    return events.rejected(event, f"the job was not accepted: Redis did not store it ({err!r})", now_ms())

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
+from jobstream.futures import observe
 from jobstream.lifecycle import Lifecycle
 
 log = logging.getLogger("jobstream.producer.groupcommit")
@@ -30,13 +31,6 @@ class Flush(Protocol[T]):
 
 class GroupCommitClosed(RuntimeError):
     """`write()` was called after `close()`."""
-
-
-def _observe(fut: asyncio.Future[None]) -> None:
-    # A caller that gave up waiting (timeout) never reads the outcome; reading it here
-    # keeps asyncio from logging "exception was never retrieved".
-    if not fut.cancelled():
-        fut.exception()
 
 
 class GroupCommit(Lifecycle, Generic[T]):
@@ -60,7 +54,7 @@ class GroupCommit(Lifecycle, Generic[T]):
     def write(self, items: Sequence[T]) -> asyncio.Future[None]:
         """Queue `items`; the future resolves once the flush holding them has finished."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_observe)
+        fut.add_done_callback(observe)
         if self._closing:
             fut.set_exception(GroupCommitClosed(f"{self._name} is closed"))
             return fut
@@ -70,6 +64,18 @@ class GroupCommit(Lifecycle, Generic[T]):
         self._pending.append((items, fut))
         self._wake.set()
         return fut
+
+    async def write_within(
+        self, items: Sequence[T], deadline: float, at_least_s: float = 1.0
+    ) -> BaseException | None:
+        """`write()` and wait until `deadline` (loop time), but at least `at_least_s`; None once
+        written, else why not (`TimeoutError` if not yet). Never raises: for callers whose
+        answer does not depend on the write (a projection the projector writes anyway)."""
+        write = self.write(items)
+        await asyncio.wait([write], timeout=max(at_least_s, deadline - asyncio.get_running_loop().time()))
+        if not write.done():
+            return TimeoutError("not written in time")
+        return asyncio.CancelledError() if write.cancelled() else write.exception()
 
     @property
     def pending(self) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from jobstream.futures import describe
 from jobstream.lifecycle import Lifecycle
 from jobstream.producer_guard import GuardedProducer
 
@@ -122,7 +123,7 @@ class HealthMonitor(Lifecycle):
             self._set(name, False, f"no answer within {self.timeout_s:g}s")
             return False
         except Exception as exc:
-            self._set(name, False, _describe(exc))
+            self._set(name, False, describe(exc))
             return False
         self._state[name].alive_at = self._clock()
         self._set(name, True, None)
@@ -175,8 +176,3 @@ def redis_check(redis: Any) -> Check:
         await redis.ping()
 
     return check
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -28,7 +28,6 @@ could hold one (`may_hold_nonfinite`, a substring search); only then is it walke
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -37,7 +36,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from jobstream.http_errors import FieldError, InvalidInput, TooLarge
-from schemas import JobSpec
+from schemas import JobSpec, now_ms
 from schemas.job import MAX_DELAY_MS
 
 __all__ = ["RECORD_OVERHEAD", "Limits", "check_job", "may_hold_nonfinite"]
@@ -69,7 +68,7 @@ def check_job(spec: JobSpec, limits: Limits, *, nonfinite: bool = True) -> None:
 
     `nonfinite=False` (the body holds no NaN or Infinity) skips walking the payloads.
     """
-    if spec.run_at is not None and spec.run_at.timestamp() * 1000 - time.time() * 1000 > MAX_DELAY_MS:
+    if spec.run_at is not None and spec.run_at.timestamp() * 1000 - now_ms() > MAX_DELAY_MS:
         _invalid("run_at", f"must be at most {MAX_DELAY_MS // 86_400_000} days ahead")
     size = _payload_size(spec.payload, "payload", limits, nonfinite)
     then_size = 0

@@ -29,7 +29,7 @@ from jobstream.kafka import Partitioner
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from scheduler import DelayStore
-from schemas import Priority
+from schemas import Priority, now_ms
 
 CACHE_S = 1.0
 TIMEOUT_S = 5.0
@@ -115,7 +115,7 @@ class QueueStats(Lifecycle):
                          "depth": depth, "end_offset": end_total})  # fmt: skip
         on_topic = sum(ends[tp] - starts[tp] for tp in tps if tp.topic == dlq_topic)
         return {
-            "at": time.time_ns() // 1_000_000,
+            "at": now_ms(),
             "group": self._group,
             "queues": rows,
             "delayed": {"waiting": waiting, "claimed": claimed},

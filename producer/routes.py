@@ -34,12 +34,12 @@ from producer.results import Refused, SubmitResult
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
-from schemas import encode_cancel
+from schemas import TERMINAL_STATES, encode_cancel, now_ms
 
 router = APIRouter()
 
 LOOKUP_TIMEOUT_S = 2.0
-_FINISHED = frozenset({"completed", "dead", "cancelled"})
+
 _MAYBE_DELAYED = frozenset({"scheduled", "queued"})
 JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -109,16 +109,14 @@ async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
     maybe_delayed = state["state"] in _MAYBE_DELAYED
     if maybe_delayed and await runtime.delayed.cancel(job_id, state["type"]) == CANCELLED:
         return json_response({"id": job_id, "state": "cancelled"}, 200)  # removed before it was due
-    if state["state"] in _FINISHED:
+    if state["state"] in TERMINAL_STATES:
         raise Conflict(
             f"job {job_id} is already {state['state']}; there is nothing to cancel", state=state["state"]
         )
     topic = runtime.settings.topics.control
     try:
         async with asyncio.timeout(runtime.settings.submit_timeout_s):
-            sent = await runtime.producer.send(
-                topic, encode_cancel(job_id, int(time.time() * 1000)), key=job_id.encode()
-            )
+            sent = await runtime.producer.send(topic, encode_cancel(job_id, now_ms()), key=job_id.encode())
             await sent
     except (KafkaError, TimeoutError) as exc:
         raise Unavailable("kafka", f"Kafka did not take the cancel request ({exc}); retry later") from exc

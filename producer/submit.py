@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from jobstream.futures import describe
 from jobstream.http_errors import ItemError, Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
@@ -46,11 +46,9 @@ from producer.health import HealthMonitor
 from producer.metrics import Metrics
 from producer.results import Refused, SubmitResult, Submitted
 from producer.trace import REQUEST_TRACEPARENT
-from schemas import JobEnvelope, JobSpec, encode_job, job_headers, new_job_id, partition_for
+from schemas import JobEnvelope, JobSpec, encode_job, events, job_headers, new_job_id, now_ms, partition_for
 
 log = logging.getLogger("jobstream.producer.submit")
-
-PROJECTION_TIMEOUT_S = 1.0
 
 
 class Submitter:
@@ -90,7 +88,7 @@ class Submitter:
         results: list[SubmitResult | None] = [None] * len(items)
         pending: list[tuple[int, JobEnvelope]] = []
         later: list[tuple[int, JobEnvelope]] = []  # delayed: stored in Redis (`producer.delayed`)
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         for i, item in enumerate(items):
             if isinstance(item, JobSpec):
                 env = self._envelope(item, now, ids[i] if ids is not None else None)
@@ -105,19 +103,19 @@ class Submitter:
             self._metrics.count_rejected("kafka_down", len(pending))
             raise self._unavailable("Kafka is unreachable")
         deadline = asyncio.get_running_loop().time() + self._timeout_s
-        events = [_queued(env, now) for _, env in pending]
-        await self._queued_first(events, deadline)
+        queued = [events.queued(env, now) for _, env in pending]
+        await self._queued_first(queued, deadline)
         try:
             group = await self._send_all([env for _, env in pending], deadline)
         except Unavailable as exc:
-            for event in events:
+            for event in queued:
                 self._publisher.publish(_refused(event, exc))
             raise
         await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
         failure: BaseException | None = None  # of Kafka, not of a record it refused
         failed = 0
-        for n, ((i, env), event) in enumerate(zip(pending, events, strict=True)):
+        for n, ((i, env), event) in enumerate(zip(pending, queued, strict=True)):
             err = group.errors[n] if group.settled(n) else TimeoutError("no acknowledgement in time")
             if err is None:
                 results[i] = Submitted(env.id, "queued")
@@ -134,7 +132,7 @@ class Submitter:
         if failure is not None:
             self._note_failure(failure, failed)
             if not acked:
-                raise self._unavailable(f"Kafka did not acknowledge the jobs: {_describe(failure)}")
+                raise self._unavailable(f"Kafka did not acknowledge the jobs: {describe(failure)}")
         await self._after_ack(acked, deadline)
         await self._later(later, results, now, others_accepted=True)
         return _filled(results)
@@ -158,14 +156,14 @@ class Submitter:
         for (i, _), result in zip(later, stored, strict=True):
             results[i] = result
 
-    async def _queued_first(self, events: list[dict[str, Any]], deadline: float) -> None:
+    async def _queued_first(self, said: list[dict[str, Any]], deadline: float) -> None:
         """Put the `queued` events on the status topic; raise `Unavailable` if Kafka will not."""
         try:
             async with asyncio.timeout_at(deadline):
-                await (await self._publisher.send_now(events))
+                await (await self._publisher.send_now(said))
         except (TimeoutError, KafkaError) as exc:
-            self._note_failure(exc, len(events))
-            raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
+            self._note_failure(exc, len(said))
+            raise self._unavailable(f"Kafka did not take the jobs: {describe(exc)}") from exc
 
     async def _send_all(self, envelopes: list[JobEnvelope], deadline: float) -> SendGroup:
         """Hand every record to the producer; the group settles once Kafka answered for each."""
@@ -185,19 +183,16 @@ class Submitter:
         except (TimeoutError, KafkaError) as exc:
             # Nothing is answered as queued; records already handed over may still arrive.
             self._note_failure(exc, len(envelopes))
-            raise self._unavailable(f"Kafka did not take the jobs: {_describe(exc)}") from exc
+            raise self._unavailable(f"Kafka did not take the jobs: {describe(exc)}") from exc
 
-    async def _after_ack(self, events: list[dict[str, Any]], deadline: float) -> None:
+    async def _after_ack(self, said: list[dict[str, Any]], deadline: float) -> None:
         """Write the projection, bounded; never raises."""
         if not self._health.is_up("redis"):
-            self._metrics.projection_errors.inc(len(events))
+            self._metrics.projection_errors.inc(len(said))
             return
-        write = self._writer.write(events)
-        timeout = max(PROJECTION_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
-        await asyncio.wait([write], timeout=timeout)
-        if (err := _outcome(write)) is not None:
-            self._metrics.projection_errors.inc(len(events))
-            log.warning("projection write failed jobs=%d error=%s", len(events), _describe(err))
+        if (err := await self._writer.write_within(said, deadline)) is not None:
+            self._metrics.projection_errors.inc(len(said))
+            log.warning("projection write failed jobs=%d error=%s", len(said), describe(err))
 
     def _envelope(self, spec: JobSpec, now: int, job_id: str | None = None) -> JobEnvelope:
         # The spec is validated; constructing the envelope without a second validation
@@ -227,10 +222,10 @@ class Submitter:
         # A timeout may only mean this process is saturated: the health monitor decides
         # from its checks; an error from the client itself means Kafka is unreachable.
         if not isinstance(exc, TimeoutError | KafkaTimeoutError) and getattr(exc, "retriable", False):
-            self._health.mark_down("kafka", _describe(exc))
+            self._health.mark_down("kafka", describe(exc))
         elif (problem := self._producer.problem) is not None:  # broke: being replaced
             self._health.mark_down("kafka", problem)
-        log.warning("kafka send failed jobs=%d error=%s", jobs, _describe(exc))
+        log.warning("kafka send failed jobs=%d error=%s", jobs, describe(exc))
 
     def _unavailable(self, why: str) -> Unavailable:
         return Unavailable(
@@ -242,8 +237,8 @@ class Submitter:
 
 def _send_error(exc: BaseException) -> ItemError:
     if refused_record(exc):  # a client error: sending it again cannot help
-        return ItemError(413, f"Kafka refused the job's record ({_describe(exc)}): make the job smaller")
-    return ItemError(503, f"Kafka did not acknowledge the job: {_describe(exc)}")
+        return ItemError(413, f"Kafka refused the job's record ({describe(exc)}): make the job smaller")
+    return ItemError(503, f"Kafka did not acknowledge the job: {describe(exc)}")
 
 
 def _filled(results: list[SubmitResult | None]) -> list[SubmitResult]:
@@ -251,39 +246,7 @@ def _filled(results: list[SubmitResult | None]) -> list[SubmitResult]:
     return cast(list[SubmitResult], results)
 
 
-def _queued(env: JobEnvelope, now: int) -> dict[str, Any]:
-    return {
-        "job_id": env.id,
-        "type": env.type,
-        "state": "queued",
-        "attempt": 1,
-        "at": now,
-        "priority": env.priority.value,
-    }
-
-
 def _refused(queued: dict[str, Any], err: BaseException) -> dict[str, Any]:
     """The event that ends a job whose `queued` event Kafka took but whose record it did not."""
-    message = f"the job was not accepted: Kafka did not acknowledge it ({_describe(err)})"
-    return {**queued, "state": "dead", "reason": "rejected", "at": time.time_ns() // 1_000_000,
-            "error": {"type": "Rejected", "message": message}}  # fmt: skip
-
-
-def _outcome(fut: asyncio.Future[Any]) -> BaseException | None:
-    """None when `fut` succeeded; else why not (not finished counts as a timeout)."""
-    if not fut.done():
-        fut.add_done_callback(_observe)
-        return TimeoutError("no acknowledgement in time")
-    if fut.cancelled():
-        return asyncio.CancelledError()
-    return fut.exception()
-
-
-def _observe(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    message = f"the job was not accepted: Kafka did not acknowledge it ({describe(err)})"
+    return events.rejected(queued, message, now_ms())

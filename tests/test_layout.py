@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "jobstream.cli": OURS - {"bench", "tests"},
 }
 
+LONG = 320
+
 
 def _modules() -> list[Path]:
     return sorted(p for pkg in ALLOWED if "." not in pkg for p in (ROOT / pkg).rglob("*.py"))
@@ -61,6 +63,16 @@ def test_dependencies_point_one_way() -> None:
         for other in sorted(_imported(path) - ALLOWED[room] - {room}):
             wrong.append(f"{path.relative_to(ROOT)} ({room}) imports {other}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_long_modules_say_why() -> None:
+    """A module over LONG lines explains at its top why it stays one module."""
+    unexplained = []
+    for path in _modules():
+        text = path.read_text()
+        if text.count("\n") > LONG and "Why one module:" not in (ast.get_docstring(ast.parse(text)) or ""):
+            unexplained.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+    assert not unexplained, "\n".join(unexplained)
 
 
 def test_the_rule_sees_a_wrong_import(tmp_path: Path) -> None:

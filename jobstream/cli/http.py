@@ -26,7 +26,7 @@ from typing import Any
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-TERMINAL = {"completed", "dead", "cancelled"}
+from schemas import TERMINAL_STATES
 
 
 class Unreachable(Exception):
@@ -94,7 +94,7 @@ class Printer:
         if state == "completed" and item.get("result") is not None:
             parts.append(f"result {json.dumps(item['result'])[:500]}")
         print("  ".join(parts), flush=True)
-        if state in TERMINAL:
+        if state in TERMINAL_STATES:
             self.final = state
 
 
