@@ -40,7 +40,7 @@ from consumer.offsets import OffsetTracker
 from consumer.retry import Failure, RetryPolicy, decide
 from jobstream.kafka import Partitioner
 from jobstream.settings import WorkerSettings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from schemas import (
     HEADER_DUE,
     DeadLetter,

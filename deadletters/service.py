@@ -22,7 +22,7 @@ from deadletters.replay import Replayer
 from deadletters.store import DlqStore
 from jobstream.kafka import DLQ_RETENTION_MS, Partitioner
 from jobstream.settings import Settings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 
 
 class Health(Protocol):

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from jobstream.futures import describe
 from jobstream.http_errors import Unavailable
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.metrics import Metrics

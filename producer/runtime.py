@@ -26,7 +26,7 @@ from deadletters import DeadLetters, open_dead_letters
 from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor, kafka_check, redis_check

@@ -39,7 +39,7 @@ from jobstream.http_errors import ItemError, Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor

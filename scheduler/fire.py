@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from jobstream.futures import observe
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from schemas import (
     DeadLetter,
     DeadReason,

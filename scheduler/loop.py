@@ -25,7 +25,7 @@ from typing import Any
 from jobstream.kafka import Partitioner
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import DelaySettings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from scheduler.fire import BatchFirer
 from scheduler.lookahead import Lookahead
 from scheduler.store import DelayStore

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from jobstream.kafka import Partitioner, open_producers
 from jobstream.settings import SchedulerSettings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from scheduler.loop import Scheduler
 from scheduler.store import DelayStore
 

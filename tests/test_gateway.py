@@ -38,7 +38,7 @@ from jobstream.cursor import CursorError
 from jobstream.kafka import make_producer
 from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from tests.conftest import MS
 
 S = 1000 * MS  # one second, scaled like every timeout of the suite

@@ -21,7 +21,7 @@ from gateway.service import Gateway
 from jobstream.lifecycle import Lifecycle, Service
 from jobstream.producer_guard import GuardedProducer
 from jobstream.projector import Projector
-from jobstream.status import StatusPublisher
+from jobstream.status_publisher import StatusPublisher
 from producer.groupcommit import GroupCommit
 from producer.health import HealthMonitor
 from producer.queues import QueueStats

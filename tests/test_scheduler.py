@@ -34,7 +34,7 @@ def delayed(due: int) -> JobEnvelope:
 @contextlib.asynccontextmanager
 async def scheduler(settings: Settings, redis: Redis, lease_ms: int = 10_000) -> AsyncIterator[Scheduler]:
     """A scheduler with its own producer and status publisher, as `jobstream scheduler` runs."""
-    from jobstream.status import StatusPublisher
+    from jobstream.status_publisher import StatusPublisher
 
     producer = make_producer(settings, linger_ms=0)
     await producer.start()

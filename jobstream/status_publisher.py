@@ -17,7 +17,7 @@ from jobstream.futures import observe
 from jobstream.lifecycle import Lifecycle
 from schemas import encode_status_batch, partition_for
 
-log = logging.getLogger("jobstream.status")
+log = logging.getLogger("jobstream.status_publisher")
 
 Callback = Callable[[BaseException | None], None]
 
