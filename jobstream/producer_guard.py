@@ -230,6 +230,8 @@ class GuardedProducer(Lifecycle):
         self._pending = 0  # records handed over and not yet settled
         self._seq = 0
         self._resend: list[_Record] = []  # failed by a broken producer; sent again on the next
+        self._resending_to: Any | None = None  # a replacement taking the resends, not yet installed
+        self._resend_broken: str | None = None  # why that replacement broke meanwhile
         self._acked = 0  # acknowledgements so far: the watchdog reads progress from it
         self._seen_acked = 0
         self._stalled_since = time.monotonic()  # records waiting and no acknowledgement since
@@ -425,7 +427,7 @@ class GuardedProducer(Lifecycle):
             self._acked += 1
             _resolve(sink, None, inner.result())
             return
-        if producer is self._current:  # with idempotence any failure leaves a gap
+        if producer is self._current or producer is self._resending_to:  # any failure leaves a gap
             self._replace(producer, describe(exc))
         if record is None:
             seq, topic, value, key, partition, timestamp_ms, headers = args
@@ -441,7 +443,12 @@ class GuardedProducer(Lifecycle):
 
     def _replace(self, broken: Any, why: str) -> None:
         """Stop sending to `broken` and start its replacement in the background."""
-        if self._closing or broken is not self._current:
+        if self._closing:
+            return
+        if broken is self._resending_to:  # broke while taking the resends: `_replace_with_new` goes on
+            self._resend_broken = self._resend_broken or why
+            return
+        if broken is not self._current:
             return  # already being replaced
         self._current = None
         self._ready.clear()
@@ -450,6 +457,37 @@ class GuardedProducer(Lifecycle):
         self._swap = asyncio.create_task(self._replace_with_new(broken, why), name=f"{self.name}-swap")
 
     async def _replace_with_new(self, broken: Any, why: str) -> None:
+        """Retire `broken`, start a new producer and hand it the resends before any new send;
+        if the new one breaks while taking them (a resent record it cannot take leaves a gap
+        too), it is retired the same way and another takes over."""
+        failed = resent = 0
+        while True:
+            failed_back, producer = await self._retire_and_start(broken, why)
+            failed += failed_back
+            self.replacements += 1
+            self._resending_to = producer
+            try:
+                resent += await self._send_again(producer)
+            finally:
+                self._resending_to = None
+            if self._resend_broken is None:
+                break
+            broken, why, self._resend_broken = producer, self._resend_broken, None
+            log.warning(
+                "producer broken name=%s error=%s while taking the resends; replacing it", self.name, why
+            )
+        self._install(producer)
+        log.warning(
+            "producer replaced name=%s after=%s resent=%d batches_failed_back=%d",
+            self.name,
+            why,
+            resent,
+            failed,
+        )
+
+    async def _retire_and_start(self, broken: Any, why: str) -> tuple[int, Any]:
+        """Let `broken` finish what it can for `grace_s`, fail back the rest and stop it, while
+        a new producer starts; how many batches failed back, and the started producer."""
         starting = asyncio.create_task(self._start_new(why))
         try:
             try:
@@ -470,21 +508,12 @@ class GuardedProducer(Lifecycle):
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             raise
-        self.replacements += 1
-        resent = await self._send_again(producer)
-        self._install(producer)
-        log.warning(
-            "producer replaced name=%s after=%s resent=%d batches_failed_back=%d",
-            self.name,
-            why,
-            resent,
-            failed,
-        )
+        return failed, producer
 
     async def _send_again(self, producer: Any) -> int:
         """Send the records a broken producer failed, in their first order; how many."""
         count = 0
-        while self._resend:  # more may fail meanwhile
+        while self._resend and self._resend_broken is None:  # more may fail meanwhile
             records, self._resend = sorted(self._resend, key=lambda r: r.seq), []
             count += len(records)
             for record in records:

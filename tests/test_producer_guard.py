@@ -164,3 +164,36 @@ async def test_a_producer_stuck_while_the_cluster_answers_is_replaced_and_fails_
         assert producer.problem is None
     finally:
         await producer.close()
+
+
+async def test_a_record_kafka_refuses_fails_alone_through_send_notify(settings: Settings) -> None:
+    """The status publisher's path (`send_notify`): the refused record's callback gets the
+    refusal, every other callback gets None once its record landed, in order."""
+    topic = await small_topic(settings)
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    outcomes: dict[str, BaseException | None] = {}
+    all_settled = asyncio.Event()
+    names = ["before", "big", *(f"after {i}" for i in range(20))]
+
+    def settled(name: str) -> Any:
+        def callback(err: BaseException | None) -> None:
+            assert name not in outcomes, f"{name} settled twice"
+            outcomes[name] = err
+            if len(outcomes) == len(names):
+                all_settled.set()
+
+        return callback
+
+    try:
+        for name in names:
+            value = b"x" * (4 * SMALL_TOPIC_MAX) if name == "big" else name.encode()
+            await producer.send_notify(settled(name), topic, value, partition=0)
+        async with asyncio.timeout(30_000 * MS):
+            await all_settled.wait()
+    finally:
+        await producer.close()
+    assert isinstance(outcomes.pop("big"), MessageSizeTooLargeError)
+    assert set(outcomes.values()) == {None}
+    values = [r.value.decode() for r in await read_topic(settings, topic, 21)]
+    assert values == [n for n in names if n != "big"]
