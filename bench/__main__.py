@@ -120,9 +120,14 @@ def run(args: argparse.Namespace) -> int:
         return code
     doc = render(bench, command, args.quick)
     print("\n" + doc)
+    for path, text in bench.files.items():  # drawings: beside the logs always, in docs/ with the report
+        (data / "bench" / Path(path).name).write_text(text)
     if args.only:
-        say(f"--only {args.only}: {args.out} left as it was")
+        say(f"--only {args.only}: {args.out} left as it was; drawings in .data/bench/")
         return code
+    for path, text in bench.files.items():
+        Path(path).write_text(text)
+        say(f"wrote {path}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(doc)
     say(f"wrote {args.out}")

@@ -45,17 +45,24 @@ class CpuMeter:
         self._base = {name: _ticks(pid) for name, pid in steady.items()}
         self._reaped = _reaped_s()
 
-    def report(self, started: dict[str, int]) -> str:
+    def cores(self, started: dict[str, int]) -> tuple[dict[str, float], float, float]:
+        """Cores each process used on average since the meter started (busiest first), the
+        rest of the machine's busy cores, and the seconds measured."""
         hz, secs = os.sysconf("SC_CLK_TCK"), max(time.monotonic() - self._start, 1e-9)
         used = {n: _ticks(p) - self._base[n] for n, p in self._steady.items()}
         used.update({n: _ticks(p) for n, p in started.items()})
         if reaped := round((_reaped_s() - self._reaped) * hz):  # children that exited meanwhile
             used["exited children (load generator)"] = reaped
         rest = _machine_busy() - self._busy - sum(used.values())
-        parts = [f"{n} {t / hz / secs:.2f}" for n, t in sorted(used.items(), key=lambda x: -x[1]) if t > 0]
+        busiest = sorted(used.items(), key=lambda x: -x[1])
+        return {n: t / hz / secs for n, t in busiest if t > 0}, max(rest, 0) / hz / secs, secs
+
+    def report(self, started: dict[str, int]) -> str:
+        used, rest, secs = self.cores(started)
+        parts = [f"{n} {c:.2f}" for n, c in used.items()]
         return (
             f"CPU cores busy on average over {secs:.1f} s (of {os.cpu_count()}): {', '.join(parts)}, "
-            f"everything else {max(rest, 0) / hz / secs:.2f}"
+            f"everything else {rest:.2f}"
         )
 
 

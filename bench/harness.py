@@ -30,8 +30,8 @@ from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 
 TARGETS = {
-    "single": 5_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 25.0,
-    "retry": 0.0, "late_p99": 100.0, "delay_p50": 10.0, "delay_p99": 20.0,
+    "single": 6_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 15.0, "p99_fast": 50.0,
+    "serial_p50": 2.0, "retry": 0.0, "late_p99": 100.0, "delay_p50": 10.0, "delay_p99": 20.0,
 }  # fmt: skip
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING)\b|Traceback")
 
@@ -45,11 +45,18 @@ class Plan:
     e2e_jobs: int = 200_000
     lat_rate: int = 500
     lat_s: int = 10
+    lat_warm_s: int = 5
+    serial_n: int = 1_000
+    curve_rates: tuple[int, ...] = (50, 100, 200, 1_000, 2_000)
+    curve_s: int = 5
     retry_jobs: int = 20_000
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(wrk_s=3, batch_total=40_000, e2e_jobs=40_000, lat_s=4, retry_jobs=5_000)
+        return cls(
+            wrk_s=3, batch_total=40_000, e2e_jobs=40_000, lat_s=4, lat_warm_s=2, serial_n=200, curve_s=2,
+            retry_jobs=5_000,
+        )  # fmt: skip
 
 
 @dataclass
@@ -72,6 +79,8 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     children: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    # documents a scenario draws (path from the project root -> text), written with the report
+    files: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     # -- children ----------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Scenario 4: latency from `POST /jobs` written to `completed` received on the WebSocket.
 
-API, gateway and 2 workers run; after an unmeasured second at 100 jobs/s, jobs are posted
-at `Plan.lat_rate` per second for `Plan.lat_s` seconds while one WebSocket subscribed to
-everything notes each `completed` event. Both ends are this process's monotonic clock.
+API, gateway and 2 workers run; after an unmeasured warm-up at the headline rate (a broker
+fresh from start compiles its hot paths for the first tens of seconds), jobs are posted at
+`Plan.lat_rate` per second for `Plan.lat_s` seconds while one WebSocket subscribed to
+everything notes each event. Both ends are this process's monotonic clock. Beside it: one
+POST at a time with the broker's own produce round trip (the floor), each hop's share, CPU
+per job per process, and the curve over `Plan.curve_rates`, drawn to `docs/latency-curve.svg`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from bench import load
-from bench.harness import Bench, Row
+from bench.harness import TARGETS, Bench, Row
 from bench.load import say
+from bench.svg import latency_curve
 from jobstream.cli import procs
+from jobstream.settings import Settings
 
 
 @dataclass
@@ -31,6 +39,9 @@ class LatencyRun:
     ws_url: str
     sent_at: dict[str, float] = field(default_factory=dict)
     done_at: dict[str, float] = field(default_factory=dict)
+    # per job, wall-clock ms (comparable with the events' `at`): POST written, 202 read,
+    # and each event's own `at` and when it arrived, as "<state>" and "<state> seen"
+    marks: dict[str, dict[str, float]] = field(default_factory=dict)
     sent: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -55,23 +66,29 @@ class LatencyRun:
 
     async def _read(self, ws: Any) -> None:
         async for msg in ws:
-            now = time.perf_counter()
+            now, wall = time.perf_counter(), time.time() * 1000
             for event in orjson.loads(msg).get("events", ()):
-                if event.get("state") == "completed":
+                state = event.get("state")
+                marks = self.marks.setdefault(event["job_id"], {})
+                marks.setdefault(state, event["at"])
+                marks.setdefault(f"{state} seen", wall)
+                if state == "completed":
                     self.done_at.setdefault(event["job_id"], now)
 
     async def _send(self, rate: int, seconds: float, report: Callable[[str], None]) -> None:
         pool, tasks = load.HttpPool(self.api), set()
 
         async def one() -> None:
-            t = time.perf_counter()
+            t, wall = time.perf_counter(), time.time() * 1000
             try:
                 status, body = await pool.request("POST", "/jobs", load.NOOP_BODY)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 self.errors.append(repr(exc))
                 return
             if status == 202:
-                self.sent_at[orjson.loads(body)["id"]] = t
+                job_id = orjson.loads(body)["id"]
+                self.sent_at[job_id] = t
+                self.marks.setdefault(job_id, {}).update({"sent": wall, "answered": time.time() * 1000})
             else:
                 self.errors.append(f"{status} {body[:200]!r}")
 
@@ -93,12 +110,85 @@ class LatencyRun:
         await asyncio.gather(*tasks)
         await pool.close()
 
+    def hops(self) -> str:
+        """p50 / p99 of each hop a completed job took, in ms: the client's POST to its 202,
+        the 202 to the worker's `active` stamp (waiting in Kafka, fetched, dispatched), the
+        handler (`active` to `completed` stamps, the completion record included), and the
+        `completed` stamp to the event on the WebSocket. Stamps are whole milliseconds."""
+        hops = {
+            "POST→202": ("sent", "answered"),
+            "202→worker start": ("answered", "active"),
+            "run (start→completed)": ("active", "completed"),
+            "completed→WebSocket": ("completed", "completed seen"),
+            "queued seen after POST": ("sent", "queued seen"),
+        }
+        out = []
+        for name, (a, b) in hops.items():
+            got = [m[b] - m[a] for m in self.marks.values() if a in m and b in m]
+            if got:
+                mid, top = _pcts(got)
+                out.append(f"{name} {mid:.1f} / {top:.1f}")
+        return "; ".join(out)
+
     def latencies_ms(self) -> list[float]:
         return sorted((self.done_at[i] - t) * 1000 for i, t in self.sent_at.items() if i in self.done_at)
 
 
+def _pcts(values: list[float]) -> tuple[float, float]:
+    got = sorted(values)
+    return got[len(got) // 2], got[min(len(got) - 1, int(len(got) * 0.99))]
+
+
+async def serial_posts(api: str, n: int) -> list[float]:
+    """`n` POSTs one at a time over one connection: ms from writing each to reading its 202."""
+    pool, took = load.HttpPool(api), []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            status, body = await pool.request("POST", "/jobs", load.NOOP_BODY)
+            if status != 202:
+                raise RuntimeError(f"POST /jobs answered {status}: {body[:200]!r}")
+            took.append((time.perf_counter() - t) * 1000)
+    finally:
+        await pool.close()
+    return took
+
+
+async def produce_rtt(s: Settings, n: int) -> list[float]:
+    """The broker's own floor: `n` records sent one at a time by a producer configured as
+    ours (idempotent, acks=all, no linger) to a topic of its own, ms each, awaited."""
+    topic = f"{s.topic_prefix}.rtt"
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=0
+    )
+    await producer.start()
+    took = []
+    try:
+        for _ in range(20):  # the new partition's leader may take a moment
+            try:
+                await producer.send_and_wait(topic, b"warm")
+                break
+            except KafkaError:
+                await asyncio.sleep(0.2)
+        for _ in range(n):
+            t = time.perf_counter()
+            await producer.send_and_wait(topic, load.NOOP_BODY)
+            took.append((time.perf_counter() - t) * 1000)
+    finally:
+        await producer.stop()
+    return took
+
+
 async def run(bench: Bench) -> None:
-    """Scenario 4 in a run: API, gateway and 2 workers of its own, then a `LatencyRun`."""
+    """Scenario 4 in a run: API, gateway and 2 workers of its own, warmed up; one POST at a
+    time beside the broker's own round trip; `LatencyRun`s at the headline rate (with the
+    hop breakdown and CPU per job), at each rate of the curve, and the curve drawn."""
     s, p = await bench.fresh("latency"), bench.plan
     api = await bench.start_api(s)
     gw = await bench.start_api(s, "gateway")
@@ -111,20 +201,38 @@ async def run(bench: Bench) -> None:
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)  # let the group settle after the second member joined
     ws = gw.replace("http://", "ws://") + "/ws"
-    say("latency: warm-up, 1 s at 100 jobs/s")
-    await LatencyRun(api, ws).run(100, 1, lambda m: None)
-    meter, since = bench.meter(), len(bench.children)
-    timed = LatencyRun(api, ws)
+    say(f"latency: warm-up, {p.lat_warm_s} s at {p.lat_rate} jobs/s")
+    await LatencyRun(api, ws).run(p.lat_rate, p.lat_warm_s, lambda m: None)
+
+    say(f"latency: {p.serial_n:,} POSTs one at a time, then the broker's own round trip")
+    one, rtt = _pcts(await serial_posts(api, p.serial_n)), _pcts(await produce_rtt(s, p.serial_n))
+    bench.rows.append(Row(
+        "4. One POST at a time over one connection, POST to 202, p50 / p99",
+        f"{one[0]:.1f} / {one[1]:.1f} ms", f"p50 ≤ {TARGETS['serial_p50']:.0f} ms",
+        one[0] <= TARGETS["serial_p50"],
+    ))  # fmt: skip
+    bench.rows.append(Row(
+        "4. The broker's own produce round trip beside it (idempotent, acks=all), p50 / p99",
+        f"{rtt[0]:.1f} / {rtt[1]:.1f} ms",
+    ))  # fmt: skip
 
     def report(msg: str) -> None:
         bench.check_alive()
         say(f"latency: {msg}")
 
-    await timed.run(p.lat_rate, p.lat_s, report)
+    async def measured(rate: int, seconds: int) -> tuple[LatencyRun, dict[str, float]]:
+        meter, timed = bench.meter(), LatencyRun(api, ws)
+        await timed.run(rate, seconds, report)
+        used, _rest, _secs = meter.cores({})
+        if not timed.latencies_ms():
+            raise RuntimeError(f"no job completed at {rate} jobs/s; errors: {timed.errors[:5]}")
+        return timed, used
+
+    say(f"latency: {p.lat_rate} jobs/s for {p.lat_s} s")
+    meter, since = bench.meter(), len(bench.children)
+    timed, used = await measured(p.lat_rate, p.lat_s)
+    p50, p99 = _pcts(timed.latencies_ms())
     lat = timed.latencies_ms()
-    if not lat:
-        raise RuntimeError(f"no job completed; errors: {timed.errors[:5]}")
-    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     what = f"{p.lat_rate} jobs/s for {p.lat_s} s, API + gateway + 2 workers"
     bench.row(f"4. Latency p50, POST sent to `completed` on the WebSocket ({what})", p50, "p50", "ms")
     bench.row("4. Latency p99", p99, "p99", "ms")
@@ -133,8 +241,28 @@ async def run(bench: Bench) -> None:
         f"4: {timed.sent:,} sent, {len(timed.sent_at):,} accepted, {len(lat):,} completed "
         f"events seen, {len(timed.errors)} errors {timed.errors[:3]}"
     )
+    bench.notes.append(f"4: per hop, p50 / p99 ms: {timed.hops()}")
     bench.cpu_note("4", meter, since)
+    per_job = ", ".join(f"{n} {c / p.lat_rate * 1e6:,.0f}" for n, c in used.items())
+    total = sum(used.values()) / p.lat_rate * 1e6
+    bench.notes.append(f"4: CPU per job at {p.lat_rate} jobs/s, µs: {per_job}; total {total:,.0f}")
+
+    curve = {p.lat_rate: (p50, p99)}
+    for rate in p.curve_rates:
+        say(f"latency curve: {rate} jobs/s for {p.curve_s} s")
+        run_at, used = await measured(rate, p.curve_s)
+        curve[rate] = _pcts(run_at.latencies_ms())
+        bench.notes.append(
+            f"4: at {rate:,} jobs/s: p50 {curve[rate][0]:.1f} ms, p99 {curve[rate][1]:.1f} ms; "
+            f"CPU cores: " + ", ".join(f"{n} {c:.2f}" for n, c in used.items())
+        )
+    fast = max(p.curve_rates)
+    bench.row(f"4. Latency p99 at {fast:,} jobs/s", curve[fast][1], "p99_fast", "ms")
+    bench.files["docs/latency-curve.svg"] = latency_curve(
+        "jobstream: POST to completed, API + gateway + 2 workers, one broker",
+        [(r, a, b) for r, (a, b) in curve.items()],
+    )
     bench.stop_children("4")
 
 
-__all__ = ["LatencyRun", "run"]
+__all__ = ["LatencyRun", "produce_rtt", "run", "serial_posts"]

@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobstream.lifecycle import Lifecycle
+from jobstream.redis_scripts import PipelinedScript
 
 log = logging.getLogger("jobstream.worker")
 
@@ -60,7 +62,7 @@ class DoneStore(Lifecycle):
         self._redis = redis
         self._prefix = f"{prefix}:done:"
         self._days = ttl_s // DAY_S + 2  # hashes a mark made up to ttl_s ago can be in
-        self._find = redis.register_script(_FIND)
+        self._find = PipelinedScript(redis, _FIND)
         self._ttl = ttl_s
         self._pending: list[str] = []
         self._wake = asyncio.Event()
@@ -91,11 +93,13 @@ class DoneStore(Lifecycle):
             return {}
         today = int(time.time()) // DAY_S
         days = [f"{self._prefix}{day}" for day in range(today, today - self._days, -1)]
+
+        def build(pipe: Any) -> None:
+            for start in range(0, len(ids), _CHECK_CHUNK):
+                self._find.queue(pipe, list(days), list(ids[start : start + _CHECK_CHUNK]))
+
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for start in range(0, len(ids), _CHECK_CHUNK):
-                    await self._find(keys=days, args=ids[start : start + _CHECK_CHUNK], client=pipe)
-                found = await pipe.execute()
+            found = await self._find.run(build)
         except (RedisError, OSError) as exc:
             self._warn(f"completed-id check skipped, Redis unreachable: {exc}")
             return {}

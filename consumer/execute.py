@@ -65,9 +65,12 @@ class Executor:
         if job.id in self._cancels:
             outcomes.cancelled(item)
             return
-        if job.expires_at is not None and now_ms() > job.expires_at:
+        now = now_ms()
+        if job.expires_at is not None and now > job.expires_at:
             await outcomes.expired(item)
             return
+        if since := max(job.created_at, job.not_before or 0):  # 0: made by a tool that sets neither
+            self._metrics.waited(job.type, max(0, now - since) / 1000)
         outcomes.active(job)
         timeout = job.timeout_s or spec.timeout_s or self._default_timeout_s
         ctx = JobContext(job, self._id, outcomes.progress)

@@ -9,6 +9,8 @@ which the GIL keeps consistent).
   attempt failed: retried or dead, as the status stream says), `cancelled`, `skipped`
   (completed before: a redelivery), `expired`, or `poison` (type `""`: unreadable);
 - `jobstream_worker_run_seconds{type}`: handler run time, histogram;
+- `jobstream_worker_queue_wait_seconds{type}`: from when a job could run (submitted, or
+  due: a delayed job's or a retry's time) to its start here, histogram;
 - gauges: `running`, `concurrency`, `buffered` (records fetched, not yet started),
   `paused_partitions`, `assigned_partitions`.
 
@@ -35,6 +37,9 @@ log = logging.getLogger("jobstream.worker")
 
 UNKNOWN_TYPE = "unknown"
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+WAIT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+)  # fmt: skip
 
 
 class JobMetrics:
@@ -47,8 +52,9 @@ class JobMetrics:
     def __init__(self, known: Collection[str]) -> None:
         self._known = frozenset(known) | {""}
         self.outcomes: dict[tuple[str, str], int] = {}
-        # per type: a count per bucket (the last one +Inf), then the sum of run times
+        # per type: a count per bucket (the last one +Inf), then the sum of the seconds
         self.runs: dict[str, list[float]] = {}
+        self.waits: dict[str, list[float]] = {}
 
     def label(self, job_type: str) -> str:
         """The `type` label of `job_type`: itself if known, else `UNKNOWN_TYPE`."""
@@ -59,12 +65,11 @@ class JobMetrics:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     def ran(self, job_type: str, seconds: float) -> None:
-        job_type = self.label(job_type)
-        h = self.runs.get(job_type)
-        if h is None:
-            h = self.runs[job_type] = [0.0] * (len(RUN_BUCKETS) + 2)
-        h[bisect_left(RUN_BUCKETS, seconds)] += 1
-        h[-1] += seconds
+        _observe(self.runs, RUN_BUCKETS, self.label(job_type), seconds)
+
+    def waited(self, job_type: str, seconds: float) -> None:
+        """A job of `job_type` started `seconds` after it could have."""
+        _observe(self.waits, WAIT_BUCKETS, self.label(job_type), seconds)
 
     def totals(self) -> dict[str, int]:
         """Jobs per outcome, all types together (for the log line at stop)."""
@@ -72,6 +77,26 @@ class JobMetrics:
         for (_, outcome), n in list(self.outcomes.items()):
             out[outcome] = out.get(outcome, 0) + n
         return out
+
+
+def _observe(into: dict[str, list[float]], bounds: tuple[float, ...], label: str, seconds: float) -> None:
+    h = into.get(label)
+    if h is None:
+        h = into[label] = [0.0] * (len(bounds) + 2)
+    h[bisect_left(bounds, seconds)] += 1
+    h[-1] += seconds
+
+
+def _histogram(name: str, doc: str, data: dict[str, list[float]], bounds: tuple[float, ...]) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=["type"])
+    for job_type, counts in list(data.items()):
+        h = list(counts)
+        cumulative, buckets = 0.0, []
+        for bound, in_bucket in zip((*(str(b) for b in bounds), "+Inf"), h[:-1], strict=True):
+            cumulative += in_bucket
+            buckets.append((bound, cumulative))
+        family.add_metric([job_type], buckets, sum_value=h[-1])
+    return family
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,17 +127,16 @@ class WorkerCollector:
         for (job_type, outcome), n in list(self._metrics.outcomes.items()):
             jobs.add_metric([job_type, outcome], n)
         yield jobs
-        runs = HistogramMetricFamily(
-            "jobstream_worker_run_seconds", "Handler run time, by job type.", labels=["type"]
+        m = self._metrics
+        yield _histogram(
+            "jobstream_worker_run_seconds", "Handler run time, by job type.", m.runs, RUN_BUCKETS
         )
-        for job_type, counts in list(self._metrics.runs.items()):
-            h = list(counts)
-            cumulative, buckets = 0.0, []
-            for bound, in_bucket in zip((*(str(b) for b in RUN_BUCKETS), "+Inf"), h[:-1], strict=True):
-                cumulative += in_bucket
-                buckets.append((bound, cumulative))
-            runs.add_metric([job_type], buckets, sum_value=h[-1])
-        yield runs
+        yield _histogram(
+            "jobstream_worker_queue_wait_seconds",
+            "From when a job could run (submitted, or due) to its start, by job type.",
+            m.waits,
+            WAIT_BUCKETS,
+        )
         g = self._gauges
         for name, doc, value in (
             ("running", "Jobs running now.", g.running()),

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from jobstream.redis_scripts import PipelinedScript
 from schemas import JobState, state_rank
 
 # One call applies a chunk of jobs. KEYS: the jobs' hashes (they share the prefix's hash
@@ -81,7 +82,7 @@ class Projection:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_s
-        self._apply = redis.register_script(_APPLY)
+        self._apply = PipelinedScript(redis, _APPLY)
 
     async def apply(self, events: list[dict[str, Any]]) -> None:
         """Apply a batch of status events in one pipelined round trip."""
@@ -93,22 +94,27 @@ class Projection:
         # One script call per chunk, all chunks in one pipelined round trip: per-job
         # commands cost more in client-side packing than the writes themselves.
         items = list(merged.items())
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(items), _CHUNK):
-                keys: list[Any] = []
-                rows: list[list[str]] = []
-                for job_id, m in items[start : start + _CHUNK]:
-                    row = [str(m["rank"]), str(m["created_at"])]
-                    for name, value in m["fields"].items():
-                        row.append(name)
-                        if name in _JSON_FIELDS:
-                            row.append(orjson.dumps(value).decode())
-                        else:
-                            row.append("" if value is None else str(value))
-                    keys.append(job_key(self._prefix, job_id))
-                    rows.append(row)
-                await self._apply(keys=keys, args=[self._ttl, orjson.dumps(rows)], client=pipe)
-            await pipe.execute()
+        calls: list[tuple[list[Any], list[Any]]] = []
+        for start in range(0, len(items), _CHUNK):
+            keys: list[Any] = []
+            rows: list[list[str]] = []
+            for job_id, m in items[start : start + _CHUNK]:
+                row = [str(m["rank"]), str(m["created_at"])]
+                for name, value in m["fields"].items():
+                    row.append(name)
+                    if name in _JSON_FIELDS:
+                        row.append(orjson.dumps(value).decode())
+                    else:
+                        row.append("" if value is None else str(value))
+                keys.append(job_key(self._prefix, job_id))
+                rows.append(row)
+            calls.append((keys, [self._ttl, orjson.dumps(rows)]))
+
+        def build(pipe: Any) -> None:
+            for keys, args in calls:
+                self._apply.queue(pipe, keys, args)
+
+        await self._apply.run(build)  # merging by rank: a run again after NOSCRIPT is harmless
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The job's latest state in the public shape, or None if unknown."""

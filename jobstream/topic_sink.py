@@ -3,9 +3,11 @@ the dead-letter indexer (`deadletters.index`).
 
 Per fetched batch: decode every record (one that does not decode is logged with its
 topic, partition and offset and skipped: stopping on it would hide every record behind
-it), write the batch with one call, then commit. Offsets are committed only after Redis
-took the batch: while Redis is down the same batch is retried with capped backoff, and
-the sink recovers by itself when Redis is back. Writing a batch twice must be harmless.
+it) and write the batch with one call. Offsets are committed only after Redis took the
+batch, at most once per `commit_interval_s` and when stopping: while Redis is down the
+same batch is retried with capped backoff, and the sink recovers by itself when Redis is
+back. After a crash or a rebalance up to that interval is written again, so writing a
+batch twice must be harmless.
 The sink joins its group once the topic exists, retrying with capped backoff until then.
 """
 
@@ -29,6 +31,14 @@ from schemas import DecodeError
 log = logging.getLogger("jobstream.sink")
 
 FETCH_TIMEOUT_MS = 500
+# A commit per fetched batch was one request per fetch (at 50 jobs/s the gateway committed
+# 52 times a second); a batch written twice after a crash or a rebalance is harmless.
+COMMIT_INTERVAL_S = 1.0
+# The broker holds a fetch until this much has gathered or this long has passed: a fetch
+# per record (two or three per job on the status topic) cost the broker and this process
+# more than the writes; the projection may trail the live feed by this much.
+FETCH_GATHER_MS = 100
+FETCH_GATHER_BYTES = 1 << 20
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -44,8 +54,12 @@ class TopicSink(Lifecycle, ABC, Generic[T]):
     the group. `name` names the logs, the task and the client.
     """
 
-    def __init__(self, settings: Settings, topic: str, group: str, name: str, *, max_records: int) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, group: str, name: str, *, max_records: int,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
+    ) -> None:  # fmt: skip
         super().__init__()
+        self._commit_interval_s = commit_interval_s
         self._settings = settings
         self._topic = topic
         self._group = group
@@ -84,6 +98,8 @@ class TopicSink(Lifecycle, ABC, Generic[T]):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 client_id=f"jobstream-{self._name}-{self._settings.topic_prefix}",
+                fetch_max_wait_ms=FETCH_GATHER_MS,
+                fetch_min_bytes=FETCH_GATHER_BYTES,
             )
 
         # Waits for the topic first: a consumer of a missing one logs every 100 ms.
@@ -107,24 +123,37 @@ class TopicSink(Lifecycle, ABC, Generic[T]):
         self._consumer = consumer = await self._open()
         if consumer is None:
             return
-        while not self._stop.is_set():
-            try:
-                batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self._max_records)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s fetch failed topic=%s", self._name, self._topic)
-                await asyncio.sleep(BACKOFF_MAX_S)
-                continue
-            if not batch:
-                continue
-            items, offsets = self._decode_all(batch)
-            if not await self._write_until_taken(items):
-                return  # stopping before Redis took the batch: left uncommitted
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:  # rebalanced away: the new owner writes again, harmlessly
-                log.warning("%s commit failed: %r", self._name, exc)
+        loop = asyncio.get_running_loop()
+        written: dict[TopicPartition, int] = {}  # taken by Redis, not committed yet
+        due = loop.time() + self._commit_interval_s
+        try:
+            while not self._stop.is_set():
+                if written and loop.time() >= due:
+                    await self._commit(written)
+                    written, due = {}, loop.time() + self._commit_interval_s
+                try:
+                    batch = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=self._max_records)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s fetch failed topic=%s", self._name, self._topic)
+                    await asyncio.sleep(BACKOFF_MAX_S)
+                    continue
+                if not batch:
+                    continue
+                items, offsets = self._decode_all(batch)
+                if not await self._write_until_taken(items):
+                    return  # stopping before Redis took the batch: left uncommitted
+                written.update(offsets)
+        finally:
+            if written:
+                await self._commit(written)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # rebalanced away: the new owner writes again, harmlessly
+            log.warning("%s commit failed: %r", self._name, exc)
 
     def _decode_all(
         self, batch: dict[TopicPartition, list[Any]]

@@ -75,6 +75,7 @@ class Submitter:
         self._timeout_s = settings.submit_timeout_s
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
+        self._background: set[asyncio.Future[None]] = set()  # writes of submits already answered
 
     async def submit_many(
         self, items: Sequence[JobSpec | ItemError], ids: Sequence[str | None] | None = None
@@ -105,11 +106,17 @@ class Submitter:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         queued = [events.queued(env, now) for _, env in pending]
         await self._queued_first(queued, deadline)
+        # The projection is written while the jobs go out, not after: their `queued` events
+        # are on the topic already, so this is what the projector would write anyway, and a
+        # job Kafka then refuses gets its `dead` event there like any other.
+        projected = asyncio.ensure_future(self._project(queued, deadline))
         try:
             group = await self._send_all([env for _, env in pending], deadline)
         except Unavailable as exc:
             for event in queued:
                 self._publisher.publish(_refused(event, exc))
+            self._background.add(projected)
+            projected.add_done_callback(self._background.discard)
             raise
         await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
@@ -133,7 +140,7 @@ class Submitter:
             self._note_failure(failure, failed)
             if not acked:
                 raise self._unavailable(f"Kafka did not acknowledge the jobs: {describe(failure)}")
-        await self._after_ack(acked, deadline)
+        await projected
         await self._later(later, results, now, others_accepted=True)
         return _filled(results)
 
@@ -185,7 +192,7 @@ class Submitter:
             self._note_failure(exc, len(envelopes))
             raise self._unavailable(f"Kafka did not take the jobs: {describe(exc)}") from exc
 
-    async def _after_ack(self, said: list[dict[str, Any]], deadline: float) -> None:
+    async def _project(self, said: list[dict[str, Any]], deadline: float) -> None:
         """Write the projection, bounded; never raises."""
         if not self._health.is_up("redis"):
             self._metrics.projection_errors.inc(len(said))

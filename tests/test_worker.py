@@ -123,7 +123,7 @@ async def test_buffered_high_starts_before_low(settings: Settings) -> None:
 
 async def test_metrics_count_outcomes_per_type_with_run_times(settings: Settings) -> None:
     """`/metrics` on the worker's own port counts outcomes per type (poison too), has run-time
-    histograms and gauges, and stops being served when the worker stops."""
+    and queue-wait histograms and gauges, and stops being served when the worker stops."""
     jobs = [make_job("example.echo", {"i": i}) for i in range(5)] + [make_job("example.fail", max_attempts=1)]
     want = {("example.echo", "completed"): 5.0, ("example.fail", "failed"): 1.0, ("", "poison"): 1.0}
     async with Worker(app, worker_settings(settings, metrics_port=0)) as worker, httpx.AsyncClient() as http:
@@ -145,6 +145,10 @@ async def test_metrics_count_outcomes_per_type_with_run_times(settings: Settings
         runs = {s.labels.get("le"): s.value for s in families["jobstream_worker_run_seconds"].samples
                 if s.name.endswith("_bucket") and s.labels["type"] == "example.echo"}  # fmt: skip
         assert runs["+Inf"] == 5.0
+        waits = {s.labels.get("le"): s.value for s in families["jobstream_worker_queue_wait_seconds"].samples
+                 if s.name.endswith("_bucket") and s.labels["type"] == "example.echo"}  # fmt: skip
+        assert waits["+Inf"] == 5.0  # each echo job once, from its `created_at`
+        assert waits["1800.0"] == 5.0 and waits["0.001"] <= 5.0
         gauges = {
             f: families[f"jobstream_worker_{f}"].samples[0].value
             for f in ("concurrency", "assigned_partitions")

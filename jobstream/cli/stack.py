@@ -97,6 +97,8 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=500
 log.retention.check.interval.ms=60000
+num.network.threads={network_threads}
+num.io.threads={io_threads}
 """
 
 _LOG4J2 = """\
@@ -115,6 +117,13 @@ _LOG4J2 = """\
   </Loggers>
 </Configuration>
 """
+
+
+def _threads(cores: int) -> dict[str, int]:
+    """Request threads for a broker sharing `cores` with the whole pipeline. Kafka's defaults
+    (3 network, 8 I/O threads) are for a machine of its own; on 2 cores they only take
+    turns with the services they serve."""
+    return {"network_threads": max(1, cores // 2), "io_threads": max(2, cores)}
 
 
 @dataclass
@@ -140,8 +149,12 @@ class KafkaBroker:
         java = shutil.which("java")
         if java is None:
             raise StackError("java is not installed; Kafka needs a JDK 17 or newer")
+        # C1 only: a fresh broker otherwise spends most of its CPU for minutes in the C2
+        # compiler (0.4 of a core at 50 jobs/s on 2 cores), which every job's latency pays
+        # on a small machine; peak speed is not what a local broker needs (docs/BENCHMARKS.md).
         return [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-XX:InitiatingHeapOccupancyPercent=35", "-Djava.awt.headless=true",
+                "-XX:InitiatingHeapOccupancyPercent=35", "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}",
                 "-cp", f"{self.jars}/*"]  # fmt: skip
 
@@ -152,7 +165,10 @@ class KafkaBroker:
         props = self.data_dir / "server.properties"
         props.write_text(
             _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=self.data_dir / "logs",
+                **_threads(os.cpu_count() or 1),
             )
         )
         (self.data_dir / "log4j2.xml").write_text(_LOG4J2)
