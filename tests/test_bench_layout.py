@@ -39,3 +39,22 @@ def test_every_scenario_has_a_step_in_order() -> None:
     from bench.__main__ import STEPS
 
     assert [num for num, _ in STEPS] == ["1", "2", "3", "3", "4", "5", "6"]
+
+
+def test_the_latency_curve_is_a_drawing_of_both_percentiles() -> None:
+    """`bench.svg.latency_curve`: a standalone SVG with a p50 and a p99 line through every
+    point, left to right by rate whatever order the points came in."""
+    import xml.etree.ElementTree as ET
+
+    from bench.svg import latency_curve
+
+    points = [(500, 80.0, 300.0), (50, 15.0, 30.0), (2_000, 300.0, 9_000.0)]
+    root = ET.fromstring(latency_curve("t", points))
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 2 and len(root.findall(f"{ns}circle")) == 6
+    for line in lines:
+        xs = [float(p.split(",")[0]) for p in line.attrib["points"].split()]
+        assert xs == sorted(xs) and len(xs) == 3
+    p50, p99 = ([float(p.split(",")[1]) for p in line.attrib["points"].split()] for line in lines)
+    assert all(a > b for a, b in zip(p50, p99, strict=True))  # p99 above p50: smaller y

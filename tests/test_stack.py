@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
 
 from jobstream.cli import procs
-from jobstream.cli.stack import LocalStack
+from jobstream.cli.stack import KafkaBroker, LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,3 +95,30 @@ def test_stop_leaves_nothing_and_restart_keeps_data(tmp_path: Path) -> None:
     finally:
         stack.stop()
     assert _processes_using(data) == []
+
+
+def _nice(pid: int, tid: str) -> int:
+    """A thread's nice value (its name may hold spaces: fields counted after its closing paren)."""
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_broker_compiles_at_the_lowest_priority_with_threads_for_this_machine(
+    private_kafka: KafkaBroker,
+) -> None:
+    """The broker's JIT compiler threads run at nice 19, its request threads at 0: on a small
+    machine its compiling for minutes after start must not slow the jobs (issue 10). Its
+    request threads are sized to the machine's cores."""
+    assert private_kafka.proc is not None
+    pid = private_kafka.proc.pid
+    names = {
+        tid: Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+    compilers = [tid for tid, name in names.items() if "CompilerThre" in name]  # names cut at 15 characters
+    handlers = [tid for tid, name in names.items() if name.startswith("data-plane-kafk")]
+    assert compilers and handlers
+    assert {_nice(pid, tid) for tid in compilers} == {19}
+    assert {_nice(pid, tid) for tid in handlers} == {0}
+    props = (private_kafka.data_dir / "server.properties").read_text()
+    cores = os.cpu_count() or 1
+    assert f"num.io.threads={max(2, cores)}" in props and f"num.network.threads={max(1, cores // 2)}" in props

@@ -126,6 +126,15 @@ def _threads(cores: int) -> dict[str, int]:
     return {"network_threads": max(1, cores // 2), "io_threads": max(2, cores)}
 
 
+# The JIT compilers at the lowest CPU priority (nice 19): a fresh broker spends minutes of CPU
+# in the C2 compiler (0.4 of a core at 50 jobs/s on 2 cores, measured), which every job's
+# latency paid while the pipeline shares the machine with it; at nice 19 it compiles in the
+# time nobody else wants. (C1 only, the other cure, left the broker slower for good: delayed
+# jobs a few ms later once warm; docs/BENCHMARKS.md, issue 10.) Raising one's own nice value
+# needs no privilege; without root the JVM notes that it cannot lower anyone's.
+_JIT = ["-XX:ThreadPriorityPolicy=1", "-XX:CompilerThreadPriority=19"]
+
+
 @dataclass
 class KafkaBroker:
     """One single-node KRaft broker in `data_dir`."""
@@ -149,11 +158,8 @@ class KafkaBroker:
         java = shutil.which("java")
         if java is None:
             raise StackError("java is not installed; Kafka needs a JDK 17 or newer")
-        # C1 only: a fresh broker otherwise spends most of its CPU for minutes in the C2
-        # compiler (0.4 of a core at 50 jobs/s on 2 cores), which every job's latency pays
-        # on a small machine; peak speed is not what a local broker needs (docs/BENCHMARKS.md).
         return [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-XX:InitiatingHeapOccupancyPercent=35", "-XX:TieredStopAtLevel=1",
+                "-XX:InitiatingHeapOccupancyPercent=35", *_JIT,
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}",
                 "-cp", f"{self.jars}/*"]  # fmt: skip
