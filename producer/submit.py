@@ -75,7 +75,7 @@ class Submitter:
         self._timeout_s = settings.submit_timeout_s
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
-        self._background: set[asyncio.Future[None]] = set()  # writes of submits already answered
+        self._background: set[asyncio.Future[None]] = set()  # projection writes under way
 
     async def submit_many(
         self, items: Sequence[JobSpec | ItemError], ids: Sequence[str | None] | None = None
@@ -110,13 +110,13 @@ class Submitter:
         # are on the topic already, so this is what the projector would write anyway, and a
         # job Kafka then refuses gets its `dead` event there like any other.
         projected = asyncio.ensure_future(self._project(queued, deadline))
+        self._background.add(projected)  # held until written: a refusal raised below leaves it running
+        projected.add_done_callback(self._background.discard)
         try:
             group = await self._send_all([env for _, env in pending], deadline)
         except Unavailable as exc:
             for event in queued:
                 self._publisher.publish(_refused(event, exc))
-            self._background.add(projected)
-            projected.add_done_callback(self._background.discard)
             raise
         await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
