@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from bench import load
+from bench.cpu import CpuMeter
 from bench.harness import TARGETS, Bench, Row
 from bench.load import say
 from bench.svg import latency_curve
@@ -220,19 +221,17 @@ async def run(bench: Bench) -> None:
         bench.check_alive()
         say(f"latency: {msg}")
 
-    async def measured(rate: int, seconds: int) -> tuple[LatencyRun, dict[str, float]]:
+    async def measured(rate: int, seconds: int) -> tuple[LatencyRun, list[float], CpuMeter]:
+        """A run at `rate`, its latencies (sorted) and the CPU meter started with it."""
         meter, timed = bench.meter(), LatencyRun(api, ws)
         await timed.run(rate, seconds, report)
-        used, _rest, _secs = meter.cores({})
-        if not timed.latencies_ms():
+        if not (lat := timed.latencies_ms()):
             raise RuntimeError(f"no job completed at {rate} jobs/s; errors: {timed.errors[:5]}")
-        return timed, used
+        return timed, lat, meter
 
     say(f"latency: {p.lat_rate} jobs/s for {p.lat_s} s")
-    meter, since = bench.meter(), len(bench.children)
-    timed, used = await measured(p.lat_rate, p.lat_s)
-    p50, p99 = _pcts(timed.latencies_ms())
-    lat = timed.latencies_ms()
+    timed, lat, meter = await measured(p.lat_rate, p.lat_s)
+    p50, p99 = _pcts(lat)
     what = f"{p.lat_rate} jobs/s for {p.lat_s} s, API + gateway + 2 workers"
     bench.row(f"4. Latency p50, POST sent to `completed` on the WebSocket ({what})", p50, "p50", "ms")
     bench.row("4. Latency p99", p99, "p99", "ms")
@@ -242,7 +241,8 @@ async def run(bench: Bench) -> None:
         f"events seen, {len(timed.errors)} errors {timed.errors[:3]}"
     )
     bench.notes.append(f"4: per hop, p50 / p99 ms: {timed.hops()}")
-    bench.cpu_note("4", meter, since)
+    bench.cpu_note("4", meter, len(bench.children))  # no child started meanwhile
+    used = meter.cores({})[0]
     per_job = ", ".join(f"{n} {c / p.lat_rate * 1e6:,.0f}" for n, c in used.items())
     total = sum(used.values()) / p.lat_rate * 1e6
     bench.notes.append(f"4: CPU per job at {p.lat_rate} jobs/s, µs: {per_job}; total {total:,.0f}")
@@ -250,8 +250,8 @@ async def run(bench: Bench) -> None:
     curve = {p.lat_rate: (p50, p99)}
     for rate in p.curve_rates:
         say(f"latency curve: {rate} jobs/s for {p.curve_s} s")
-        run_at, used = await measured(rate, p.curve_s)
-        curve[rate] = _pcts(run_at.latencies_ms())
+        _, lat, meter = await measured(rate, p.curve_s)
+        curve[rate], used = _pcts(lat), meter.cores({})[0]
         bench.notes.append(
             f"4: at {rate:,} jobs/s: p50 {curve[rate][0]:.1f} ms, p99 {curve[rate][1]:.1f} ms; "
             f"CPU cores: " + ", ".join(f"{n} {c:.2f}" for n, c in used.items())

@@ -96,7 +96,7 @@ class DoneStore(Lifecycle):
 
         def build(pipe: Any) -> None:
             for start in range(0, len(ids), _CHECK_CHUNK):
-                self._find.queue(pipe, list(days), list(ids[start : start + _CHECK_CHUNK]))
+                self._find.queue(pipe, days, ids[start : start + _CHECK_CHUNK])
 
         try:
             found = await self._find.run(build)

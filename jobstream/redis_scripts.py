@@ -30,16 +30,16 @@ class PipelinedScript:
     async def run(self, build: Callable[[Pipeline], None]) -> list[Any]:
         """A pipeline filled by `build` (with `queue` calls, and any other commands),
         executed; the replies in order. Loads the script and runs it again on NOSCRIPT."""
-        for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                build(pipe)
-                try:
-                    return await pipe.execute()
-                except NoScriptError:
-                    if attempt:
-                        raise
+        try:
+            return await self._execute(build)
+        except NoScriptError:
             await self._redis.script_load(self._script.script)
-        raise AssertionError("unreachable")
+            return await self._execute(build)
+
+    async def _execute(self, build: Callable[[Pipeline], None]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            build(pipe)
+            return await pipe.execute()
 
 
 __all__ = ["PipelinedScript"]

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from jobstream.kafka import make_producer
 from jobstream.settings import Settings
 from schemas import JobEnvelope, Priority, decode_status_batch, encode_job, job_headers, new_job_id
+from tests.conftest import MS
 
 
 def make_job(job_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> JobEnvelope:
@@ -155,3 +156,13 @@ async def wait_until(
                 delay = min(delay * 2, 0.5)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 10_000 * MS) -> None:
+    """Wait until `check()` holds (polling: state held in memory, no event to wait on), or
+    fail naming `what`."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)

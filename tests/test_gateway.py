@@ -40,6 +40,7 @@ from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
 from jobstream.status_publisher import StatusPublisher
 from tests.conftest import MS
+from tests.helpers import eventually
 
 S = 1000 * MS  # one second, scaled like every timeout of the suite
 
@@ -55,15 +56,6 @@ def event(
         "at": int(time.time() * 1000),
         **extra,
     }
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 10 * S) -> None:
-    """Wait until `check()` holds (polling), or fail naming `what`."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 # -- pure: cursor codec -------------------------------------------------------------------
