@@ -90,9 +90,7 @@ class Runners:
     def release(self) -> None:
         """Let held retry records that are due go on, wake runners, and set the timer for
         the next due time: no polling, and no handler slot held while a record waits."""
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-            self._due_timer = None
+        self.stop_timer()
         nxt = self._dispatch.release(time.monotonic() * 1000, now_ms())
         self.wake(len(self._dispatch))
         if nxt is not None:
@@ -102,6 +100,7 @@ class Runners:
     def stop_timer(self) -> None:
         if self._due_timer is not None:
             self._due_timer.cancel()
+            self._due_timer = None
 
     async def drain(self, which: Callable[[Item], bool], timeout_s: float) -> None:
         """Wait for matching running jobs to end; abort those still running after `timeout_s`."""

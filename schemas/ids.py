@@ -21,9 +21,10 @@ def rfc3339(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def new_job_id(now_ms: int | None = None) -> str:
-    """Return a new UUIDv7 as a 36-character string; ids sort by creation time (ms)."""
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+def new_job_id(at_ms: int | None = None) -> str:
+    """Return a new UUIDv7 as a 36-character string; ids sort by creation time (`at_ms`,
+    now by default)."""
+    ms = now_ms() if at_ms is None else at_ms
     rand = int.from_bytes(os.urandom(10), "big")
     # 48 bits time | 4 bits version | 12 bits rand_a | 2 bits variant | 62 bits rand_b
     value = (ms & 0xFFFF_FFFF_FFFF) << 80

@@ -55,10 +55,10 @@ def test_status_batch_round_trip_and_validation() -> None:
 
 def test_ids_are_uuid7_and_sort_by_time() -> None:
     """Ids are version-7 UUIDs whose order follows creation time."""
-    a = new_job_id(now_ms=1_000)
-    b = new_job_id(now_ms=2_000)
+    a = new_job_id(at_ms=1_000)
+    b = new_job_id(at_ms=2_000)
     assert a < b and a[14] == "7" and len(a) == 36
-    assert new_job_id() > new_job_id(now_ms=int(time.time() * 1000) - 10)
+    assert new_job_id() > new_job_id(at_ms=int(time.time() * 1000) - 10)
 
 
 def test_a_jobs_status_partition_is_stable() -> None:

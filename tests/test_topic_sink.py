@@ -3,6 +3,7 @@ for batches the store took, so a sink stopped while its store is down loses noth
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,10 +18,12 @@ from tests.helpers import eventually, produce_jobs
 class ListSink(TopicSink[bytes]):
     """Keeps record values in a list; `down` makes each write fail as an unreachable Redis."""
 
-    def __init__(self, settings: Settings, group: str, kept: list[bytes]) -> None:
+    def __init__(
+        self, settings: Settings, group: str, kept: list[bytes], commit_interval_s: float = 60
+    ) -> None:
         super().__init__(
             settings, settings.topics.jobs(Priority.normal), group, "test-sink", max_records=100,
-            commit_interval_s=60,  # longer than the test: only the commit at stop can happen
+            commit_interval_s=commit_interval_s,
         )  # fmt: skip
         self.kept = kept
         self.down = False
@@ -54,6 +57,7 @@ async def test_a_sink_stopped_with_its_store_down_commits_what_was_taken_and_los
     group = f"{settings.topic_prefix}.test-sink"
     kept: list[bytes] = []
     first, later = [f"a{i}".encode() for i in range(3)], [f"b{i}".encode() for i in range(2)]
+    # an interval longer than the test: only the commit at stop can happen
     async with ListSink(settings, group, kept) as sink:
         await produce_jobs(settings, [], raw=first)
         await eventually(lambda: sink.written == 3, "the first records taken")
@@ -68,3 +72,17 @@ async def test_a_sink_stopped_with_its_store_down_commits_what_was_taken_and_los
         await eventually(lambda: sink.written == 2, "the held records taken after a restart")
     assert sorted(again) == later  # none lost, none of the committed ones written again
     assert await _committed(settings, group) == 5
+
+
+async def test_a_running_sink_commits_once_its_interval_has_passed(settings: Settings) -> None:
+    """While it runs (not only at stop): what Redis took is committed within about an interval."""
+    group = f"{settings.topic_prefix}.test-sink-timed"
+    kept: list[bytes] = []
+    async with ListSink(settings, group, kept, commit_interval_s=0.2):
+        await produce_jobs(settings, [], raw=[b"x", b"y"])
+        committed = 0
+        async with asyncio.timeout(30):
+            while committed < 2:
+                committed = await _committed(settings, group)
+                await asyncio.sleep(0.1)
+    assert sorted(kept) == [b"x", b"y"]
