@@ -6,8 +6,10 @@ What a client can rely on:
   (`acks=all`, idempotent producer). A job is never acknowledged and then lost.
 - Kafka known down (health monitor, or an earlier failed send): 503 with `Retry-After`
   before anything is sent. A send that fails or outlives `submit_timeout_s`: 503, and the
-  projection is not written. Such a record may still reach Kafka later (aiokafka cannot
-  recall it); a client that retries then creates a second job: at least once.
+  job's `dead` event (reason `rejected`) follows its `queued` one on the status topic; the
+  projection, written while the job was being sent, shows `queued` until the projector
+  applies that event. Such a record may still reach Kafka later (aiokafka cannot recall
+  it); a client that retries then creates a second job: at least once.
 - Redis down: the job is already in Kafka, so the answer is still 202. Its `queued`
   event is on the status topic and the gateway's projector writes the state from there;
   only a lookup in the moment right after the submit may miss it. Refusing would make
