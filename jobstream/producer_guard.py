@@ -33,8 +33,9 @@ What callers can rely on:
   waits at most `wait_s` for the new producer, then raises `ProducerUnavailable`.
 - `problem` says what is wrong while a replacement is under way (for `/readyz`).
 
-Costs: a done-callback per record, and a future per record only through `send()` (the
-hot paths use `send_all` or `send_notify`); nothing per record talks to Kafka.
+Costs: a done-callback per record (per batch for a partition's long run in `send_all`),
+and a future per record only through `send()` (the hot paths use `send_all` or
+`send_notify`); nothing per record talks to Kafka.
 
 Why one module: the swap, the resend queue and the watchdog share one piece of state (the
 current producer and the records it holds), and each is a few lines around it; split, the
@@ -71,6 +72,9 @@ log = logging.getLogger("jobstream.kafka.producer")
 
 Factory = Callable[[], Any]  # builds an unstarted AIOKafkaProducer
 Headers = list[tuple[str, bytes]]
+# topic, value, key, partition, headers
+SendRecord = tuple[str, bytes, bytes | None, int | None, Headers | None]
+BATCH_RUN = 16  # records of a `send_all` to one partition from which they get batches of their own
 MAX_RESENDS = 3  # a record failed by this many broken producers in a row fails to its caller
 # the broker refused the batch for its sequence: it wrote none of it
 _NOT_WRITTEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
@@ -327,20 +331,38 @@ class GuardedProducer(Lifecycle):
         args = (self._seq, topic, value, key, partition, None, headers)
         inner.add_done_callback(functools.partial(self._settled, producer, args, _Notify(callback), None))
 
-    async def send_all(
-        self, records: Sequence[tuple[str, bytes, bytes | None, int | None, Headers | None]]
-    ) -> SendGroup:
-        """Hand `(topic, value, key, partition, headers)` records over, in order; the group
-        settles once Kafka acknowledged or refused each. What `send()` raises for a record
-        itself is that record's error; `ProducerUnavailable` is raised for the lot."""
+    async def send_all(self, records: Sequence[SendRecord]) -> SendGroup:
+        """Hand `(topic, value, key, partition, headers)` records over, in order per
+        partition; the group settles once Kafka acknowledged or refused each. What `send()`
+        raises for a record itself is that record's error; `ProducerUnavailable` is raised
+        for the lot.
+
+        A partition's run of `BATCH_RUN` records or more goes in batches of its own (one
+        callback a batch, no per-record future: aiokafka's `send()` costs more than the rest
+        of the submit path); a shorter run joins whatever batch the producer has open."""
         group = SendGroup(self._loop, len(records))
         base = self._seq
         self._seq += len(records)
-        settled = self._settled_in_group
+        runs: dict[tuple[str, int | None], list[int]] = {}
         for i, record in enumerate(records):
+            runs.setdefault((record[0], record[3]), []).append(i)
+        for (topic, partition), run in runs.items():
+            if partition is None or len(run) < BATCH_RUN:
+                await self._send_each(group, base, records, run)
+            else:
+                await self._send_batches(group, base, records, run, topic, partition)
+        return group
+
+    async def _send_each(
+        self, group: SendGroup, base: int, records: Sequence[SendRecord], run: list[int]
+    ) -> None:
+        """Records of `run` one by one, each joining the batch open for its partition."""
+        settled = self._settled_in_group
+        for i in run:
             producer = self._current
             if producer is None:
                 producer = await self._wait_for_producer()
+            record = records[i]
             topic, value, key, partition, headers = record
             try:
                 inner = await producer.send(topic, value, key=key, partition=partition, headers=headers)
@@ -349,11 +371,57 @@ class GuardedProducer(Lifecycle):
                 continue
             self._pending += 1
             inner.add_done_callback(functools.partial(settled, producer, group, i, base, record))
-        return group
+
+    async def _send_batches(
+        self, group: SendGroup, base: int, records: Sequence[SendRecord], run: list[int], topic: str,
+        partition: int,
+    ) -> None:  # fmt: skip
+        """One partition's records, in as few batches as the batch size allows."""
+        start = 0
+        while start < len(run):
+            producer = self._current
+            if producer is None:
+                producer = await self._wait_for_producer()
+            batch = producer.create_batch()
+            end = start
+            while end < len(run):
+                _, value, key, _, headers = records[run[end]]
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                    break  # full (an empty batch takes any record: `end` moved at least once)
+                end += 1
+            taken = run[start:end]
+            start = end
+            try:
+                inner = await producer.send_batch(batch, topic, partition=partition)
+            except KafkaError as exc:
+                for i in taken:
+                    group._settle(i, exc)
+                continue
+            self._pending += len(taken)
+            settled = functools.partial(self._batch_settled, producer, group, taken, base, records)
+            inner.add_done_callback(settled)
+
+    def _batch_settled(
+        self, producer: Any, group: SendGroup, taken: list[int], base: int, records: Sequence[SendRecord],
+        inner: asyncio.Future[Any],
+    ) -> None:  # fmt: skip
+        """A batch of `send_all` settled: each record's outcome, or each record failed on
+        the per-record path (sent again, alone if the batch was too large)."""
+        if not inner.cancelled() and inner.exception() is None:
+            self._pending -= len(taken)
+            self._acked += len(taken)
+            for i in taken:
+                group._settle(i, None)
+            return
+        for i in taken:
+            topic, value, key, partition, headers = records[i]
+            self._settled(
+                producer, (base + i + 1, topic, value, key, partition, None, headers), (group, i), None, inner
+            )
 
     def _settled_in_group(
         self, producer: Any, group: SendGroup, i: int, base: int,
-        record: tuple[str, bytes, bytes | None, int | None, Headers | None], inner: asyncio.Future[Any],
+        record: SendRecord, inner: asyncio.Future[Any],
     ) -> None:  # fmt: skip
         """`_settled` for a record of a group, with the success path kept short (hot)."""
         if not inner.cancelled() and inner.exception() is None:

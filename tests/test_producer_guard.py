@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from jobstream.cli import procs
 from jobstream.kafka import make_producer
-from jobstream.producer_guard import GuardedProducer, ProducerReplaced, ProducerUnavailable
+from jobstream.producer_guard import BATCH_RUN, GuardedProducer, ProducerReplaced, ProducerUnavailable
 from jobstream.settings import Settings
 from producer.health import kafka_check
 from schemas import Priority
@@ -63,6 +63,46 @@ async def test_a_record_kafka_refuses_fails_alone(settings: Settings) -> None:
         await producer.close()
     values = [r.value.decode() for r in await read_topic(settings, topic, 22)]
     assert values == ["before", *(f"after {i}" for i in range(20)), "later"]
+
+
+async def test_send_all_batches_a_partitions_run_and_a_refused_record_fails_alone(settings: Settings) -> None:
+    """`send_all` puts a partition's long run in batches of its own; the broker refuses the
+    batch holding one record too large: only that record fails, the rest land in order."""
+    topic = await small_topic(settings)
+    n = 2 * BATCH_RUN
+    values = [b"x" * (4 * SMALL_TOPIC_MAX) if i == 5 else f"small {i}".encode() for i in range(n)]
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        group = await producer.send_all([(topic, v, None, 0, None) for v in values])
+        async with asyncio.timeout(30_000 * MS):
+            await group.done
+    finally:
+        await producer.close()
+    assert isinstance(group.errors[5], MessageSizeTooLargeError)
+    assert [e for i, e in enumerate(group.errors) if i != 5] == [None] * (n - 1)
+    landed = [r.value for r in await read_topic(settings, topic, n - 1)]
+    assert landed == [v for i, v in enumerate(values) if i != 5]
+
+
+async def test_send_all_splits_a_run_longer_than_a_batch(settings: Settings) -> None:
+    """A run over the producer's batch size (512 KiB) goes in several batches: all of it
+    lands, in order, beside a short run to another partition."""
+    topic = settings.topics.jobs(Priority.low)
+    long_run = [(topic, f"{i:06d}".encode() * 200, None, 0, None) for i in range(600)]  # 1.2 KB each
+    short_run = [(topic, f"other {i}".encode(), None, 1, None) for i in range(3)]
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        group = await producer.send_all(long_run[:300] + short_run + long_run[300:])
+        async with asyncio.timeout(30_000 * MS):
+            await group.done
+    finally:
+        await producer.close()
+    assert set(group.errors) == {None}
+    landed = await read_topic(settings, topic, len(long_run) + len(short_run))
+    assert [r.value for r in landed if r.partition == 0] == [v for _, v, *_ in long_run]
+    assert [r.value for r in landed if r.partition == 1] == [v for _, v, *_ in short_run]
 
 
 async def test_a_dead_sender_is_replaced(settings: Settings) -> None:
