@@ -71,7 +71,7 @@ RETRY_PAUSE_S = 1.0
 def child_envelope(parent: JobEnvelope, spec: JobSpec, index: int, result: Any, now: int) -> JobEnvelope:
     """The `index`-th follow-up of `parent`: the spec, given the parent's result as
     `payload.parent_result`, with a deterministic id, in the parent's trace."""
-    return JobEnvelope.model_construct(
+    return JobEnvelope.trusted(
         id=child_job_id(parent.id, index), type=spec.type, payload={**spec.payload, "parent_result": result},
         priority=spec.priority, attempt=1, max_attempts=spec.max_attempts, backoff=spec.backoff,
         timeout_s=spec.timeout_s, key=spec.key, idempotency_key=None, created_at=now, not_before=None,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -48,7 +49,17 @@ from producer.health import HealthMonitor
 from producer.metrics import Metrics
 from producer.results import Refused, SubmitResult, Submitted
 from producer.trace import REQUEST_TRACEPARENT
-from schemas import JobEnvelope, JobSpec, encode_job, events, job_headers, new_job_id, now_ms, partition_for
+from schemas import (
+    JobEnvelope,
+    JobSpec,
+    Priority,
+    encode_job,
+    events,
+    job_headers,
+    new_job_id,
+    now_ms,
+    partition_for,
+)
 
 log = logging.getLogger("jobstream.producer.submit")
 
@@ -122,6 +133,7 @@ class Submitter:
             raise
         await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         acked: list[dict[str, Any]] = []
+        by_priority: Counter[Priority] = Counter()
         failure: BaseException | None = None  # of Kafka, not of a record it refused
         failed = 0
         for n, ((i, env), event) in enumerate(zip(pending, queued, strict=True)):
@@ -129,13 +141,15 @@ class Submitter:
             if err is None:
                 results[i] = Submitted(env.id, "queued")
                 acked.append(event)
-                self._metrics.count_submitted(env.priority)
+                by_priority[env.priority] += 1
                 continue
             failed += 1
             if not refused_record(err):
                 failure = err
             results[i] = Refused(_send_error(err), env.id)
             self._publisher.publish(_refused(event, err))
+        for priority, count in by_priority.items():
+            self._metrics.count_submitted(priority, count)
         if acked:
             self._health.note_ok("kafka")
         if failure is not None:
@@ -207,7 +221,7 @@ class Submitter:
         # The spec is validated; constructing the envelope without a second validation
         # is the point (one pydantic pass per job).
         due = spec.due_ms(now)
-        return JobEnvelope.model_construct(
+        return JobEnvelope.trusted(
             id=job_id or new_job_id(now),
             type=spec.type,
             payload=spec.payload,

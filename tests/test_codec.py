@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import pytest
 
 from schemas import (
     DecodeError,
     JobEnvelope,
+    JobSpec,
     Priority,
     Topics,
     decode_job,
@@ -59,6 +62,55 @@ def test_ids_are_uuid7_and_sort_by_time() -> None:
     b = new_job_id(at_ms=2_000)
     assert a < b and a[14] == "7" and len(a) == 36
     assert new_job_id() > new_job_id(at_ms=int(time.time() * 1000) - 10)
+
+
+def test_a_trusted_envelope_is_what_model_construct_makes() -> None:
+    """`JobEnvelope.trusted` (the submit path's) equals `model_construct`: values, fields
+    set, encoding; defaults not shared between envelopes; unknown fields refused."""
+    spec = JobSpec.model_validate(
+        {"type": "a.b", "payload": {"n": 1}, "key": "k", "then": [{"type": "c.d"}], "backoff": {"base_ms": 5}}
+    )
+    full = dict(
+        id="j1", type=spec.type, payload=spec.payload, priority=Priority.high, attempt=1, max_attempts=3,
+        backoff=spec.backoff, timeout_s=30.0, key=spec.key, idempotency_key="i", created_at=7, then=spec.then,
+        not_before=9, expires_at=11, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    )  # fmt: skip
+    for fields in (full, {"id": "j2", "type": "a.b"}, {"id": "j3", "type": "a.b", "created_at": 5}):
+        built, reference = JobEnvelope.trusted(**fields), JobEnvelope.model_construct(**fields)
+        assert built == reference and built.model_fields_set == reference.model_fields_set
+        assert encode_job(built) == encode_job(reference)
+        assert decode_job(encode_job(built)) == JobEnvelope.model_validate(fields)
+    one, two = JobEnvelope.trusted(id="a", type="t"), JobEnvelope.trusted(id="b", type="t")
+    one.errors.append({"attempt": 1})
+    one.payload["x"] = 1
+    assert two.errors == [] and two.payload == {} and JobEnvelope.trusted(id="c", type="t").then == []
+    with pytest.raises(TypeError, match="paylod"):
+        JobEnvelope.trusted(id="a", type="t", paylod={})
+
+
+def test_ids_are_unique_valid_uuid7_across_refills_of_the_random_pool() -> None:
+    """Ids drawn from the buffered random bytes: unique, version 7, RFC 9562 variant, over
+    many refills of the pool, with the time in their first 48 bits."""
+    ids = [new_job_id(at_ms=1_234) for _ in range(2_000)]  # 20 000 random bytes: five pools
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        u = uuid.UUID(text)
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and u.int >> 80 == 1_234
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    """The random pool is not shared through fork: the same millisecond gives two ids."""
+    new_job_id()  # the pool holds bytes the child would reuse
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.write(write, new_job_id(at_ms=5).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != new_job_id(at_ms=5) and child[:13] == new_job_id(at_ms=5)[:13]
 
 
 def test_a_jobs_status_partition_is_stable() -> None:
