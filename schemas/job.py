@@ -122,7 +122,9 @@ class JobEnvelope(BaseModel):
 
     id: str
     type: JobType
-    payload: dict[str, Any] = {}  # pydantic copies mutable defaults; a factory is slow in model_construct
+    # factories, not `{}` / `[]`: pydantic deep-copies a mutable default for every record
+    # a worker decodes, a factory is a call to `dict` (`trusted` builds the producer's own)
+    payload: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.normal
     attempt: int = Field(1, ge=1)
     max_attempts: int | None = Field(None, ge=1, description="unset: the handler's, then the worker's")
@@ -133,11 +135,11 @@ class JobEnvelope(BaseModel):
     created_at: int = 0
     not_before: int | None = None
     parent_id: str | None = None
-    then: list[JobSpec] = []
+    then: list[JobSpec] = Field(default_factory=list)
     replay_of: str | None = None
     expires_at: int | None = Field(None, description="ms since the epoch; not started by then: dead")
     errors: list[dict[str, Any]] = Field(
-        [], description="the errors of earlier attempts (schemas.AttemptError)"
+        default_factory=list, description="the errors of earlier attempts (schemas.AttemptError)"
     )
     traceparent: str | None = Field(
         None, description="W3C trace context the client sent; kept by retries and follow-ups"
@@ -172,6 +174,7 @@ class JobEnvelope(BaseModel):
 
 
 _ENVELOPE_TEMPLATE: dict[str, Any] = {
-    name: None if field.is_required() else field.default for name, field in JobEnvelope.model_fields.items()
+    name: None if field.is_required() else field.get_default(call_default_factory=True)
+    for name, field in JobEnvelope.model_fields.items()
 }
 _MUTABLE_DEFAULTS = tuple(n for n, v in _ENVELOPE_TEMPLATE.items() if isinstance(v, dict | list))
