@@ -75,7 +75,7 @@ async def _run(settings: Settings, dues: list[int]) -> tuple[list[float], list[f
     try:
         store = DelayStore(redis, settings.redis_prefix)
         jobs = [
-            JobEnvelope.model_construct(
+            JobEnvelope.trusted(
                 id=new_job_id(), type="example.noop", priority=Priority.normal, not_before=due, created_at=due
             )
             for due in dues
