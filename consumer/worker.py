@@ -4,7 +4,7 @@
 guarantees: `intake` (fetching, decoding, the completed-id check), `dispatch` (priority
 with aging, ordered keys, due times), `runners` (the pool, drains), `execute` (one
 handler run), `outcomes` (status events, retries, dead letters, commits), `assignment`
-(owned partitions and their commits), `ratelimit`.
+(owned partitions and their commits), `pauses` (full buffers, idle retry tiers), `ratelimit`.
 
 Guarantees:
 - At most `concurrency` handlers run at once; records from every assigned partition
@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from redis.asyncio import Redis
 
 from consumer.app import WorkerApp
@@ -43,8 +44,9 @@ from consumer.execute import Executor
 from consumer.intake import Intake, Item
 from consumer.metrics import Gauges, JobMetrics, MetricsServer, WorkerCollector
 from consumer.outcomes import Outcomes
-from consumer.pauses import Pauses
+from consumer.pauses import Pauses, check_interval_s
 from consumer.ratelimit import Limit, RateLimiter, TokenBuckets, parse_limits
+from consumer.retry import RetryPolicy
 from consumer.runners import Runners
 from jobstream.kafka import make_producer
 from jobstream.lifecycle import Lifecycle
@@ -79,7 +81,8 @@ class Worker(Lifecycle):
         self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
         t = settings.topics
         levels = {t.jobs(p): p.rank for p in Priority}
-        self._topics = [*levels, *(t.retry(name) for name in settings.retry_tier_names)]
+        tiers = [t.retry(name) for name in settings.retry_tier_names]
+        self._topics = [*levels, *tiers]
         self._dispatch: Dispatch[Item] = Dispatch(settings.aging_ms, settings.buffer_per_partition)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -101,7 +104,8 @@ class Worker(Lifecycle):
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
         self._assignment = Assignment(self._consumer, self.id)
-        pauses = Pauses(self._consumer, self._dispatch)
+        self._pauses = pauses = Pauses(self._consumer, self._dispatch, tiers)
+        self._check_tiers_s = check_interval_s(RetryPolicy.of(settings).tiers[0].delay_ms)
         limits = {
             **{t: Limit.parse(h.rate_limit) for t, h in app.handlers.items() if h.rate_limit},
             **parse_limits(settings.rate_limits),  # settings override the app
@@ -150,6 +154,7 @@ class Worker(Lifecycle):
         await self._consumer.start()
         self._spawn(self._intake.run(), "fetch")
         self._spawn(self._assignment.commit_every(self.settings.commit_interval_ms / 1000), "commit")
+        self._spawn(self._park_idle_tiers(), "retry-tiers")
         if self._limiter is not None:
             self._spawn(self._limiter.run(self._runners.wake), "rate-limits")
         for i in range(self.settings.concurrency):
@@ -213,12 +218,24 @@ class Worker(Lifecycle):
 
     # -- rebalance -----------------------------------------------------------------------
 
+    async def _park_idle_tiers(self) -> None:
+        """Retry tiers read to their end leave the fetches until they get records
+        (`consumer.pauses`); the check runs every `_check_tiers_s`."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(self._check_tiers_s)
+            try:
+                await self._pauses.park_idle()
+            except (KafkaError, IllegalStateError) as exc:  # a rebalance or the broker away: next time
+                log.debug("worker %s: retry tiers not checked: %s", self.id, exc)
+
     async def adopt(self, assigned: set[TopicPartition]) -> None:
+        self._pauses.forget(assigned)  # assigned afresh: unpaused
         await self._assignment.adopt(assigned)
         log.info("worker %s assigned %d partitions", self.id, len(assigned))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Partitions are going: finish what runs (bounded), commit, forget them."""
+        self._pauses.forget(revoked)
         revoked &= set(self._assignment.trackers)
         if not revoked:
             return

@@ -15,7 +15,8 @@ from jobstream.cli import procs
 from jobstream.kafka import make_producer
 from jobstream.settings import Settings, WorkerSettings
 from schemas import HEADER_DUE, decode_dead_letter, encode_job, job_headers, partition_for
-from tests.helpers import StatusLog, make_job, produce_jobs, read_topic
+from tests.conftest import MS
+from tests.helpers import StatusLog, eventually, make_job, produce_jobs, read_topic
 
 
 def worker_settings(settings: Settings, **kw: object) -> WorkerSettings:
@@ -39,6 +40,26 @@ async def test_flaky_job_retries_on_tiers_and_completes_on_attempt_three(setting
     for before, after in zip(retrying, actives[1:], strict=True):
         assert before["tier"] == "1s" and before["next_attempt"] == after["attempt"]
         assert after["at"] >= before["due_at"], "an attempt ran before its due time"
+
+
+async def test_a_retry_into_a_parked_tier_is_fetched_and_runs(settings: Settings) -> None:
+    """Retry tiers read to their end leave the worker's fetches (parked); a job failing
+    once is retried through a parked tier: its record is fetched and the attempt runs."""
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)) as worker:
+        consumer = worker._consumer
+
+        def tiers_parked() -> bool:
+            tiers = {tp for tp in consumer.assignment() if tp.topic.startswith(settings.topics.retry(""))}
+            return bool(tiers) and tiers <= consumer.paused()
+
+        await eventually(tiers_parked, "every retry tier parked", 30_000 * MS)
+        job = make_job("example.flaky", {"fail_times": 1})
+        await produce_jobs(settings, [job])
+        await status.wait_for(lambda: "completed" in status.states(job.id), 30, "the second attempt")
+        await eventually(tiers_parked, "the tier parked again once read", 30_000 * MS)
+    assert [e["state"] for e in status.events[job.id]] == [
+        "active", "failed", "retrying", "active", "completed",
+    ]  # fmt: skip
 
 
 async def test_exhausted_job_and_poison_record_end_in_the_dead_letter_topic(settings: Settings) -> None:
