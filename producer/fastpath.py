@@ -3,7 +3,9 @@
 One job per request is the API's hottest path, and most of its CPU went to FastAPI and
 Starlette around a few lines of work. This ASGI middleware answers every such request
 itself (`submit_one`), with the app's error rendering; every other request goes on to the
-app. It sits inside the body-size limit and the catch-all, so those still apply. No route
+app. It sits inside the body-size limit and the catch-all, so those still apply; a request
+without `Origin` reaches it through those two alone, ahead of the framework's stack
+(`producer.app.ApiApp`). No route
 serves `POST /jobs`: `producer.openapi` documents it from `OPERATION` here, and the
 middleware answers what the router would for a route there (405 to another method, a
 redirect from `/jobs/`).

@@ -7,7 +7,7 @@ import datetime as dt
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from starlette.types import Message, Scope
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, Settings
 from producer import create_app
+from producer.app import ApiApp
 from producer.groupcommit import GroupCommit, GroupCommitClosed
 from producer.runtime import Runtime
 from schemas import Priority, decode_job
@@ -338,6 +339,48 @@ async def test_genuine_bug_is_clean_500(api: Api, caplog: pytest.LogCaptureFixtu
     assert "boom" not in r.text
     assert await internal_errors(api) == 1
     assert any(rec.exc_info for rec in caplog.records if rec.name == "jobstream.producer")
+
+
+async def test_post_jobs_from_a_program_is_answered_as_through_the_stack(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`POST /jobs` without `Origin` goes ahead of the framework's stack (`ApiApp.front`);
+    the same requests from the API's own page (`Origin` set) go through it: the answers
+    agree, and a bug on the front path is a clean, counted 500 too."""
+    same_site = {"origin": str(api.client.base_url).rstrip("/")}  # its own page
+    app, fronted = cast(ApiApp, api.app), 0
+    front = app.front
+    assert front is not None
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal fronted
+        fronted += 1
+        await front(scope, receive, send)
+
+    monkeypatch.setattr(app, "front", counted)
+    cases = [
+        (b'{"type": "example.noop"}', {"content-type": JSON}),
+        (b'{"type": ', {"content-type": JSON}),
+        (b'{"type": "example.noop"}', {}),
+        (b" " * (MAX_BODY + 1), {"content-type": JSON}),
+    ]
+    for body, headers in cases:
+        ahead = await api.client.post("/jobs", content=body, headers=headers)
+        stack = await api.client.post("/jobs", content=body, headers={**headers, **same_site})
+        assert ahead.status_code == stack.status_code, (body[:40], ahead.text, stack.text)
+        if ahead.status_code == 202:
+            assert ahead.json().keys() == stack.json().keys() == {"id", "state"}
+        else:
+            assert ahead.json() == stack.json()
+    assert fronted == len(cases)  # the requests without Origin, and only they
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api.runtime.submitter, "submit_many", broken)
+    r = await api.client.post("/jobs", content=b'{"type": "example.noop"}', headers={"content-type": JSON})
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    assert await internal_errors(api) == 1
 
 
 # -- health and outages ---------------------------------------------------------------
