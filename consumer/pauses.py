@@ -84,9 +84,17 @@ class Pauses:
         else:
             self._ends.update(ends)
             unpark = [tp for tp in parked if tp in ends and not await self._read_to_end(tp)]
-        self.parked.difference_update(unpark)
+        self._unpark(unpark)
+
+    def unpark_all(self) -> None:
+        """Fetch every tier again (the check itself failed: never leave one parked blind)."""
+        self._unpark(list(self.parked))
+
+    def _unpark(self, tps: list[Hashable]) -> None:
+        self.parked.difference_update(tps)
+        consumer = self._consumer
         assigned, full = consumer.assignment(), self._dispatch.paused
-        if resume := [tp for tp in unpark if tp in assigned and tp not in full]:
+        if resume := [tp for tp in tps if tp in assigned and tp not in full]:
             consumer.resume(*resume)
 
     async def _read_to_end(self, tp: Any) -> bool:

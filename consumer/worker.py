@@ -227,6 +227,9 @@ class Worker(Lifecycle):
                 await self._pauses.park_idle()
             except (KafkaError, IllegalStateError) as exc:  # a rebalance or the broker away: next time
                 log.debug("worker %s: retry tiers not checked: %s", self.id, exc)
+            except Exception:  # a bug: fetch every tier rather than leave one parked unwatched
+                log.exception("worker %s: retry tier check failed; fetching every tier", self.id)
+                self._pauses.unpark_all()
 
     async def adopt(self, assigned: set[TopicPartition]) -> None:
         self._pauses.forget(assigned)  # assigned afresh: unpaused

@@ -142,6 +142,16 @@ async def test_without_end_offsets_every_parked_tier_is_fetched_again() -> None:
     assert consumer.paused == set() and not pauses.parked
 
 
+async def test_unpark_all_fetches_every_parked_tier_but_a_full_one() -> None:
+    pauses, consumer, dispatch, tier0, tier1, _ = setup()
+    consumer.fetched(tier0, 5)
+    consumer.fetched(tier1, 5)
+    await pauses.park_idle()
+    dispatch.full = {tier1}
+    pauses.unpark_all()
+    assert not pauses.parked and consumer.paused == {tier1}
+
+
 async def test_a_rebalance_forgets_parked_partitions() -> None:
     pauses, consumer, _, tier0, tier1, _ = setup()
     consumer.fetched(tier0, 5)
