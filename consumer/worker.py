@@ -224,7 +224,12 @@ class Worker(Lifecycle):
         while not self._stopping.is_set():
             await asyncio.sleep(self._check_tiers_s)
             try:
-                await self._pauses.park_idle()
+                # bounded: `position()` waits as long as a partition has no valid position
+                async with asyncio.timeout(max(1.0, 4 * self._check_tiers_s)):
+                    await self._pauses.park_idle()
+            except TimeoutError:
+                log.warning("worker %s: retry tier check took too long; fetching every tier", self.id)
+                self._pauses.unpark_all()
             except (KafkaError, IllegalStateError) as exc:  # a rebalance or the broker away: next time
                 log.debug("worker %s: retry tiers not checked: %s", self.id, exc)
             except Exception:  # a bug: fetch every tier rather than leave one parked unwatched

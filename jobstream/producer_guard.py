@@ -75,6 +75,9 @@ Headers = list[tuple[str, bytes]]
 # topic, value, key, partition, headers
 SendRecord = tuple[str, bytes, bytes | None, int | None, Headers | None]
 BATCH_RUN = 16  # records of a `send_all` to one partition from which they get batches of their own
+# a larger record goes through `send()`, which refuses one over max_request_size without
+# sending it (a batch would take it, and the broker's refusal would cost a new producer)
+BATCH_RECORD_MAX = 256 * 1024
 MAX_RESENDS = 3  # a record failed by this many broken producers in a row fails to its caller
 # the broker refused the batch for its sequence: it wrote none of it
 _NOT_WRITTEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
@@ -379,6 +382,10 @@ class GuardedProducer(Lifecycle):
         """One partition's records, in as few batches as the batch size allows."""
         start = 0
         while start < len(run):
+            if len(records[run[start]][1]) > BATCH_RECORD_MAX:  # `send()` checks max_request_size
+                await self._send_each(group, base, records, [run[start]])
+                start += 1
+                continue
             producer = self._current
             if producer is None:
                 producer = await self._wait_for_producer()
@@ -386,6 +393,8 @@ class GuardedProducer(Lifecycle):
             end = start
             while end < len(run):
                 _, value, key, _, headers = records[run[end]]
+                if len(value) > BATCH_RECORD_MAX:
+                    break  # on its own, above
                 if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                     break  # full (an empty batch takes any record: `end` moved at least once)
                 end += 1

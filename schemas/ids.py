@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 import uuid
 
@@ -36,18 +37,20 @@ class _Entropy:
 
     pool = b""
     at = 0
+    lock = threading.Lock()
 
 
 def _random10() -> bytes:
-    at = _Entropy.at
-    if at + 10 > len(_Entropy.pool):
-        _Entropy.pool, at = os.urandom(4000), 0
-    _Entropy.at = at + 10
-    return _Entropy.pool[at : at + 10]
+    with _Entropy.lock:  # two threads never take the same bytes
+        at = _Entropy.at
+        if at + 10 > len(_Entropy.pool):
+            _Entropy.pool, at = os.urandom(4000), 0
+        _Entropy.at = at + 10
+        return _Entropy.pool[at : at + 10]
 
 
 def _forget_entropy() -> None:
-    _Entropy.pool, _Entropy.at = b"", 0
+    _Entropy.pool, _Entropy.at, _Entropy.lock = b"", 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_entropy)

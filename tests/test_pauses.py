@@ -153,18 +153,20 @@ async def test_unpark_all_fetches_every_parked_tier_but_a_full_one() -> None:
 
 
 async def test_a_rebalance_forgets_parked_partitions() -> None:
-    pauses, consumer, _, tier0, tier1, _ = setup()
+    """Revoked and assigned again between two checks (never seen unassigned): aiokafka
+    resumed it, and `forget` makes sure no stale park keeps the buffer from resuming it."""
+    pauses, consumer, dispatch, tier0, _, _ = setup()
     consumer.fetched(tier0, 5)
     await pauses.park_idle()
-    consumer.assigned.discard(tier0)  # revoked while parked
+    assert tier0 in pauses.parked
+    consumer.paused.discard(tier0)  # the rebalance: aiokafka assigns afresh, unpaused
     pauses.forget({tier0})
-    consumer.ends[tier0] = 8
-    await pauses.park_idle()
-    assert not pauses.parked
-    consumer.assigned.add(tier0)
-    consumer.paused.discard(tier0)  # aiokafka assigns afresh, unpaused
-    pauses.forget({tier0})
-    assert tier0 not in pauses.parked and tier1 not in consumer.paused
+    assert tier0 not in pauses.parked
+    dispatch.full, dispatch.changes = {tier0}, ([tier0], [])
+    pauses.buffer_changed({tier0})
+    dispatch.full, dispatch.changes = set(), ([], [tier0])
+    pauses.buffer_changed({tier0})  # half drained: resumed, nothing parked holds it
+    assert tier0 not in consumer.paused
 
 
 def test_checks_come_well_within_the_shortest_tier() -> None:

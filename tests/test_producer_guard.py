@@ -105,6 +105,28 @@ async def test_send_all_splits_a_run_longer_than_a_batch(settings: Settings) -> 
     assert [r.value for r in landed if r.partition == 1] == [v for _, v, *_ in short_run]
 
 
+async def test_send_all_refuses_a_record_over_max_request_size_in_a_run_without_sending_it(
+    settings: Settings,
+) -> None:
+    """A record over the producer's max_request_size (8 MiB) amid a long run is refused by
+    the client, alone; the producer is not replaced and the others land in order."""
+    topic = settings.topics.jobs(Priority.high)
+    values = [b"x" * (9 * 1024 * 1024) if i == 7 else f"r {i}".encode() for i in range(2 * BATCH_RUN)]
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        group = await producer.send_all([(topic, v, None, 2, None) for v in values])
+        async with asyncio.timeout(30_000 * MS):
+            await group.done
+        assert producer.replacements == 0
+    finally:
+        await producer.close()
+    assert isinstance(group.errors[7], MessageSizeTooLargeError)
+    assert [e for i, e in enumerate(group.errors) if i != 7] == [None] * (len(values) - 1)
+    landed = [r.value for r in await read_topic(settings, topic, len(values) - 1) if r.partition == 2]
+    assert landed == [v for i, v in enumerate(values) if i != 7]
+
+
 async def test_a_dead_sender_is_replaced(settings: Settings) -> None:
     """A producer whose sender task died is noticed by the watchdog and replaced."""
     producer = GuardedProducer(lambda: raw_producer(settings), watch_interval_s=0.05)
