@@ -132,15 +132,13 @@ class Submitter:
                 self._publisher.publish(_refused(event, exc))
             raise
         await asyncio.wait([group.done], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
-        acked: list[dict[str, Any]] = []
-        by_priority: Counter[Priority] = Counter()
+        by_priority: Counter[Priority] = Counter()  # the jobs Kafka acknowledged
         failure: BaseException | None = None  # of Kafka, not of a record it refused
         failed = 0
         for n, ((i, env), event) in enumerate(zip(pending, queued, strict=True)):
             err = group.errors[n] if group.settled(n) else TimeoutError("no acknowledgement in time")
             if err is None:
                 results[i] = Submitted(env.id, "queued")
-                acked.append(event)
                 by_priority[env.priority] += 1
                 continue
             failed += 1
@@ -150,11 +148,11 @@ class Submitter:
             self._publisher.publish(_refused(event, err))
         for priority, count in by_priority.items():
             self._metrics.count_submitted(priority, count)
-        if acked:
+        if by_priority:
             self._health.note_ok("kafka")
         if failure is not None:
             self._note_failure(failure, failed)
-            if not acked:
+            if not by_priority:
                 raise self._unavailable(f"Kafka did not acknowledge the jobs: {describe(failure)}")
         await projected
         await self._later(later, results, now, others_accepted=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,7 +13,14 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from jobstream.cli import procs
 from jobstream.kafka import make_producer
-from jobstream.producer_guard import BATCH_RUN, GuardedProducer, ProducerReplaced, ProducerUnavailable
+from jobstream.producer_guard import (
+    BATCH_RUN,
+    GuardedProducer,
+    ProducerReplaced,
+    ProducerUnavailable,
+    SendGroup,
+    SendRecord,
+)
 from jobstream.settings import Settings
 from producer.health import kafka_check
 from schemas import Priority
@@ -43,6 +51,20 @@ def raw_producer(settings: Settings, port: int | None = None) -> Any:
     )
 
 
+async def send_all_settled(settings: Settings, records: Sequence[SendRecord]) -> tuple[SendGroup, int]:
+    """`send_all` on a new guarded producer, once every record settled; the group and how
+    many times the producer was replaced meanwhile."""
+    producer = make_producer(settings, linger_ms=0)
+    await producer.start()
+    try:
+        group = await producer.send_all(records)
+        async with asyncio.timeout(30_000 * MS):
+            await group.done
+        return group, producer.replacements
+    finally:
+        await producer.close()
+
+
 async def test_a_record_kafka_refuses_fails_alone(settings: Settings) -> None:
     """A record the broker refuses, handed over with 20 small ones for the same partition
     (some in its batch, some behind it): only it fails; the others land, in order."""
@@ -71,14 +93,7 @@ async def test_send_all_batches_a_partitions_run_and_a_refused_record_fails_alon
     topic = await small_topic(settings)
     n = 2 * BATCH_RUN
     values = [b"x" * (4 * SMALL_TOPIC_MAX) if i == 5 else f"small {i}".encode() for i in range(n)]
-    producer = make_producer(settings, linger_ms=0)
-    await producer.start()
-    try:
-        group = await producer.send_all([(topic, v, None, 0, None) for v in values])
-        async with asyncio.timeout(30_000 * MS):
-            await group.done
-    finally:
-        await producer.close()
+    group, _ = await send_all_settled(settings, [(topic, v, None, 0, None) for v in values])
     assert isinstance(group.errors[5], MessageSizeTooLargeError)
     assert [e for i, e in enumerate(group.errors) if i != 5] == [None] * (n - 1)
     landed = [r.value for r in await read_topic(settings, topic, n - 1)]
@@ -91,14 +106,7 @@ async def test_send_all_splits_a_run_longer_than_a_batch(settings: Settings) -> 
     topic = settings.topics.jobs(Priority.low)
     long_run = [(topic, f"{i:06d}".encode() * 200, None, 0, None) for i in range(600)]  # 1.2 KB each
     short_run = [(topic, f"other {i}".encode(), None, 1, None) for i in range(3)]
-    producer = make_producer(settings, linger_ms=0)
-    await producer.start()
-    try:
-        group = await producer.send_all(long_run[:300] + short_run + long_run[300:])
-        async with asyncio.timeout(30_000 * MS):
-            await group.done
-    finally:
-        await producer.close()
+    group, _ = await send_all_settled(settings, long_run[:300] + short_run + long_run[300:])
     assert set(group.errors) == {None}
     landed = await read_topic(settings, topic, len(long_run) + len(short_run))
     assert [r.value for r in landed if r.partition == 0] == [v for _, v, *_ in long_run]
@@ -112,15 +120,8 @@ async def test_send_all_refuses_a_record_over_max_request_size_in_a_run_without_
     the client, alone; the producer is not replaced and the others land in order."""
     topic = settings.topics.jobs(Priority.high)
     values = [b"x" * (9 * 1024 * 1024) if i == 7 else f"r {i}".encode() for i in range(2 * BATCH_RUN)]
-    producer = make_producer(settings, linger_ms=0)
-    await producer.start()
-    try:
-        group = await producer.send_all([(topic, v, None, 2, None) for v in values])
-        async with asyncio.timeout(30_000 * MS):
-            await group.done
-        assert producer.replacements == 0
-    finally:
-        await producer.close()
+    group, replacements = await send_all_settled(settings, [(topic, v, None, 2, None) for v in values])
+    assert replacements == 0
     assert isinstance(group.errors[7], MessageSizeTooLargeError)
     assert [e for i, e in enumerate(group.errors) if i != 7] == [None] * (len(values) - 1)
     landed = [r.value for r in await read_topic(settings, topic, len(values) - 1) if r.partition == 2]
