@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $@
 
+# `make run BROKERS=3`: a three-node Kafka cluster (replication 3, min.insync.replicas 2).
+BROKERS ?= 1
 run: install
-	$(BIN)/jobstream dev
+	$(BIN)/jobstream dev --brokers $(BROKERS)
 
 # `ensure` resolves the Kafka jars (Maven) and finds or installs redis-server before
 # pytest starts, so a missing tool fails here with a clear message, not mid-suite.

@@ -45,7 +45,7 @@ class Plan:
     e2e_jobs: int = 200_000
     lat_rate: int = 500
     lat_s: int = 10
-    lat_warm_s: int = 5
+    lat_warm_s: int = 20
     serial_n: int = 1_000
     curve_rates: tuple[int, ...] = (50, 100, 200, 1_000, 2_000)
     curve_s: int = 5
@@ -126,9 +126,9 @@ class Bench:
 
     def meter(self) -> CpuMeter:
         kafka, redis = self.stack.kafka, self.stack.redis
-        assert kafka is not None and kafka.proc is not None and redis is not None and redis.proc is not None
+        assert kafka is not None and kafka.pids and redis is not None and redis.proc is not None
         started = {n: p.pid for n, p, _ in self.children}
-        return CpuMeter({"kafka": kafka.proc.pid, "redis": redis.proc.pid, "bench": os.getpid(), **started})
+        return CpuMeter({"kafka": kafka.pids[0], "redis": redis.proc.pid, "bench": os.getpid(), **started})
 
     def cpu_note(self, num: str, meter: CpuMeter, since: int) -> None:
         """Note the CPU used since `meter` started, counting the children spawned after

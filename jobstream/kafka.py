@@ -10,10 +10,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from jobstream.producer_guard import GuardedProducer
-from jobstream.settings import Settings
+from jobstream.settings import Settings, min_insync_for
 from schemas import partition_for
 
 log = logging.getLogger("jobstream.kafka")
@@ -115,16 +116,45 @@ async def stop_task(task: asyncio.Task[Any] | None, stop: asyncio.Event, timeout
             await task
 
 
-def topic_specs(settings: Settings) -> list[NewTopic]:
-    t = settings.topics
-    specs = [NewTopic(name, settings.partitions, 1) for name in t.job_topics]
-    specs.extend(NewTopic(t.retry(tier), settings.partitions, 1) for tier in settings.retry_tier_names)
-    specs.append(NewTopic(t.status, settings.status_partitions, 1))
-    specs.append(
-        NewTopic(t.dlq, settings.partitions, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)})
+def topic_specs(settings: Settings, replication: int = 1, min_insync: int = 1) -> list[NewTopic]:
+    t, n = settings.topics, replication
+
+    def configs(**extra: str) -> dict[str, str]:
+        return {"min.insync.replicas": str(min_insync), **extra}
+
+    specs = [NewTopic(name, settings.partitions, n, topic_configs=configs()) for name in t.job_topics]
+    specs.extend(
+        NewTopic(t.retry(tier), settings.partitions, n, topic_configs=configs())
+        for tier in settings.retry_tier_names
     )
-    specs.append(NewTopic(t.control, 1, 1, topic_configs={"retention.ms": str(CONTROL_RETENTION_MS)}))
+    specs.append(NewTopic(t.status, settings.status_partitions, n, topic_configs=configs()))
+    dlq_configs = configs(**{"retention.ms": str(DLQ_RETENTION_MS)})
+    specs.append(NewTopic(t.dlq, settings.partitions, n, topic_configs=dlq_configs))
+    control_configs = configs(**{"retention.ms": str(CONTROL_RETENTION_MS)})
+    specs.append(NewTopic(t.control, 1, n, topic_configs=control_configs))
     return specs
+
+
+class TopicsError(RuntimeError):
+    """The topics cannot be what the settings ask for; the message says what to change."""
+
+
+def replication_for(settings: Settings, brokers: int) -> tuple[int, int]:
+    """The replication factor and `min.insync.replicas` the topics get on a cluster of
+    `brokers`: the settings', else min(3, brokers) and `min_insync_for` it."""
+    replication = settings.replication_factor or min(3, brokers)
+    if replication > brokers:
+        raise TopicsError(
+            f"JOBSTREAM_REPLICATION_FACTOR={replication} but the cluster at "
+            f"{settings.kafka_bootstrap_servers} has {brokers} broker(s): lower it, or add brokers"
+        )
+    min_insync = settings.min_insync_replicas or min_insync_for(replication)
+    if min_insync > replication:
+        raise TopicsError(
+            f"JOBSTREAM_MIN_INSYNC_REPLICAS={min_insync} is more than the replication factor "
+            f"({replication}): no write could ever succeed; lower it"
+        )
+    return replication, min_insync
 
 
 async def _wait_for_leaders(settings: Settings, names: list[str], timeout_s: float = 60.0) -> None:
@@ -146,20 +176,64 @@ async def _wait_for_leaders(settings: Settings, names: list[str], timeout_s: flo
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create every topic the deployment needs; existing ones are left as they are.
-    Returns the names created."""
+    """Create every topic the deployment needs, replicated as `replication_for` says, and
+    return the names created. An existing topic whose replication or `min.insync.replicas`
+    differs from that is not silently kept: `TopicsError` names each, with the command that
+    fixes it (after the missing topics were created)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication, min_insync = replication_for(settings, brokers)
+        log.info(
+            "topics: replication %d, min.insync.replicas %d, %d broker(s)", replication, min_insync, brokers
+        )
+        specs = topic_specs(settings, replication, min_insync)
         existing = set(await admin.list_topics())
-        missing = [s for s in topic_specs(settings) if s.name not in existing]
+        missing = [s for s in specs if s.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process raced us
                 await admin.create_topics(missing)
             await _wait_for_leaders(settings, [s.name for s in missing])
+        kept = [s.name for s in specs if s.name in existing]
+        if kept and (problems := await _differences(admin, settings, kept, replication, min_insync)):
+            raise TopicsError("\n".join(problems))
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _differences(
+    admin: AIOKafkaAdminClient, settings: Settings, names: list[str], replication: int, min_insync: int
+) -> list[str]:
+    """What differs between the existing topics `names` and the replication asked for, each
+    with the command (Kafka's own tools) that changes it."""
+    out = []
+    bootstrap = settings.kafka_bootstrap_servers
+    for topic in await admin.describe_topics(names):
+        have = {len(p["replicas"]) for p in topic["partitions"]}
+        if have != {replication}:
+            shown = "/".join(str(n) for n in sorted(have))
+            out.append(
+                f"topic {topic['topic']} has replication {shown}, asked {replication}: Kafka keeps "
+                f"a topic's replication as created; raise it with `kafka-reassign-partitions.sh "
+                f"--bootstrap-server {bootstrap} --generate` then `--execute` (a plan naming "
+                f"{replication} brokers per partition), or set JOBSTREAM_REPLICATION_FACTOR="
+                f"{min(have)} to keep it"
+            )
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    for response in await admin.describe_configs(resources):
+        for result in response.resources:
+            _code, _message, _type, name, entries = result[:5]
+            value = next((e[1] for e in entries if e[0] == "min.insync.replicas"), None)
+            if value is not None and int(value) != min_insync:
+                out.append(
+                    f"topic {name} has min.insync.replicas={value}, asked {min_insync}: "
+                    f"`kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+                    f"--entity-name {name} --add-config min.insync.replicas={min_insync}`, or set "
+                    f"JOBSTREAM_MIN_INSYNC_REPLICAS={value} to keep it"
+                )
+    return out
 
 
 async def open_producers(

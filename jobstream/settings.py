@@ -14,6 +14,12 @@ from jobstream.origins import AllowedOrigins, check_origins
 from schemas import Topics
 
 
+def min_insync_for(replication: int) -> int:
+    """The default `min.insync.replicas` for a replication factor: 2 of 3 (a broker may be
+    lost without refusing writes, and an acknowledged write is on two), 1 below that."""
+    return 2 if replication >= 3 else 1
+
+
 class Settings(BaseSettings):
     """What every process needs: where Kafka and Redis are and the topic prefix."""
 
@@ -30,6 +36,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("jobstream", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     partitions: int = Field(6, ge=1, le=1024, description="partitions of each job topic")
     status_partitions: int = Field(6, ge=1, le=1024)
+    replication_factor: int | None = Field(
+        None, ge=1, le=16, description="replicas of each topic; default min(3, brokers in the cluster)"
+    )
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=16, description="replicas a write must reach; default 2 when replication is 3+, else 1"
+    )
     log_level: str = "INFO"
     state_ttl_s: int = Field(7 * 86_400, ge=60, description="how long the projection keeps a job")
     cors_origins: str = Field(

@@ -25,7 +25,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobstream.cli import procs
-from jobstream.cli.stack import KafkaBroker, LocalStack, RedisServer, ensure_kafka_jars
+from jobstream.cli.stack import KafkaBroker, KafkaCluster, LocalStack, RedisServer, ensure_kafka_jars
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 
@@ -119,6 +119,23 @@ def private_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three KRaft nodes (each broker and controller) of this module's own, started by the
+    code behind `make run BROKERS=3`; shared by the module's tests, stopped at its end."""
+    nodes = KafkaCluster(
+        tmp_path_factory.mktemp("cluster"),
+        ensure_kafka_jars(ROOT / ".data"),
+        [procs.free_port() for _ in range(3)],
+        [procs.free_port() for _ in range(3)],
+    )
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 @pytest.fixture

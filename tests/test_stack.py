@@ -69,9 +69,8 @@ def test_stop_leaves_nothing_and_restart_keeps_data(tmp_path: Path) -> None:
 
     stack = _start(data, ports)
     try:
-        assert stack.kafka is not None and stack.kafka.proc is not None
-        assert stack.redis is not None and stack.redis.proc is not None
-        pids = [stack.kafka.proc.pid, stack.redis.proc.pid]
+        assert stack.kafka is not None and stack.redis is not None and stack.redis.proc is not None
+        pids = [*stack.kafka.pids, stack.redis.proc.pid]
         topics = asyncio.run(_admin(stack.kafka.bootstrap, create="kept-topic"))
         assert "kept-topic" in topics
         with Redis.from_url(stack.redis.url) as r:

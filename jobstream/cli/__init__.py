@@ -98,18 +98,26 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> None:
-    from jobstream.kafka import ensure_topics
+    from aiokafka.errors import KafkaError
+
+    from jobstream.kafka import TopicsError, ensure_topics
 
     settings = Settings()
     setup_logging(settings.log_level)
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (TopicsError, KafkaError) as exc:
+        print(f"jobstream topics: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
     from jobstream.cli.dev import run_dev
 
-    raise SystemExit(run_dev(workers=args.workers, concurrency=args.concurrency, app=args.app))
+    raise SystemExit(
+        run_dev(workers=args.workers, concurrency=args.concurrency, app=args.app, brokers=args.brokers)
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -130,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, default=2)
     dev.add_argument("--concurrency", type=int, default=32)
     dev.add_argument("--app", default="consumer.examples:app")
+    dev.add_argument(
+        "--brokers", type=int, default=1,
+        help="Kafka nodes (KRaft, each broker and controller); 3 gives a replicated cluster",
+    )  # fmt: skip
     dev.set_defaults(func=cmd_dev)
 
     api = sub.add_parser("api", help="run the HTTP API (producer)")

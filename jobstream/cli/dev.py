@@ -1,10 +1,13 @@
 """`jobstream dev` (what `make run` runs): the whole pipeline on this machine.
 
-Starts Kafka and Redis (`jobstream.cli.stack`) under the data folder, creates the topics, then
+Starts Kafka (one node, or with `--brokers N` a cluster of N, node i on the Kafka and
+controller ports + 2i) and Redis (`jobstream.cli.stack`) under the data folder, creates the
+topics, then
 runs the API, the gateway and N workers as child processes, each logging to
 `<data>/logs/<name>.log` (echoed to the terminal as `name | line`; JOBSTREAM_DEV_ECHO=0
 turns that off). A child that dies is restarted with backoff; one that keeps dying, or
-Kafka or Redis dying, shuts everything down (see `jobstream.cli.supervisor`).
+Redis or every Kafka node dying, shuts everything down (see `jobstream.cli.supervisor`); a
+cluster carries on without a node, as it would in production.
 
 Ctrl-C or SIGTERM stops in dependency order: the API first (no new jobs), then the
 workers (they drain in-flight jobs), then the gateway (so it streams their last events),
@@ -32,7 +35,7 @@ from types import FrameType
 from jobstream.cli import procs
 from jobstream.cli.stack import LocalStack, StackError
 from jobstream.cli.supervisor import LogEcho, Supervisor, echo_enabled, say, stop_procs
-from jobstream.kafka import ensure_topics
+from jobstream.kafka import TopicsError, ensure_topics
 from jobstream.settings import Settings
 
 READY_TIMEOUT_S = 120.0
@@ -126,7 +129,7 @@ def _ready(url: str) -> bool:
 
 
 class DevRun:
-    def __init__(self, cfg: DevConfig, workers: int, concurrency: int, app: str) -> None:
+    def __init__(self, cfg: DevConfig, workers: int, concurrency: int, app: str, brokers: int = 1) -> None:
         self.cfg, self.workers, self.concurrency, self.app = cfg, workers, concurrency, app
         self.logs = cfg.data_dir / "logs"
         self.signals = _Signals()
@@ -138,6 +141,7 @@ class DevRun:
             controller_port=cfg.controller_port,
             redis_port=cfg.redis_port,
             jar_cache=cfg.data_dir,
+            brokers=brokers,
         )
 
     def run(self) -> int:
@@ -173,6 +177,9 @@ class DevRun:
         settings = Settings(kafka_bootstrap_servers=kafka.bootstrap, redis_url=redis.url)
         try:
             created = asyncio.run(asyncio.wait_for(ensure_topics(settings), 60))
+        except TopicsError as exc:
+            say(f"the topics on {kafka.bootstrap} are not as asked:\n{exc}")
+            return 1
         except Exception as exc:
             say(f"could not create the topics on {kafka.bootstrap}: {exc!r}")
             return 1
@@ -235,11 +242,18 @@ class DevRun:
     def _supervise(self) -> int:
         kafka, redis = self.stack.kafka, self.stack.redis
         assert kafka is not None and redis is not None
+        lost: set[int] = set()  # Kafka nodes seen gone; a cluster carries on without one
         while not self.signals.stop:
-            for name, proc in (("Kafka", kafka.proc), ("Redis", redis.proc)):
-                if proc is not None and proc.poll() is not None:
-                    say(f"{name} exited with {proc.returncode}; shutting everything down")
-                    return 1
+            if redis.proc is not None and redis.proc.poll() is not None:
+                say(f"Redis exited with {redis.proc.returncode}; shutting everything down")
+                return 1
+            for node in kafka.nodes:
+                if node.node_id not in lost and node.proc is not None and node.proc.poll() is not None:
+                    lost.add(node.node_id)
+                    say(f"Kafka node {node.node_id} exited with {node.proc.returncode} (log {node.log})")
+            if len(lost) == len(kafka.nodes):
+                say("no Kafka node is left; shutting everything down")
+                return 1
             if (fatal := self.sup.poll()) is not None:
                 say(fatal)
                 say("shutting everything down")
@@ -255,9 +269,11 @@ class DevRun:
             self.sup.stop_group(workers, what="the workers (draining in-flight jobs)", grace_s=WORKER_GRACE_S)
             self.sup.stop_group(["gateway"], what="the gateway", grace_s=15)
             self.echo.close()
-            for name, part in (("Kafka", self.stack.kafka), ("Redis", self.stack.redis)):
-                if part is not None:
-                    stop_procs([(name.lower(), part.proc)], what=name, grace_s=30, force=force)
+            if (kafka := self.stack.kafka) is not None:
+                nodes = [(f"kafka-{n.node_id}", n.proc) for n in kafka.nodes]
+                stop_procs(nodes, what="Kafka", grace_s=30, force=force)
+            if (redis := self.stack.redis) is not None:
+                stop_procs([("redis", redis.proc)], what="Redis", grace_s=30, force=force)
             self.stack.stop()  # bookkeeping only: the processes are gone
         except BaseException:
             # Whatever went wrong in here, leave nothing behind.
@@ -275,6 +291,7 @@ class DevRun:
         kafka, redis = self.stack.kafka, self.stack.redis
         assert kafka is not None and redis is not None
         body = '{"type": "example.echo", "payload": {"hello": "world"}}'
+        kafka_logs = ", ".join(str(n.log) for n in kafka.nodes)
         lines = [
             "jobstream is running:",
             f"  API         {api}   (docs {api}/docs)",
@@ -285,7 +302,7 @@ class DevRun:
                 f", http://127.0.0.1:{self._metrics_port(i)}/metrics" for i in range(1, self.workers + 1)
             ),
             f"  Kafka       {kafka.bootstrap}   Redis {redis.url}",
-            f"  Logs        {self.logs}/   (Kafka: {kafka.log}, Redis: {redis.data_dir / 'redis.log'})",
+            f"  Logs        {self.logs}/   (Kafka: {kafka_logs}, Redis: {redis.data_dir / 'redis.log'})",
             "Try:",
             f"  curl -s -X POST {api}/jobs -H 'content-type: application/json' -d '{body}'",
             f'  jobstream submit example.echo \'{{"hello": "world"}}\' --api {api} --wait',
@@ -294,9 +311,9 @@ class DevRun:
         say("\n".join(lines))
 
 
-def run_dev(workers: int, concurrency: int, app: str) -> int:
+def run_dev(workers: int, concurrency: int, app: str, brokers: int = 1) -> int:
     """Run the pipeline until Ctrl-C/SIGTERM; returns the exit code (0 after a requested stop)."""
-    if workers < 0 or concurrency < 1:
-        say("--workers must be >= 0 and --concurrency >= 1")
+    if workers < 0 or concurrency < 1 or not 1 <= brokers <= 9:
+        say("--workers must be >= 0, --concurrency >= 1 and --brokers from 1 to 9")
         return 2
-    return DevRun(DevConfig.from_env(), workers, concurrency, app).run()
+    return DevRun(DevConfig.from_env(), workers, concurrency, app, brokers).run()

@@ -8,8 +8,10 @@ installed on first use: the Kafka jars through Maven from `maven/pom.xml` (besid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -19,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from jobstream.cli import procs
+from jobstream.settings import min_insync_for
 
 KAFKA_VERSION = "4.1.1"
 
@@ -78,8 +81,8 @@ def ensure_redis_server() -> str:
 
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -88,12 +91,14 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={log_dir}
 num.partitions=6
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replication}
+share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=500
 log.retention.check.interval.ms=60000
@@ -137,14 +142,21 @@ _JIT = ["-XX:ThreadPriorityPolicy=1", "-XX:CompilerThreadPriority=19"]
 
 @dataclass
 class KafkaBroker:
-    """One single-node KRaft broker in `data_dir`."""
+    """One KRaft node (broker and controller) in `data_dir`: a single-node cluster of its own
+    by default, or one of `KafkaCluster`'s nodes (`node_id`, `voters`, `cluster_id` and the
+    internal topics' `replication` given by the cluster)."""
 
     data_dir: Path
     jars: Path
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    node_id: int = 1
+    voters: str = ""  # controller.quorum.voters; default: this node alone
+    cluster_id: str = ""  # used when formatting fresh storage; default: a new one
+    replication: int = 1  # of the internal topics (offsets, transactions, share state)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_from: int = field(default=0, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -165,21 +177,31 @@ class KafkaBroker:
                 "-cp", f"{self.jars}/*"]  # fmt: skip
 
     def start(self, timeout_s: float = 120.0) -> None:
+        self.launch()
+        self.wait_started(timeout_s)
+
+    def launch(self) -> None:
+        """Write the configuration, format fresh storage, and start the process (not waiting:
+        the nodes of a cluster only finish starting once a quorum of them runs)."""
         if procs.port_open(self.port):
             raise StackError(f"port {self.port} is taken; stop what holds it or set another port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         props.write_text(
             _SERVER_PROPERTIES.format(
+                node_id=self.node_id,
+                voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
                 port=self.port,
                 controller_port=self.controller_port,
                 log_dir=self.data_dir / "logs",
+                replication=self.replication,
+                min_isr=min_insync_for(self.replication),
                 **_threads(os.cpu_count() or 1),
             )
         )
         (self.data_dir / "log4j2.xml").write_text(_LOG4J2)
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().hex[:22]
+            cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
             fmt = subprocess.run(
                 [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                  "--ignore-formatted"],
@@ -187,29 +209,115 @@ class KafkaBroker:
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        start_at = self.log.stat().st_size if self.log.exists() else 0
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         self.proc = procs.spawn([*self._java(), "kafka.Kafka", str(props)], log=self.log)
-        _say(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap} (log {self.log})")
+        _say(f"starting Kafka {KAFKA_VERSION} node {self.node_id} on {self.bootstrap} (log {self.log})")
 
-        def started() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise StackError(f"Kafka exited with {self.proc.returncode}:\n{procs.tail(self.log)}")
-            with self.log.open("rb") as f:
-                f.seek(start_at)
-                return b"Kafka Server started" in f.read()
+    def started(self) -> bool:
+        """True once the process has said it started; raises if it exited."""
+        if self.proc is None:
+            raise StackError(f"Kafka node {self.node_id} is not running")
+        if self.proc.poll() is not None:
+            raise StackError(
+                f"Kafka node {self.node_id} exited with {self.proc.returncode}:\n{procs.tail(self.log)}"
+            )
+        with self.log.open("rb") as f:
+            f.seek(self._log_from)
+            return b"Kafka Server started" in f.read()
 
+    def wait_started(self, timeout_s: float = 120.0) -> None:
         try:
-            procs.wait_until(started, timeout_s=timeout_s, what="Kafka to start", interval_s=0.1)
+            procs.wait_until(self.started, timeout_s=timeout_s, what="Kafka to start", interval_s=0.1)
         except TimeoutError as exc:
             self.stop()
             raise StackError(f"{exc}\n{procs.tail(self.log)}") from None
 
     def stop(self) -> None:
-        """Shut the broker down cleanly (SIGTERM), killing it if it hangs. Idempotent."""
+        """Shut the node down cleanly (SIGTERM), killing it if it hangs. Idempotent."""
         if self.proc is not None:
             procs.stop(self.proc, grace_s=30)
             self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing flushed, no leadership handed over."""
+        if self.proc is not None:
+            procs.stop(self.proc, grace_s=30, sig=signal.SIGKILL)
+            self.proc = None
+
+
+@dataclass
+class KafkaCluster:
+    """`len(ports)` KRaft nodes on loopback, each broker and controller, with a static quorum
+    of all of them: the topology of a small production cluster, from the same jars. One node
+    is the default (`make run`); `jobstream dev --brokers 3` starts three. The internal
+    topics get replication min(3, nodes)."""
+
+    data_dir: Path
+    jars: Path
+    ports: list[int]
+    controller_ports: list[int]
+    nodes: list[KafkaBroker] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ports) != len(self.controller_ports) or not self.ports:
+            raise StackError("a Kafka cluster needs one port and one controller port per node")
+        count = len(self.ports)
+        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, c in enumerate(self.controller_ports, start=1))
+        cluster_id = self._cluster_id() if count > 1 else ""
+        pairs = enumerate(zip(self.ports, self.controller_ports, strict=True), start=1)
+        self.nodes = [
+            KafkaBroker(
+                self.data_dir if count == 1 else self.data_dir / f"node-{i}",
+                self.jars,
+                port,
+                cport,
+                heap="512m" if count == 1 else "384m",
+                node_id=i,
+                voters=voters,
+                cluster_id=cluster_id,
+                replication=min(3, count),
+            )
+            for i, (port, cport) in pairs
+        ]
+
+    def _cluster_id(self) -> str:
+        """The nodes' shared cluster id, kept beside them so a restart reuses it."""
+        path = self.data_dir / "cluster.id"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cluster_id = uuid.uuid4().hex[:22]
+        path.write_text(cluster_id)
+        return cluster_id
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address: a client still finds the cluster with a node down."""
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.proc.pid for n in self.nodes if n.proc is not None]
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_started(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM every node at once (one by one, the last would wait for a quorum that is
+        gone), then wait for each. Idempotent."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    node.proc.terminate()
+        for node in self.nodes:
+            node.stop()
 
 
 @dataclass
@@ -255,21 +363,32 @@ class RedisServer:
 
 @dataclass
 class LocalStack:
-    """Kafka and Redis under one data folder; a context manager that stops both."""
+    """Kafka (`brokers` nodes) and Redis under one data folder; a context manager that stops
+    both. Node i (from 0) listens on `kafka_port + 2i` and `controller_port + 2i` unless
+    `kafka_ports` and `controller_ports` say otherwise; a cluster of more than one node
+    keeps its data apart from the single node's (`kafka-<n>nodes/`)."""
 
     data_dir: Path
     kafka_port: int = 9092
     controller_port: int = 9093
     redis_port: int = 6379
     jar_cache: Path | None = None
-    kafka: KafkaBroker | None = None
+    brokers: int = 1
+    kafka_ports: list[int] | None = None
+    controller_ports: list[int] | None = None
+    kafka: KafkaCluster | None = None
     redis: RedisServer | None = None
 
     def start(self) -> LocalStack:
         jars = ensure_kafka_jars(self.jar_cache or self.data_dir)
         ensure_redis_server()
         self.redis = RedisServer(self.data_dir / "redis", self.redis_port)
-        self.kafka = KafkaBroker(self.data_dir / "kafka", jars, self.kafka_port, self.controller_port)
+        n = self.brokers
+        self.kafka = KafkaCluster(
+            self.data_dir / ("kafka" if n == 1 else f"kafka-{n}nodes"), jars,
+            self.kafka_ports or [self.kafka_port + 2 * i for i in range(n)],
+            self.controller_ports or [self.controller_port + 2 * i for i in range(n)],
+        )  # fmt: skip
         try:
             self.redis.start()
             self.kafka.start()
