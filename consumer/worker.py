@@ -102,6 +102,7 @@ class Worker(Lifecycle):
             max_poll_records=2_000,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+            metadata_max_age_ms=settings.metadata_max_age_ms,  # topics grown: the group rebalances
         )
         self._assignment = Assignment(self._consumer, self.id)
         self._pauses = pauses = Pauses(self._consumer, self._dispatch, tiers)

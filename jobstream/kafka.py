@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -39,6 +39,7 @@ def make_producer(
             max_batch_size=512 * 1024,
             max_request_size=8 * 1024 * 1024,
             request_timeout_ms=request_timeout_ms,
+            metadata_max_age_ms=settings.metadata_max_age_ms,  # partitions added: keys hash over all
             client_id=f"jobstream-{settings.topic_prefix}",
         )
 
@@ -199,6 +200,29 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if kept and (problems := await _differences(admin, settings, kept, replication, min_insync)):
             raise TopicsError("\n".join(problems))
         return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def grow_partitions(settings: Settings, count: int) -> list[str]:
+    """Give the job topics, the retry tiers and the dead-letter topic `count` partitions;
+    returns the names grown. Running workers take the new partitions at their next metadata
+    refresh (`metadata_max_age_ms`), and the API's keys then hash over all of them: a key's
+    jobs before and after the change may be on different partitions, so in-order runs per
+    key hold only from then on. Kafka cannot take partitions away: fewer is a `TopicsError`."""
+    t = settings.topics
+    names = [*t.job_topics, *(t.retry(tier) for tier in settings.retry_tier_names), t.dlq]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        have = {topic["topic"]: len(topic["partitions"]) for topic in await admin.describe_topics(names)}
+        if fewer := [f"{name} has {n}" for name, n in have.items() if n > count]:
+            raise TopicsError(f"Kafka cannot take partitions away, asked {count}: {', '.join(fewer)}")
+        grow = {name: NewPartitions(count) for name, n in have.items() if n < count}
+        if grow:
+            await admin.create_partitions(grow)
+            await _wait_for_leaders(settings, list(grow))
+        return list(grow)
     finally:
         await admin.close()
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("jobstream", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     partitions: int = Field(6, ge=1, le=1024, description="partitions of each job topic")
     status_partitions: int = Field(6, ge=1, le=1024)
+    metadata_max_age_ms: int = Field(
+        30_000, ge=1_000, description="how soon Kafka clients see a topic grow (partitions added)"
+    )
     replication_factor: int | None = Field(
         None, ge=1, le=16, description="replicas of each topic; default min(3, brokers in the cluster)"
     )

@@ -5,10 +5,13 @@ silently."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -16,7 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from jobstream.cli.stack import KafkaCluster
+from jobstream.cli.stack import KafkaBroker, KafkaCluster
 from jobstream.kafka import TopicsError, ensure_topics
 from jobstream.settings import Settings
 from tests.conftest import Services
@@ -102,13 +105,82 @@ async def _busiest_leader(bootstrap: str, topics: list[str]) -> int:
     return int(leaders.most_common(1)[0][0])
 
 
-async def test_killing_the_busiest_leader_loses_no_job(
-    cluster: KafkaCluster, services: Services, prefix: str, tmp_path: Path
-) -> None:
-    """API and two workers on the cluster, jobs submitted at a steady ~100/s; kill -9 the
-    node leading the most job partitions. Every job answered 202 completes; the API answers
-    nothing but 202, or 503 with Retry-After while leaders move; jobs run twice are at most
-    those in flight. The counts and the longest pause in completions are printed."""
+async def _under_replicated(bootstrap: str, topics: list[str]) -> list[str]:
+    """The partitions of `topics` whose in-sync replicas are fewer than their replicas."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return [
+            f"{t['topic']}[{p['partition']}]"
+            for t in await admin.describe_topics(topics)
+            for p in t["partitions"]
+            if len(p["isr"]) < len(p["replicas"])
+        ]
+    finally:
+        await admin.close()
+
+
+async def _in_sync(bootstrap: str, topics: list[str], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while lagging := await _under_replicated(bootstrap, topics):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"replicas not back in sync after {timeout_s}s: {lagging}")
+        await asyncio.sleep(0.5)
+
+
+@dataclass
+class SteadyLoad:
+    """Single `POST /jobs` at a steady rate until stopped, with every answer sorted: 202
+    (its job id kept), 503 naming Kafka with `Retry-After`, or anything else (a failure)."""
+
+    api: str
+    log: StatusLog
+    accepted: list[str] = field(default_factory=list)
+    answers: Counter[str] = field(default_factory=Counter)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, client: httpx.AsyncClient, rate: float) -> None:
+        start, tasks, i = time.monotonic(), set(), 0
+        while not self._stop.is_set():
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            task = asyncio.create_task(self._one(client))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.gather(*tasks)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        resp = await client.post("/jobs", json={"type": "example.echo", "payload": {}})
+        if resp.status_code == 202:
+            self.accepted.append(resp.json()["id"])
+            self.answers["202"] += 1
+        elif resp.status_code == 503 and "retry-after" in resp.headers and "Kafka" in resp.text:
+            self.answers["503"] += 1
+        else:
+            self.answers[f"{resp.status_code} {resp.text[:200]}"] += 1
+
+    async def completions(self, more: int, what: str) -> None:
+        """Wait until `more` further jobs have completed."""
+        target = self.log.count("completed") + more
+        await self.log.wait_for(lambda: self.log.count("completed") >= target, 120, what)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_twice(self) -> int:
+        return sum(1 for j in self.accepted if self.log.states(j).count("active") > 1)
+
+    def longest_pause_s(self) -> float:
+        done = sorted(e["at"] for evs in self.log.events.values() for e in evs if e["state"] == "completed")
+        return max((b - a for a, b in itertools.pairwise(done)), default=0) / 1000
+
+
+@contextlib.asynccontextmanager
+async def steady_load(
+    cluster: KafkaCluster, services: Services, prefix: str, logs: Path, rate: float = 100.0
+) -> AsyncIterator[SteadyLoad]:
+    """API and two workers on `cluster`, jobs posted at `rate` from 300 completions before the
+    body until it calls `stop()`; then every accepted job must complete."""
     s = Settings(
         kafka_bootstrap_servers=cluster.bootstrap,
         redis_url=services.redis_url,
@@ -125,51 +197,107 @@ async def test_killing_the_busiest_leader_loses_no_job(
         "JOBSTREAM_PARTITIONS": "6",
         "JOBSTREAM_STATUS_PARTITIONS": "3",
     }
-    accepted: list[str] = []
-    answers: Counter[str] = Counter()
-    busiest = await _busiest_leader(cluster.bootstrap, list(s.topics.job_topics))
-    victim = next(n for n in cluster.nodes if n.node_id == busiest)
+    with run_pipeline(env, logs, workers=2) as p:
+        async with StatusLog(s) as log, httpx.AsyncClient(base_url=p.api, timeout=60) as client:
+            load = SteadyLoad(p.api, log)
+            sending = asyncio.create_task(load.run(client, rate))
+            try:
+                await load.completions(300, "300 jobs completed before the trouble")
+                yield load
+            finally:
+                load.stop()
+                await sending
+            await log.wait_for(
+                lambda: all("completed" in log.states(j) for j in load.accepted),
+                120,
+                "every accepted job to complete",
+            )
+
+
+@pytest.mark.parametrize("which", ["busiest leader", "active controller"])
+async def test_killing_a_node_loses_no_job(
+    cluster: KafkaCluster, services: Services, prefix: str, tmp_path: Path, which: str
+) -> None:
+    """kill -9, under ~100 jobs/s, of the node leading the most job partitions, or of the
+    active controller: every job answered 202 completes; the API answers nothing but 202, or
+    503 with Retry-After while leaders move; jobs run twice are at most those in flight.
+    Counts and the longest pause in completions are printed."""
+    topics = list(Settings(topic_prefix=prefix).topics.job_topics)
+    victim: KafkaBroker | None = None
     try:
-        with run_pipeline(env, tmp_path, workers=2) as p:
-            async with StatusLog(s) as log, httpx.AsyncClient(base_url=p.api, timeout=60) as client:
-
-                async def one() -> None:
-                    resp = await client.post("/jobs", json={"type": "example.echo", "payload": {}})
-                    if resp.status_code == 202:
-                        accepted.append(resp.json()["id"])
-                        answers["202"] += 1
-                    elif resp.status_code == 503 and "retry-after" in resp.headers and "afka" in resp.text:
-                        answers["503"] += 1
-                    else:
-                        answers[f"{resp.status_code} {resp.text[:200]}"] += 1
-
-                async def steady(count: int, rate: float) -> None:
-                    start, tasks = time.monotonic(), []
-                    for i in range(count):
-                        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-                        tasks.append(asyncio.create_task(one()))
-                    await asyncio.gather(*tasks)
-
-                load = asyncio.create_task(steady(2_000, 100.0))
-                await log.wait_for(
-                    lambda: log.count("completed") >= 300, 60, "300 jobs completed before the kill"
-                )
-                victim.kill()
-                killed_at = time.time() * 1000
-                await load
-                await log.wait_for(
-                    lambda: all("completed" in log.states(j) for j in accepted),
-                    120,
-                    "every accepted job to complete",
-                )
-        done = sorted(e["at"] for evs in log.events.values() for e in evs if e["state"] == "completed")
-        gaps = [b - a for a, b in itertools.pairwise(done) if b > killed_at - 1_000]
-        twice = sum(1 for j in accepted if log.states(j).count("active") > 1)
+        async with steady_load(cluster, services, prefix, tmp_path) as load:
+            if which == "busiest leader":
+                busiest = await _busiest_leader(cluster.bootstrap, topics)
+                victim = next(n for n in cluster.nodes if n.node_id == busiest)
+            else:
+                victim = cluster.active_controller()
+                assert victim is not None, "no node says it is the active controller"
+            await asyncio.to_thread(victim.kill)
+            await load.completions(300, "300 more jobs completed after the kill")
         print(
-            f"\nkilled node {victim.node_id}: {answers['202']} accepted, {answers['503']} answered 503, "
-            f"{twice} run twice, longest pause in completions {max(gaps, default=0) / 1000:.1f} s"
+            f"\nkilled the {which} (node {victim.node_id}): {load.answers['202']} accepted, "
+            f"{load.answers['503']} answered 503, "
+            f"{load.run_twice()} run twice, longest pause in completions {load.longest_pause_s():.1f} s"
         )
-        assert set(answers) <= {"202", "503"}, answers
-        assert twice <= 2 * 32  # at most what the two workers had in flight
+        assert set(load.answers) <= {"202", "503"}, load.answers
+        assert load.run_twice() <= 2 * 32  # at most what the two workers had in flight
     finally:
-        victim.start()
+        if victim is not None:
+            await asyncio.to_thread(victim.start)
+            await _in_sync(cluster.bootstrap, topics)
+
+
+async def test_rolling_restart_loses_nothing_and_refuses_nothing(
+    cluster: KafkaCluster, services: Services, prefix: str, tmp_path: Path
+) -> None:
+    """Each node in turn stopped with SIGTERM, started again, and its replicas back in sync
+    before the next, under ~100 jobs/s: every submit answered 202, every job completed,
+    none run twice."""
+    topics = list(Settings(topic_prefix=prefix).topics.job_topics)
+    async with steady_load(cluster, services, prefix, tmp_path) as load:
+        for node in cluster.nodes:
+            await asyncio.to_thread(node.stop)
+            await load.completions(100, f"100 jobs completed with node {node.node_id} down")
+            await asyncio.to_thread(node.start)
+            await _in_sync(cluster.bootstrap, [*topics, Settings(topic_prefix=prefix).topics.status])
+    print(
+        f"\nrolling restart: {load.answers['202']} accepted, {load.run_twice()} run twice, "
+        f"longest pause in completions {load.longest_pause_s():.1f} s"
+    )
+    assert set(load.answers) == {"202"}, load.answers
+    assert load.run_twice() == 0
+
+
+async def test_two_nodes_down_answers_503_then_recovers(
+    cluster: KafkaCluster, services: Services, prefix: str, tmp_path: Path
+) -> None:
+    """Two of three nodes killed: a submit answers 503 naming Kafka within the submit
+    timeout (5 s) and a bit, never hangs or 500s; with them back, submits are accepted again
+    by themselves and every accepted job completes."""
+    down = cluster.nodes[1:]
+    try:
+        async with steady_load(cluster, services, prefix, tmp_path) as load:
+            for node in down:
+                await asyncio.to_thread(node.kill)
+            async with httpx.AsyncClient(base_url=load.api, timeout=30) as client:
+                while True:  # what was in flight may still be answered 202
+                    started = time.monotonic()
+                    resp = await client.post("/jobs", json={"type": "example.echo", "payload": {}})
+                    took = time.monotonic() - started
+                    if resp.status_code != 202:
+                        break
+                assert resp.status_code == 503 and "retry-after" in resp.headers, resp.text
+                assert "Kafka" in resp.json()["detail"] and took < 5 + 2, (took, resp.text)
+                for node in down:
+                    await asyncio.to_thread(node.start)
+                accepted = len(load.accepted)
+                await load.log.wait_for(
+                    lambda: len(load.accepted) > accepted + 100, 120, "submits accepted again"
+                )
+        print(f"\ntwo nodes down: {load.answers['202']} accepted, {load.answers['503']} answered 503")
+        assert set(load.answers) <= {"202", "503"}, load.answers
+    finally:
+        for node in down:
+            if node.proc is None:
+                await asyncio.to_thread(node.start)
+        await _in_sync(cluster.bootstrap, list(Settings(topic_prefix=prefix).topics.job_topics))

@@ -100,16 +100,22 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 def cmd_topics(args: argparse.Namespace) -> None:
     from aiokafka.errors import KafkaError
 
-    from jobstream.kafka import TopicsError, ensure_topics
+    from jobstream.kafka import TopicsError, ensure_topics, grow_partitions
 
+    if args.partitions is not None and args.partitions < 1:
+        print("jobstream topics: --partitions must be 1 or more", file=sys.stderr)
+        raise SystemExit(2)
     settings = Settings()
     setup_logging(settings.log_level)
     try:
         created = asyncio.run(ensure_topics(settings))
+        grown = asyncio.run(grow_partitions(settings, args.partitions)) if args.partitions else []
     except (TopicsError, KafkaError) as exc:
         print(f"jobstream topics: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
+    if args.partitions:
+        print(f"{args.partitions} partitions now: {', '.join(grown) or '(all had them)'}")
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -166,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scheduler)
 
     tp = sub.add_parser("topics", help="create the topics")
+    tp.add_argument(
+        "--partitions", type=int, help="grow the job, retry and dead-letter topics to this many partitions"
+    )
     tp.set_defaults(func=cmd_topics)
 
     sm = sub.add_parser("submit", help="submit a job over HTTP")
