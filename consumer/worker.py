@@ -103,6 +103,7 @@ class Worker(Lifecycle):
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
             metadata_max_age_ms=settings.metadata_max_age_ms,  # topics grown: the group rebalances
+            group_instance_id=settings.instance_id,  # static membership: see WorkerSettings
         )
         self._assignment = Assignment(self._consumer, self.id)
         self._pauses = pauses = Pauses(self._consumer, self._dispatch, tiers)

@@ -145,6 +145,11 @@ class WorkerSettings(Settings):
     default_max_attempts: int = Field(3, ge=1, le=100, description="for jobs and handlers that set none")
     rate_limits: str = Field("", description="per job type, e.g. images.resize=50/s,mail.send=10/m")
     session_timeout_ms: int = Field(10_000, ge=500, description="how soon the group notices a dead worker")
+    # Static membership (Kafka's group.instance.id): a worker restarted under the same id
+    # within session_timeout_ms gets its partitions back and nobody else's move; the price is
+    # that a worker stopped for good holds its partitions idle until the session times out
+    # (it does not leave the group). Unset: every start and stop rebalances at once.
+    instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     linger_ms: int = Field(0, ge=0, description="0 keeps status events ahead of retry records")
     metrics_port: int | None = Field(
         None, ge=0, le=65_535, description="serve /metrics here (0: any free port)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -180,3 +181,60 @@ async def test_chain_survives_a_worker_kill_mid_chain(
         procs.stop(killed)
         if survivor is not None:
             procs.stop(survivor)
+
+
+def _assigned(log: Path) -> list[int]:
+    """Each "assigned N partitions" the worker logged, in order."""
+    return [int(n) for n in re.findall(r" assigned (\d+) partitions", procs.tail(log, 100_000))]
+
+
+@pytest.mark.parametrize("static", [True, False])
+async def test_a_worker_restarted_under_its_instance_id_moves_no_partition(
+    env: dict[str, str], settings: Settings, tmp_path: Path, static: bool
+) -> None:
+    """Two workers; one stopped with SIGTERM and started again at once (well within the
+    session timeout). With instance ids (static membership) the other is never reassigned
+    and the restarted one gets as many partitions back; without, the other is reassigned
+    (the contrast shows the test can fail). Jobs submitted afterwards all complete."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    envs = [
+        {
+            **env,
+            "JOBSTREAM_SESSION_TIMEOUT_MS": "20000",
+            **({"JOBSTREAM_INSTANCE_ID": f"w-{n}"} if static else {}),
+        }
+        for n in "ab"
+    ]
+
+    def start(i: int) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "jobstream.cli", "worker", "consumer.examples:app"]
+        return procs.spawn(args, env=envs[i], log=logs[i])
+
+    total = (len(settings.topics.job_topics) + len(settings.retry_tier_names)) * settings.partitions
+    a, b = start(0), start(1)
+    try:
+        procs.wait_until(
+            lambda: all(_assigned(log) for log in logs) and sum(_assigned(log)[-1] for log in logs) == total,
+            timeout_s=60,
+            what="the two workers to share every partition",
+        )
+        settled, first = len(_assigned(logs[1])), _assigned(logs[0])[-1]
+        procs.stop(a, grace_s=30)
+        a = start(0)
+        procs.wait_until(
+            lambda: len(_assigned(logs[0])) >= 2, timeout_s=60, what="the restarted worker's partitions"
+        )
+        jobs = [make_job("example.echo", {"i": i}) for i in range(200)]
+        await produce_jobs(settings, jobs)
+        async with StatusLog(settings) as status:
+            await status.wait_for(
+                lambda: all("completed" in status.states(j.id) for j in jobs), 60, "every job to complete"
+            )
+        if static:
+            assert len(_assigned(logs[1])) == settled, "the other worker was reassigned"
+            assert _assigned(logs[0])[-1] == first
+        else:
+            assert len(_assigned(logs[1])) > settled
+    finally:
+        for proc in (a, b):
+            procs.stop(proc, grace_s=30)
