@@ -16,13 +16,17 @@ import time
 from pathlib import Path
 
 
-def _ticks(pid: int) -> int:
-    """CPU time (user + system, clock ticks) of a live process; 0 once it is gone."""
+def _stat_ticks(stat: Path) -> int:
+    """CPU time (user + system, clock ticks) in a `/proc` stat file; 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat.read_text().rpartition(")")[2].split()
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])
+
+
+def _ticks(pid: int) -> int:
+    return _stat_ticks(Path(f"/proc/{pid}/stat"))
 
 
 def _compiler_ticks(pid: int) -> int:
@@ -30,12 +34,11 @@ def _compiler_ticks(pid: int) -> int:
     total = 0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            if " CompilerThre" not in (task / "comm").read_text():
-                continue
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # the thread or the process is gone
+            compiler = " CompilerThre" in (task / "comm").read_text()
+        except OSError:  # the thread is gone
             continue
-        total += int(fields[11]) + int(fields[12])
+        if compiler:
+            total += _stat_ticks(task / "stat")
     return total
 
 

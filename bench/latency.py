@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
 from bench import load
@@ -28,6 +28,7 @@ from bench.harness import TARGETS, Bench, Row
 from bench.load import say
 from bench.svg import latency_curve
 from jobstream.cli import procs
+from jobstream.kafka import admin_client
 from jobstream.settings import Settings
 
 
@@ -159,12 +160,8 @@ async def produce_rtt(s: Settings, n: int) -> list[float]:
     """The broker's own floor: `n` records sent one at a time by a producer configured as
     ours (idempotent, acks=all, no linger) to a topic of its own, ms each, awaited."""
     topic = f"{s.topic_prefix}.rtt"
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with admin_client(s.kafka_bootstrap_servers) as admin:
         await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=s.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=0
     )

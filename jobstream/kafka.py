@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -117,7 +117,19 @@ async def stop_task(task: asyncio.Task[Any] | None, stop: asyncio.Event, timeout
             await task
 
 
-def topic_specs(settings: Settings, replication: int = 1, min_insync: int = 1) -> list[NewTopic]:
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit (also when its start fails or is cancelled:
+    a half-started client leaks its sockets)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+def topic_specs(settings: Settings, replication: int, min_insync: int) -> list[NewTopic]:
     t, n = settings.topics, replication
 
     def configs(**extra: str) -> dict[str, str]:
@@ -181,9 +193,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     return the names created. An existing topic whose replication or `min.insync.replicas`
     differs from that is not silently kept: `TopicsError` names each, with the command that
     fixes it (after the missing topics were created)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka_bootstrap_servers) as admin:
         brokers = len((await admin.describe_cluster())["brokers"])
         replication, min_insync = replication_for(settings, brokers)
         log.info(
@@ -200,8 +210,6 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if kept and (problems := await _differences(admin, settings, kept, replication, min_insync)):
             raise TopicsError("\n".join(problems))
         return [s.name for s in missing]
-    finally:
-        await admin.close()
 
 
 async def grow_partitions(settings: Settings, count: int) -> list[str]:
@@ -212,9 +220,7 @@ async def grow_partitions(settings: Settings, count: int) -> list[str]:
     key hold only from then on. Kafka cannot take partitions away: fewer is a `TopicsError`."""
     t = settings.topics
     names = [*t.job_topics, *(t.retry(tier) for tier in settings.retry_tier_names), t.dlq]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka_bootstrap_servers) as admin:
         have = {topic["topic"]: len(topic["partitions"]) for topic in await admin.describe_topics(names)}
         if fewer := [f"{name} has {n}" for name, n in have.items() if n > count]:
             raise TopicsError(f"Kafka cannot take partitions away, asked {count}: {', '.join(fewer)}")
@@ -223,8 +229,6 @@ async def grow_partitions(settings: Settings, count: int) -> list[str]:
             await admin.create_partitions(grow)
             await _wait_for_leaders(settings, list(grow))
         return list(grow)
-    finally:
-        await admin.close()
 
 
 async def _differences(

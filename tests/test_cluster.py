@@ -17,12 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from websockets.asyncio.client import connect
 
 from jobstream.cli.stack import KafkaBroker, KafkaCluster
-from jobstream.kafka import TopicsError, ensure_topics
+from jobstream.kafka import TopicsError, admin_client, ensure_topics, replication_for
 from jobstream.settings import Settings
 from tests.conftest import Services
 from tests.helpers import StatusLog, wait_until
@@ -31,9 +30,7 @@ from tests.pipeline import run_pipeline
 
 async def _replication(bootstrap: str, names: list[str]) -> dict[str, tuple[set[int], str]]:
     """Per topic: the replica counts of its partitions and its min.insync.replicas."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         replicas = {
             t["topic"]: {len(p["replicas"]) for p in t["partitions"]}
             for t in await admin.describe_topics(names)
@@ -46,8 +43,6 @@ async def _replication(bootstrap: str, names: list[str]) -> dict[str, tuple[set[
                 isr = next(e[1] for e in entries if e[0] == "min.insync.replicas")
                 out[name] = (replicas[name], isr)
         return out
-    finally:
-        await admin.close()
 
 
 async def test_topics_on_three_brokers_are_replicated_three_times(cluster: KafkaCluster, prefix: str) -> None:
@@ -64,6 +59,17 @@ async def test_topics_on_three_brokers_are_replicated_three_times(cluster: Kafka
         props = (node.data_dir / "server.properties").read_text()
         assert "offsets.topic.replication.factor=3" in props and "transaction.state.log.min.isr=2" in props
     assert await ensure_topics(s) == []  # a second run keeps them: they are as asked
+
+
+def test_replication_that_could_never_be_written_is_refused() -> None:
+    """Pure: more in-sync replicas asked than replicas, or more replicas than brokers, is a
+    `TopicsError` naming the setting; the defaults follow the brokers."""
+    assert replication_for(Settings(), 1) == (1, 1)
+    assert replication_for(Settings(), 5) == (3, 2)
+    with pytest.raises(TopicsError, match=r"JOBSTREAM_MIN_INSYNC_REPLICAS=3 is more than .* \(2\)"):
+        replication_for(Settings(replication_factor=2, min_insync_replicas=3), 3)
+    with pytest.raises(TopicsError, match=r"JOBSTREAM_REPLICATION_FACTOR=2 but .* has 1 broker"):
+        replication_for(Settings(replication_factor=2), 1)
 
 
 async def test_topics_that_differ_are_named_with_the_fix(cluster: KafkaCluster, prefix: str) -> None:
@@ -98,28 +104,20 @@ async def test_topics_that_differ_are_named_with_the_fix(cluster: KafkaCluster, 
 
 async def _busiest_leader(bootstrap: str, topics: list[str]) -> int:
     """The node id that leads the most partitions of `topics`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         leaders = Counter(p["leader"] for t in await admin.describe_topics(topics) for p in t["partitions"])
-    finally:
-        await admin.close()
     return int(leaders.most_common(1)[0][0])
 
 
 async def _under_replicated(bootstrap: str, topics: list[str]) -> list[str]:
     """The partitions of `topics` whose in-sync replicas are fewer than their replicas."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         return [
             f"{t['topic']}[{p['partition']}]"
             for t in await admin.describe_topics(topics)
             for p in t["partitions"]
             if len(p["isr"]) < len(p["replicas"])
         ]
-    finally:
-        await admin.close()
 
 
 async def _in_sync(bootstrap: str, topics: list[str], timeout_s: float = 90) -> None:

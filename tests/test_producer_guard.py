@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from jobstream.cli import procs
-from jobstream.kafka import make_producer
+from jobstream.kafka import admin_client, make_producer
 from jobstream.producer_guard import (
     BATCH_RUN,
     GuardedProducer,
@@ -33,14 +33,10 @@ SMALL_TOPIC_MAX = 2_000  # bytes: the topic's max.message.bytes, so the broker r
 async def small_topic(settings: Settings) -> str:
     """A one-partition topic whose broker-side record limit is tiny."""
     name = f"{settings.topic_prefix}.small"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka_bootstrap_servers) as admin:
         await admin.create_topics(
             [NewTopic(name, 1, 1, topic_configs={"max.message.bytes": str(SMALL_TOPIC_MAX)})]
         )
-    finally:
-        await admin.close()
     return name
 
 

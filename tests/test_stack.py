@@ -6,11 +6,12 @@ import asyncio
 import os
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from redis import Redis
 
 from jobstream.cli import procs
 from jobstream.cli.stack import KafkaBroker, LocalStack
+from jobstream.kafka import admin_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,14 +40,10 @@ def _processes_using(folder: Path) -> list[int]:
 
 
 async def _admin(bootstrap: str, create: str | None = None) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         if create is not None:
             await admin.create_topics([NewTopic(create, 1, 1)])
         return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 def _start(data: Path, ports: tuple[int, int, int]) -> LocalStack:
