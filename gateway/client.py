@@ -37,6 +37,7 @@ class Client:
         "_closed",
         "_closer",
         "_frames",
+        "_idle",
         "_sender",
         "_wake",
         "_ws",
@@ -44,6 +45,7 @@ class Client:
         "close_code",
         "id",
         "jobs",
+        "paused",
         "pending",
         "pending_chars",
         "types",
@@ -58,8 +60,13 @@ class Client:
         self.pending = 0  # events queued or being written
         self.pending_chars = 0  # characters of the frames queued or being written
         self.close_code: int | None = None
+        # True while a resume replays what the client missed: live frames skip it meanwhile
+        # (they stay in the ring, which the resume reads last)
+        self.paused = False
         self._frames: deque[tuple[str, int]] = deque()
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while every queued frame is written
+        self._idle.set()
         self._closed = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -90,6 +97,7 @@ class Client:
         self._frames.append((frame, events))
         self.pending += events
         self.pending_chars += len(frame)
+        self._idle.clear()
         self._wake.set()
 
     def request_close(self, code: int, reason: str) -> None:
@@ -104,6 +112,19 @@ class Client:
     async def wait_closed(self) -> None:
         """Return once the client is closed (by `request_close` or `close`)."""
         await self._closed.wait()
+
+    async def drained(self) -> bool:
+        """Wait until every queued frame is written: True, or False once the client is closing."""
+        if self._idle.is_set() or self.closing:
+            return not self.closing
+        idle = asyncio.ensure_future(self._idle.wait())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({idle, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            closed.cancel()
+        return not self.closing
 
     async def close(self) -> None:
         """End the client: stop the sender (and a pending close frame). Idempotent."""
@@ -146,6 +167,7 @@ class Client:
                     self.pending -= events
                     self.pending_chars -= len(frame)
                 self._wake.clear()
+                self._idle.set()
                 await self._wake.wait()
         except asyncio.CancelledError:
             raise

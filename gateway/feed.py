@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.errors import StatusTopicMissing
 from gateway.hub import Hub
-from gateway.ring import FeedRecord
+from gateway.ring import Event, FeedRecord
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import GatewaySettings
 from schemas import DecodeError, decode_status_batch
@@ -45,6 +45,15 @@ async def status_partitions(settings: GatewaySettings) -> list[int]:
     if not partitions:
         raise StatusTopicMissing(f"status topic {topic} has no partitions; run `jobstream topics` first")
     return partitions
+
+
+def decode_record(partition: int, offset: int, value: bytes | None) -> list[Event] | None:
+    """A status record's events, or None (logged with its coordinates) when it does not decode."""
+    try:
+        return decode_status_batch(value)
+    except DecodeError as exc:
+        log.warning("status record skipped partition=%d offset=%d: %s", partition, offset, exc)
+        return None
 
 
 class Feed(Lifecycle):
@@ -158,18 +167,9 @@ class Feed(Lifecycle):
         for tp, messages in batch.items():
             partition = tp.partition
             for m in messages:
-                try:
-                    events = decode_status_batch(m.value)
-                except DecodeError as exc:
-                    log.warning(
-                        "status record skipped topic=%s partition=%d offset=%d: %s",
-                        tp.topic,
-                        partition,
-                        m.offset,
-                        exc,
-                    )
-                    continue
-                records.append((partition, m.offset, events))
+                events = decode_record(partition, m.offset, m.value)
+                if events is not None:
+                    records.append((partition, m.offset, events))
             positions[partition] = messages[-1].offset + 1
         try:
             self._hub.dispatch(records, positions)

@@ -6,9 +6,9 @@ and the replay. Each client frame is serialized once with orjson (one call for t
 frame, several times cheaper than an event at a time), and clients that want everything
 share one frame.
 
-Nothing here awaits: a batch is routed, and a subscription is added and replayed, as one
-step of the event loop, so a client never sees a gap or a duplicate between its replay
-and the live events.
+Nothing here awaits: a batch is routed, and a subscription is added, as one step of the
+event loop. A client resuming from a cursor is paused meanwhile (`gateway.resume`
+replays what it missed, then lets the live frames through).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 
 from gateway.client import CLOSE_TIMEOUT_S, Client
 from gateway.cursor import encode_cursor
-from gateway.errors import ProtocolError
 from gateway.protocol import Selection, events_frame
 from gateway.ring import Event, FeedRecord, ReplayRing
-from gateway.subscriptions import Subscriptions, wants
+from gateway.subscriptions import Subscriptions
 from jobstream.lifecycle import Lifecycle
 from schemas import state_rank
 
@@ -32,7 +31,6 @@ log = logging.getLogger("jobstream.gateway.hub")
 
 SHUTDOWN_CODE = 1001
 SHUTDOWN_REASON = "server shutting down"
-REPLAY_FRAME_EVENTS = 5_000
 
 
 class Hub(Lifecycle):
@@ -49,9 +47,17 @@ class Hub(Lifecycle):
         self._clients: set[Client] = set()
         self.subscriptions: Subscriptions[Client] = Subscriptions()
         self._cursor = encode_cursor(self.ring.positions)
+        self._waiters: list[asyncio.Future[None]] = []  # `moved()` callers
         # for /metrics: events read from the feed; live frames and events sent; slow clients closed
-        # and clients closed for sending too fast
-        self.counts = {"events_in": 0, "frames_out": 0, "events_out": 0, "slow_closed": 0, "flood_closed": 0}
+        # and clients closed for sending too fast; events read back from Kafka for resuming clients
+        self.counts = {
+            "events_in": 0,
+            "frames_out": 0,
+            "events_out": 0,
+            "slow_closed": 0,
+            "flood_closed": 0,
+            "events_read_back": 0,
+        }
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -68,6 +74,19 @@ class Hub(Lifecycle):
         """Take the feed's start position (the ring starts empty there)."""
         self.ring.start(positions)
         self._cursor = encode_cursor(self.ring.positions)
+        self._wake_waiters()
+
+    async def moved(self) -> None:
+        """Return once the feed is positioned again or routes its next batch."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def _wake_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- clients and subscriptions ------------------------------------------------
 
@@ -97,6 +116,8 @@ class Hub(Lifecycle):
         """Route one feed batch: at most one frame per client, its matching events in order."""
         self.ring.extend(records, positions)
         self._cursor = encode_cursor(self.ring.positions)
+        if self._waiters:
+            self._wake_waiters()
         if not self._clients:
             self.counts["events_in"] += sum(len(record[2]) for record in records)
             return
@@ -113,6 +134,8 @@ class Hub(Lifecycle):
             self._live(client, events_frame(matched, self._cursor), len(matched))
 
     def _live(self, client: Client, frame: str, events: int) -> None:
+        if client.paused:  # catching up (`gateway.resume`): it reads these from the ring later
+            return
         if self.send(client, frame, events):
             self.counts["frames_out"] += 1
             self.counts["events_out"] += events
@@ -126,9 +149,7 @@ class Hub(Lifecycle):
         """
         if client.closing:
             return False
-        if client.pending_chars and (
-            client.pending + events > self.queue_max or client.pending_chars + len(frame) > self.queue_bytes
-        ):
+        if not self.fits(client, frame, events):
             if client.pending + events > self.queue_max:
                 reason = f"too slow: fell more than {self.queue_max} events behind"
             else:
@@ -146,39 +167,14 @@ class Hub(Lifecycle):
         client.push(frame, events)
         return True
 
-    # -- resume and snapshots ---------------------------------------------------------
+    def fits(self, client: Client, frame: str, events: int = 0) -> bool:
+        """Whether `send` would queue `frame` rather than close the client."""
+        if not client.pending_chars:
+            return True  # a frame always fits an empty queue
+        within_events = client.pending + events <= self.queue_max
+        return within_events and client.pending_chars + len(frame) <= self.queue_bytes
 
-    def resume(self, client: Client, cursor: Mapping[int, int]) -> None:
-        """Queue the client's matching events after `cursor` from the ring.
-
-        Raises `ProtocolError` (code `cursor_expired`) when the ring no longer holds them
-        all or they exceed the client's queue; the subscription stays, live events follow.
-        """
-        records = self.ring.since(cursor)
-        if records is None:
-            raise ProtocolError("cursor older than the gateway's replay window", code="cursor_expired")
-        chunks: list[tuple[list[Event], str]] = []
-        chunk: list[Event] = []
-        position = {p: cursor[p] for p in self.ring.positions}
-        for partition, offset, events in records:
-            chunk.extend(ev for ev in events if wants(client, ev))
-            position[partition] = offset + 1
-            if len(chunk) >= REPLAY_FRAME_EVENTS:
-                chunks.append((chunk, encode_cursor(position)))
-                chunk = []
-        if chunk:
-            chunks.append((chunk, self._cursor))
-        total = sum(len(c) for c, _ in chunks)
-        # serialized only when the event count fits, the bytes are checked after
-        frames = [] if total > self.queue_max else [(events_frame(c, at), len(c)) for c, at in chunks]
-        if total > self.queue_max or sum(len(frame) for frame, _ in frames) > self.queue_bytes:
-            raise ProtocolError(
-                f"cursor too far behind: {total} events to replay exceed this gateway's client "
-                f"queue ({self.queue_max} events, {self.queue_bytes} bytes); resubscribe without a cursor",
-                code="cursor_expired",
-            )
-        for frame, n in frames:
-            self.send(client, frame, n)
+    # -- snapshots ----------------------------------------------------------------------
 
     def recent(self, client: Client, job_ids: Iterable[str], min_rank: Mapping[str, int]) -> None:
         """Queue the ring's events of these jobs not older than their snapshot's rank.

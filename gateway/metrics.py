@@ -6,6 +6,8 @@
 - `jobstream_gateway_slow_clients_closed_total`: clients closed (1008) for falling behind;
 - `jobstream_gateway_flooding_clients_closed_total`: clients closed (1008) for sending
   messages too fast;
+- `jobstream_gateway_events_read_back_total`: status events read back from Kafka for
+  clients resuming from a cursor the replay ring no longer (or never) held;
 - `jobstream_gateway_clients`: connected clients; `jobstream_gateway_subscriptions{kind}`:
   clients following everything, job ids followed, types followed.
 """
@@ -34,6 +36,7 @@ class HubCollector:
             ("events_out", "events_out", "Status events sent to WebSocket clients in live frames."),
             ("slow_closed", "slow_clients_closed", "Clients closed (1008) for falling too far behind."),
             ("flood_closed", "flooding_clients_closed", "Clients closed (1008) for sending too fast."),
+            ("events_read_back", "events_read_back", "Status events read back from Kafka to resume clients."),
         ):
             yield CounterMetricFamily(f"jobstream_gateway_{name}", doc, value=counts[key])
         yield GaugeMetricFamily("jobstream_gateway_clients", "Connected WebSocket clients.", value=len(hub))

@@ -11,9 +11,10 @@ Guarantees and limits:
   window, or misses one of the ring's partitions; extra partitions are ignored). It cannot tell
   whether a cursor from another deployment or a future position is meaningful: offsets
   beyond the feed's position simply replay nothing.
+- `gaps(cursor)` names what `since` lacks: per partition, the offset the ring holds from.
+  What lies between the cursor and there is read back from Kafka (`gateway.resume`).
 - The ring starts empty at the feed's start position: a cursor written by an earlier
-  process (or another replica) resumes only if no record arrived before this process
-  started reading.
+  process (or another replica) has a gap up to that position.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ class ReplayRing:
                 del by_job[ev["job_id"]]
             else:
                 del held[0]  # a job's events leave in the order they came
+
+    def gaps(self, cursor: Mapping[int, int]) -> dict[int, int] | None:
+        """`{partition: offset the ring holds from}` for each partition where the cursor is
+        older than that; `{}` when `since(cursor)` has it all; None when the cursor lacks
+        one of the ring's partitions."""
+        gaps: dict[int, int] = {}
+        for partition, floor in self._floor.items():
+            at = cursor.get(partition)
+            if at is None:
+                return None
+            if at < floor:
+                gaps[partition] = floor
+        return gaps
 
     def since(self, cursor: Mapping[int, int]) -> list[FeedRecord] | None:
         """Held records the cursor has not seen, in feed order; None if some are lost."""

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from gateway.feed import Feed
 from gateway.hub import Hub
+from gateway.resume import Backfill
 from jobstream.lifecycle import Lifecycle
 from jobstream.projection import Projection
 from jobstream.projector import Projector
@@ -39,6 +40,7 @@ class Gateway(Lifecycle):
         super().__init__()
         self.settings = settings
         self.hub = Hub(settings.client_queue_max, settings.client_queue_bytes)
+        self.backfill = Backfill(settings)
         self._redis: Redis | None = None
         self._projection: Projection | None = None
         self.feed: Feed | None = None

@@ -32,6 +32,7 @@ from gateway.protocol import (
     snapshot_frame,
     subscribed_frame,
 )
+from gateway.resume import resume
 from gateway.throttle import Throttle
 from jobstream.cursor import CursorError
 from schemas import state_rank
@@ -105,7 +106,9 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     if client.closing:
         return
     hub.subscribe(client, Selection.model_construct(jobs=new_jobs, types=sel.types, all=sel.all))
-    _acknowledge(client, gw)
+    client.paused = cursor is not None  # live frames wait until the replay is done
+    # a resuming client has seen up to its own cursor; the replay frames carry it on from there
+    _acknowledge(client, gw, sel.cursor)
     if snapshot is not None:
         hub.send(client, snapshot_frame(snapshot))
     elif snapshot_failed:
@@ -118,11 +121,12 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
             ),
         )
     if cursor is not None:
-        hub.resume(client, cursor)
+        await resume(hub, client, cursor, gw.backfill)
     elif new_jobs:
         ranks = {s["id"]: state_rank(s["state"], s["attempt"]) for s in snapshot or ()}
         hub.recent(client, new_jobs, ranks)
 
 
-def _acknowledge(client: Client, gw: Gateway) -> None:
-    gw.hub.send(client, subscribed_frame(len(client.jobs), client.types, client.all, gw.hub.cursor))
+def _acknowledge(client: Client, gw: Gateway, cursor: str | None = None) -> None:
+    at = cursor if cursor is not None else gw.hub.cursor
+    gw.hub.send(client, subscribed_frame(len(client.jobs), client.types, client.all, at))

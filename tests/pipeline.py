@@ -22,6 +22,32 @@ class Pipeline:
     ws: str
     logs: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    gateway_proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self) -> None:
+        _wait_ready(self.http, self.proc, self.log)
+
+
+def spawn_gateway(env: dict[str, str], log: Path, port: int | None = None) -> GatewayProcess:
+    """Start a `jobstream gateway` process (not waited for: `wait_ready()`)."""
+    port = port if port is not None else procs.free_port()
+    cmd = [sys.executable, "-m", "jobstream.cli", "gateway", "--port", str(port)]
+    return GatewayProcess(procs.spawn(cmd, env=env, log=log), port, log)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
@@ -44,21 +70,16 @@ def run_pipeline(
     env: dict[str, str], logs: Path, workers: int = 2, concurrency: int = 32
 ) -> Iterator[Pipeline]:
     """Start API, gateway and workers; stop them all (SIGTERM) on exit."""
-    api_port, gw_port = procs.free_port(), procs.free_port()
+    api_port = procs.free_port()
     cli = [sys.executable, "-m", "jobstream.cli"]
     children: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        api_log, gw_log = logs / "api.log", logs / "gateway.log"
+        api_log = logs / "api.log"
         api = procs.spawn([*cli, "api", "--port", str(api_port)], env=env, log=api_log)
         children.append((api, api_log))
-        gw = procs.spawn([*cli, "gateway", "--port", str(gw_port)], env=env, log=gw_log)
-        children.append((gw, gw_log))
-        p = Pipeline(
-            f"http://127.0.0.1:{api_port}",
-            f"http://127.0.0.1:{gw_port}",
-            f"ws://127.0.0.1:{gw_port}/ws",
-            logs,
-        )
+        gw = spawn_gateway(env, logs / "gateway.log")
+        children.append((gw.proc, gw.log))
+        p = Pipeline(f"http://127.0.0.1:{api_port}", gw.http, gw.ws, logs, gateway_proc=gw.proc)
         for i in range(workers):
             log = logs / f"worker-{i}.log"
             w = procs.spawn(
@@ -67,7 +88,7 @@ def run_pipeline(
             children.append((w, log))
             p.workers.append(w)
         _wait_ready(p.api, api, api_log)
-        _wait_ready(p.gateway, gw, gw_log)
+        gw.wait_ready()
         yield p
     finally:
         for proc, _ in reversed(children):

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from gateway import MAX_MESSAGE_BYTES, create_app
+from gateway import resume as resume_module
 from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
 from gateway.hub import Hub
@@ -222,6 +223,74 @@ async def test_hub_byte_budget_bounds_big_events() -> None:
             )
         await client.wait_closed()
         assert stuck.closed == (1008, "too slow: more than 50000 bytes queued")
+
+
+def start_resume(hub: Hub, client: Client, cursor: dict[int, int]) -> asyncio.Task[None]:
+    """Subscribe `client` to everything and resume it from `cursor`, as a session does."""
+    hub.add(client)
+    hub.subscribe(client, Selection(all=True))
+    client.paused = True
+    backfill = resume_module.Backfill(GatewaySettings())  # not used: the ring holds everything
+    return asyncio.create_task(resume_module.resume(hub, client, cursor, backfill))
+
+
+class GatedSocket(FakeSocket):
+    """A peer that reads only while its gate is open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        await self.gate.wait()
+        await super().send_text(text)
+
+
+async def test_resume_replays_in_frames_while_live_frames_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resuming client is paused: what arrives live meanwhile reaches it from the ring after
+    its replay, in order, once; each replay frame carries the cursor after its last record."""
+    monkeypatch.setattr(resume_module, "FRAME_EVENTS", 2)
+    hub = Hub(queue_max=3)
+    hub.start_at({0: 0, 1: 0})
+    e = [event(f"j{i}", "queued") for i in range(8)]
+    hub.dispatch([(0, 0, e[0:2]), (1, 0, e[2:3]), (0, 1, e[3:5])], {0: 2, 1: 1})
+    sock = GatedSocket()
+    async with Client(cast(WebSocket, sock)) as client:
+        resuming = start_resume(hub, client, {0: 0, 1: 0})
+        await eventually(lambda: client.pending == 2, "the first replay frame queued")
+        hub.dispatch([(0, 2, e[5:6])], {0: 3})  # live, while the client is paused
+        assert client.pending == 2 and not resuming.done()
+        sock.gate.set()
+        await resuming
+        assert not client.paused
+        hub.dispatch([(1, 1, e[6:8])], {1: 2})
+        await eventually(lambda: len(sock.frames) == 4, "three replay frames and one live one")
+    assert sock.frames == [
+        {"events": e[0:2], "cursor": encode_cursor({0: 1, 1: 0})},
+        {"events": e[2:5], "cursor": encode_cursor({0: 2, 1: 1})},
+        {"events": e[5:6], "cursor": encode_cursor({0: 3, 1: 1})},
+        {"events": e[6:8], "cursor": encode_cursor({0: 3, 1: 2})},
+    ]
+
+
+async def test_resume_waits_for_the_feed_to_reach_a_cursor_ahead_of_it() -> None:
+    """A cursor from a gateway whose feed was further on: live frames wait until this feed
+    has passed it, so nothing the client saw elsewhere reaches it twice."""
+    hub = Hub(queue_max=100)
+    hub.start_at({0: 0})
+    hub.dispatch([(0, 0, [event("a", "queued")])], {0: 1})
+    sock = FakeSocket()
+    async with Client(cast(WebSocket, sock)) as client:
+        resuming = start_resume(hub, client, {0: 3})
+        await asyncio.sleep(0)
+        hub.dispatch([(0, 1, [event("b", "queued")])], {0: 2})  # seen on the other gateway
+        await asyncio.sleep(0)
+        assert client.paused and not resuming.done()
+        hub.dispatch([(0, 2, [event("c", "queued")])], {0: 3})  # seen there too
+        await resuming
+        hub.dispatch([(0, 3, [event("d", "queued")])], {0: 4})
+        await eventually(lambda: len(sock.frames) == 1, "the live frame after the cursor")
+    assert strip(sock.frames[0]["events"]) == [("d", "queued")]
 
 
 # -- the real app ----------------------------------------------------------------------------
@@ -475,18 +544,51 @@ async def test_resume_with_cursor_replays_missed(gw: Running, publisher: StatusP
             assert strip(again.events)[-1] == ("r-1", "completed")
 
 
-async def test_expired_cursor_gets_error_and_continues_live(
+async def test_cursor_from_before_the_gateway_started_is_read_back_from_kafka(
     settings: Settings, publisher: StatusPublisher
 ) -> None:
-    """A cursor from before the replay window gets code cursor_expired; live events still flow."""
-    await publish(publisher, *(event(f"old-{i}", "queued") for i in range(20)))
+    """A cursor older than anything this gateway read (another replica's, or the topic's
+    start) gets every event after it from Kafka, once, in order; then the live stream."""
+    old = [event(f"old-{i}", "queued") for i in range(20)]
+    for i in range(0, 20, 5):  # several records per partition
+        await publish(publisher, *old[i : i + 5])
     async with running_gateway(gateway_settings(settings)) as gw, peer(gw) as client:
         zeros = {p: 0 for p in range(settings.status_partitions)}
         await client.send({"subscribe": {"all": True, "cursor": encode_cursor(zeros)}})
-        error = await client.until(lambda f: "error" in f)
-        assert error == {"error": "cursor older than the gateway's replay window", "code": "cursor_expired"}
+        reply = await client.until(lambda f: "subscribed" in f)
+        assert reply["cursor"] == encode_cursor(zeros)  # what it has seen, not the feed's position
+        await client.wait_events(20)
+        assert sorted(strip(client.events)) == sorted(strip(old))
+        assert gw.gateway.hub.counts["events_read_back"] == 20
         await publish(publisher, event("new-1", "queued"))
-        assert strip(await client.wait_events(1)) == [("new-1", "queued")]
+        await client.wait_events(21)
+        assert strip(client.events)[20:] == [("new-1", "queued")]
+        assert not any("error" in f for f in client.frames)
+
+
+async def test_resume_reads_back_what_the_ring_evicted(
+    settings: Settings, publisher: StatusPublisher
+) -> None:
+    """With a ring of 4 events, a client resuming 30 events back gets the evicted ones from
+    Kafka and the rest from the ring: each once, in each job's order."""
+    async with running_gateway(gateway_settings(settings)) as gw, peer(gw) as watcher:
+        gw.gateway.hub.ring.max_events = 4
+        start = (await watcher.subscribe(all=True))["cursor"]
+        sent = [event(f"e-{i % 5}", "progress", n=i) for i in range(30)]
+        for i in range(0, 30, 3):
+            await publish(publisher, *sent[i : i + 3])
+        await watcher.wait_events(30)
+        async with peer(gw) as again:
+            await again.send({"subscribe": {"all": True, "cursor": start}})
+            await again.wait_events(30)
+            await again.barrier()
+            assert len(again.events) == 30
+            for job in {e["job_id"] for e in sent}:
+                assert [e["n"] for e in again.events if e["job_id"] == job] == [
+                    e["n"] for e in sent if e["job_id"] == job
+                ]
+            read_back = gw.gateway.hub.counts["events_read_back"]
+            assert 0 < read_back < 30, read_back
 
 
 async def _slow_socket(port: int) -> socket.socket:
