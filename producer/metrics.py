@@ -4,7 +4,9 @@
 - `jobstream_api_submit_rejected_total{reason}`: requests or batch items refused;
 - `jobstream_api_submit_latency_seconds{route}`: `single` or `batch`, arrival to answer;
 - `jobstream_api_projection_write_errors_total`: `queued` states not written to Redis;
-- `jobstream_api_http_internal_errors_total`: requests that ended in a bug.
+- `jobstream_api_http_internal_errors_total`: requests that ended in a bug;
+- `jobstream_api_scheduler_fired_total`: delayed jobs this process's scheduler handed to
+  Kafka (absent when the API runs no scheduler).
 
 A per-app `CollectorRegistry` (not the process-global one) lets tests and benchmarks create
 many apps in one process without "duplicated timeseries" errors.
@@ -12,11 +14,34 @@ many apps in one process without "duplicated timeseries" errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from schemas import Priority
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Fires(Protocol):
+    @property
+    def fired(self) -> int: ...
+
+
+class _FiredCollector:
+    """Reads the scheduler's own count when scraped: nothing on its path."""
+
+    def __init__(self, scheduler: Fires) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "jobstream_api_scheduler_fired",
+            "Delayed jobs this process's scheduler handed to Kafka.",
+            value=self._scheduler.fired,
+        )
 
 
 class Metrics:
@@ -58,6 +83,7 @@ class Metrics:
         )
         self._submitted = {p: self.submitted.labels(p.value) for p in Priority}
         self._latency = {r: self.latency.labels(r) for r in ("single", "batch")}
+        self._fired: _FiredCollector | None = None
 
     def count_submitted(self, priority: Priority, n: int = 1) -> None:
         self._submitted[priority].inc(n)
@@ -67,6 +93,13 @@ class Metrics:
 
     def observe_latency(self, route: str, seconds: float) -> None:
         self._latency[route].observe(seconds)
+
+    def watch_scheduler(self, scheduler: Fires) -> None:
+        """Export `scheduler.fired`: this one's, when an app's lifespan runs again."""
+        if self._fired is not None:
+            self.registry.unregister(self._fired)
+        self._fired = _FiredCollector(scheduler)
+        self.registry.register(self._fired)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

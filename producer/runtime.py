@@ -130,6 +130,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             scheduler = await stack.enter_async_context(
                 Scheduler.from_settings(settings, delay_store, producer, partitioner, publisher)
             )
+            metrics.watch_scheduler(scheduler)
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, deduplicator, dead_letters,

@@ -22,11 +22,14 @@ class Pipeline:
     ws: str
     logs: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_proc: subprocess.Popen[bytes] | None = None
     gateway_proc: subprocess.Popen[bytes] | None = None
 
 
 @dataclass
-class GatewayProcess:
+class ServiceProcess:
+    """An API or gateway process of the test's deployment."""
+
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
@@ -43,11 +46,11 @@ class GatewayProcess:
         _wait_ready(self.http, self.proc, self.log)
 
 
-def spawn_gateway(env: dict[str, str], log: Path, port: int | None = None) -> GatewayProcess:
-    """Start a `jobstream gateway` process (not waited for: `wait_ready()`)."""
+def spawn_service(kind: str, env: dict[str, str], log: Path, port: int | None = None) -> ServiceProcess:
+    """Start `jobstream api` or `jobstream gateway` (not waited for: `wait_ready()`)."""
     port = port if port is not None else procs.free_port()
-    cmd = [sys.executable, "-m", "jobstream.cli", "gateway", "--port", str(port)]
-    return GatewayProcess(procs.spawn(cmd, env=env, log=log), port, log)
+    cmd = [sys.executable, "-m", "jobstream.cli", kind, "--port", str(port)]
+    return ServiceProcess(procs.spawn(cmd, env=env, log=log), port, log)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
@@ -70,16 +73,14 @@ def run_pipeline(
     env: dict[str, str], logs: Path, workers: int = 2, concurrency: int = 32
 ) -> Iterator[Pipeline]:
     """Start API, gateway and workers; stop them all (SIGTERM) on exit."""
-    api_port = procs.free_port()
     cli = [sys.executable, "-m", "jobstream.cli"]
     children: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        api_log = logs / "api.log"
-        api = procs.spawn([*cli, "api", "--port", str(api_port)], env=env, log=api_log)
-        children.append((api, api_log))
-        gw = spawn_gateway(env, logs / "gateway.log")
+        api = spawn_service("api", env, logs / "api.log")
+        children.append((api.proc, api.log))
+        gw = spawn_service("gateway", env, logs / "gateway.log")
         children.append((gw.proc, gw.log))
-        p = Pipeline(f"http://127.0.0.1:{api_port}", gw.http, gw.ws, logs, gateway_proc=gw.proc)
+        p = Pipeline(api.http, gw.http, gw.ws, logs, api_proc=api.proc, gateway_proc=gw.proc)
         for i in range(workers):
             log = logs / f"worker-{i}.log"
             w = procs.spawn(
@@ -87,7 +88,7 @@ def run_pipeline(
             )
             children.append((w, log))
             p.workers.append(w)
-        _wait_ready(p.api, api, api_log)
+        api.wait_ready()
         gw.wait_ready()
         yield p
     finally:
