@@ -121,6 +121,28 @@ def private_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
         broker.stop()
 
 
+SCRAM_USER, SCRAM_PASSWORD = "jobstream", "scram-test-secret"
+
+
+@pytest.fixture(scope="module")
+def scram_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A single-node broker of this module's own (started) whose `sasl_bootstrap` listener
+    takes only SCRAM-SHA-512 logins as `SCRAM_USER`/`SCRAM_PASSWORD`; stopped at the end."""
+    broker = KafkaBroker(
+        tmp_path_factory.mktemp("scram-kafka"),
+        ensure_kafka_jars(ROOT / ".data"),
+        procs.free_port(),
+        procs.free_port(),
+        scram=(SCRAM_USER, SCRAM_PASSWORD),
+        sasl_port=procs.free_port(),
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """Three KRaft nodes (each broker and controller) of this module's own, started by the
