@@ -104,6 +104,11 @@ def _refusal(settings: Settings, where: str, exc: BaseException) -> str | None:
         )
     if isinstance(exc, ssl.SSLError):
         return f"Kafka at {where}: TLS failed ({exc.reason}): check {protocol} and the listener's port"
+    if isinstance(exc, ConnectionResetError) and settings.kafka_security_protocol.endswith("SSL"):
+        # accepted, then reset at our TLS hello: what a listener without TLS does to it
+        return (
+            f"Kafka at {where}: TLS failed (reset at the handshake): check {protocol} and the listener's port"
+        )
     return None
 
 

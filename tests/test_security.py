@@ -21,7 +21,7 @@ from jobstream.cli import procs
 from jobstream.cli.stack import KafkaBroker, RedisServer
 from jobstream.kafka_security import KafkaAccessError, check_access, kafka_options
 from jobstream.settings import Settings, settings_problems
-from tests.conftest import MS, ROOT, SCRAM_PASSWORD, SCRAM_USER
+from tests.conftest import MS, ROOT, SCRAM_PASSWORD, SCRAM_USER, make_tls
 from tests.pipeline import run_pipeline
 
 SASL = {
@@ -87,7 +87,7 @@ def test_kafka_options_by_protocol(tmp_path: Path) -> None:
         "bootstrap_servers": "k1:9092,k2:9092",
         "security_protocol": "PLAINTEXT",
     }
-    ca = make_ca(tmp_path)
+    ca, _ = make_tls(tmp_path)
     options = kafka_options(
         Settings(
             kafka_security_protocol="SASL_SSL",
@@ -204,6 +204,25 @@ def lower(env: dict[str, str]) -> dict[str, Any]:
     return {k.removeprefix("JOBSTREAM_").lower(): v for k, v in env.items()}
 
 
+def run_one_job(env: dict[str, str], logs: Path) -> None:
+    """`jobstream topics`, then a job submitted to an API process and run by a worker process
+    to `completed`, all with `env`."""
+    code, lines = run_cli(["topics"], env)
+    assert code == 0, lines
+    assert any(line.startswith("created 11 topics") for line in lines), lines
+    with run_pipeline(env, logs, workers=1) as p:
+        r = httpx.post(f"{p.api}/jobs", json={"type": "example.echo", "payload": {"over": "sasl"}})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        state: dict[str, object] = {}
+        deadline = time.monotonic() + 30_000 * MS
+        while state.get("state") != "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = httpx.get(f"{p.api}/jobs/{job_id}").json()
+        assert state.get("state") == "completed", state
+        assert state.get("result") == {"over": "sasl"}
+
+
 @pytest.mark.slow
 def test_pipeline_over_scram_with_a_redis_password(
     scram_kafka: KafkaBroker, prefix: str, tmp_path: Path
@@ -214,26 +233,47 @@ def test_pipeline_over_scram_with_a_redis_password(
     redis = RedisServer(tmp_path / "redis", procs.free_port(), password="redis-test-secret")
     redis.start()
     try:
-        env = scram_env(scram_kafka, prefix, redis.url)
-        code, lines = run_cli(["topics"], env)
-        assert code == 0, lines
-        assert any(line.startswith("created 11 topics") for line in lines), lines
-        with run_pipeline(env, tmp_path, workers=1) as p:
-            r = httpx.post(f"{p.api}/jobs", json={"type": "example.echo", "payload": {"over": "scram"}})
-            assert r.status_code == 202, r.text
-            job_id = r.json()["id"]
-            state: dict[str, object] = {}
-            deadline = time.monotonic() + 30_000 * MS
-            while state.get("state") != "completed" and time.monotonic() < deadline:
-                time.sleep(0.1)
-                state = httpx.get(f"{p.api}/jobs/{job_id}").json()
-            assert state.get("state") == "completed", state
-            assert state.get("result") == {"over": "scram"}
+        run_one_job(scram_env(scram_kafka, prefix, redis.url), tmp_path)
     finally:
         redis.stop()
     for log in tmp_path.glob("*.log"):
         text = log.read_text()
         assert SCRAM_PASSWORD not in text and "redis-test-secret" not in text, log
+
+
+@pytest.mark.slow
+def test_pipeline_over_scram_and_tls(
+    scram_tls_kafka: tuple[KafkaBroker, Path], private_redis: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    """The same with SASL_SSL: every Kafka client logs in with SCRAM over TLS, trusting the
+    broker's certificate through JOBSTREAM_KAFKA_SSL_CA_FILE."""
+    broker, ca = scram_tls_kafka
+    env = scram_env(
+        broker, prefix, private_redis.url,
+        JOBSTREAM_KAFKA_SECURITY_PROTOCOL="SASL_SSL", JOBSTREAM_KAFKA_SSL_CA_FILE=str(ca),
+    )  # fmt: skip
+    run_one_job(env, tmp_path)
+
+
+async def test_check_access_names_tls_problems(
+    scram_tls_kafka: tuple[KafkaBroker, Path], scram_kafka: KafkaBroker
+) -> None:
+    """Over TLS: the right CA passes; the system's CAs do not trust the broker (named: the CA
+    file); TLS to a listener without it is named (the protocol)."""
+    broker, ca = scram_tls_kafka
+    good = Settings(
+        kafka_bootstrap_servers=broker.sasl_bootstrap,
+        **{**lower(SASL), "kafka_security_protocol": "SASL_SSL", "kafka_ssl_ca_file": ca},
+    )
+    assert await check_access(good) is True
+    with pytest.raises(KafkaAccessError, match=r"certificate is not trusted .* JOBSTREAM_KAFKA_SSL_CA_FILE"):
+        await check_access(good.model_copy(update={"kafka_ssl_ca_file": None}))
+    to_plaintext = good.model_copy(update={"kafka_bootstrap_servers": scram_kafka.sasl_bootstrap})
+    with pytest.raises(
+        KafkaAccessError,
+        match=r"TLS failed \(reset at the handshake\): check JOBSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+    ):
+        await check_access(to_plaintext)
 
 
 @pytest.mark.slow
@@ -272,14 +312,3 @@ def test_a_wrong_password_ends_each_command_with_one_line(scram_kafka: KafkaBrok
             "(SCRAM-SHA-512): check JOBSTREAM_KAFKA_SASL_USERNAME and JOBSTREAM_KAFKA_SASL_PASSWORD"
         ], (name, lines)
     assert time.monotonic() - started < 60
-
-
-def make_ca(folder: Path) -> Path:
-    """A self-signed CA certificate (PEM) made with openssl."""
-    ca = folder / "ca.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=jobstream test CA", "-keyout", str(folder / "ca.key"), "-out", str(ca)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return ca

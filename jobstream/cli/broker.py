@@ -82,17 +82,27 @@ num.network.threads={network_threads}
 num.io.threads={io_threads}
 """
 
-# A SASL_PLAINTEXT listener where clients log in with SCRAM-SHA-512 (`KafkaBroker.scram`).
-# The broker keeps its PLAINTEXT listener for its own and the controller's traffic: on one
-# node that traffic never leaves the process, and the node starts and reports ready the same
-# way with or without SCRAM. The credentials live in the metadata log, written at format time.
+# A listener where clients log in with SCRAM-SHA-512 (`KafkaBroker.scram`): SASL_PLAINTEXT,
+# or SASL_SSL with `KafkaBroker.tls`. The broker keeps its PLAINTEXT listener for its own and
+# the controller's traffic: on one node that traffic never leaves the process, and the node
+# starts and reports ready the same way with or without SCRAM. The credentials live in the
+# metadata log, written when the storage is formatted.
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-_SCRAM_PROPERTIES = f"""\
-sasl.enabled.mechanisms={SCRAM_MECHANISM}
-listener.name.sasl_plaintext.sasl.enabled.mechanisms={SCRAM_MECHANISM}
-listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config=\
-org.apache.kafka.common.security.scram.ScramLoginModule required;
-"""
+
+
+def _scram_properties(protocol: str, keystore: Path | None) -> str:
+    """The SCRAM listener's settings; `keystore`: one PEM file, the key then its chain."""
+    name = f"listener.name.{protocol.lower()}"
+    lines = [
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"{name}.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+    if keystore is not None:
+        lines += [f"{name}.ssl.keystore.type=PEM", f"{name}.ssl.keystore.location={keystore}"]
+    return "\n".join(lines) + "\n"
+
 
 _LOG4J2 = """\
 <?xml version="1.0" encoding="UTF-8"?>
@@ -144,10 +154,12 @@ class KafkaBroker:
     voters: str = ""  # controller.quorum.voters; default: this node alone
     cluster_id: str = ""  # used when formatting fresh storage; default: a new one
     replication: int = 1  # of the internal topics (offsets, transactions, share state)
-    # (user, password): also listen on `sasl_port` for SASL_PLAINTEXT clients logging in with
-    # SCRAM-SHA-512 as that user, created when the storage is formatted (a fresh data_dir)
+    # (user, password): also listen on `sasl_port` for clients logging in with SCRAM-SHA-512
+    # as that user, created when the storage is formatted (a fresh data_dir); over TLS
+    # (SASL_SSL) with `tls`, a PEM file holding the broker's key then its certificate chain
     scram: tuple[str, str] | None = field(default=None, repr=False)
     sasl_port: int = 0
+    tls: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_from: int = field(default=0, repr=False)
 
@@ -189,10 +201,12 @@ class KafkaBroker:
             raise StackError(f"SCRAM port {self.sasl_port} is unset or taken; give a free one")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        sasl_listener = sasl_map = scram_format = ""
+        sasl_listener = sasl_map = scram_format = scram_properties = ""
         if self.scram is not None:
-            sasl_listener = f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
-            sasl_map = ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+            sasl_listener = f",{protocol}://127.0.0.1:{self.sasl_port}"
+            sasl_map = f",{protocol}:{protocol}"
+            scram_properties = _scram_properties(protocol, self.tls)
             user, password = self.scram
             scram_format = f"{SCRAM_MECHANISM}=[name={user},password={password}]"
         props.write_text(
@@ -208,7 +222,7 @@ class KafkaBroker:
                 sasl_map=sasl_map,
                 **_threads(os.cpu_count() or 1),
             )
-            + (_SCRAM_PROPERTIES if self.scram is not None else "")
+            + scram_properties
         )
         (self.data_dir / "log4j2.xml").write_text(_LOG4J2)
         if not (self.data_dir / "logs" / "meta.properties").exists():
