@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from bench import load
 from bench.harness import Bench, Row
 from jobstream.cli import procs
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 from scheduler import DelayStore
 from schemas import JobEnvelope, Priority, new_job_id
@@ -41,7 +42,7 @@ async def _tail(
     settings: Settings, n: int, timeout_s: float, ready: asyncio.Event, created: dict[str, float]
 ) -> dict[str, float]:
     """Read `n` new records from the job topics; when each was seen (ms), by job id."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
     await consumer.start()
     seen: dict[str, float] = {}
     try:

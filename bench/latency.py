@@ -29,6 +29,7 @@ from bench.load import say
 from bench.svg import latency_curve
 from jobstream.cli import procs
 from jobstream.kafka import admin_client
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 
 
@@ -160,11 +161,9 @@ async def produce_rtt(s: Settings, n: int) -> list[float]:
     """The broker's own floor: `n` records sent one at a time by a producer configured as
     ours (idempotent, acks=all, no linger) to a topic of its own, ms each, awaited."""
     topic = f"{s.topic_prefix}.rtt"
-    async with admin_client(s.kafka_bootstrap_servers) as admin:
+    async with admin_client(s) as admin:
         await admin.create_topics([NewTopic(topic, 1, 1)])
-    producer = AIOKafkaProducer(
-        bootstrap_servers=s.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=0
-    )
+    producer = AIOKafkaProducer(**kafka_options(s), enable_idempotence=True, acks="all", linger_ms=0)
     await producer.start()
     took = []
     try:

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from jobstream.kafka import make_producer
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 from schemas import JobEnvelope, Priority, encode_job, job_headers, new_job_id
 
@@ -187,9 +188,8 @@ class KafkaProbe:
             TopicPartition(t, p) for t in settings.topics.job_topics for p in range(settings.partitions)
         ]
         self._tp_set = set(self.tps)
-        servers = settings.kafka_bootstrap_servers
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        self._consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
+        self._admin = AIOKafkaAdminClient(**kafka_options(settings))
 
     async def __aenter__(self) -> KafkaProbe:
         await self._consumer.start()

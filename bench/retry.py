@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from bench import load
 from bench.harness import Bench, Row
 from jobstream.kafka import make_producer
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 from schemas import JobEnvelope, decode_status_batch, encode_job, job_headers, new_job_id
 
@@ -32,7 +33,7 @@ class StatusWatch:
     def __init__(self, settings: Settings) -> None:
         self._consumer = AIOKafkaConsumer(
             settings.topics.status,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             group_id=None,
             auto_offset_reset="earliest",
         )

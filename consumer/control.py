@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from schemas import decode_cancel
@@ -58,7 +59,7 @@ class CancelRequests(Lifecycle):
     async def _startup(self) -> None:
         topic = self._settings.topics.control
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+            **kafka_options(self._settings), group_id=None, enable_auto_commit=False
         )
         await self._consumer.start()
         parts = self._consumer.partitions_for_topic(topic) or {0}

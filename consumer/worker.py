@@ -49,6 +49,7 @@ from consumer.ratelimit import Limit, RateLimiter, TokenBuckets, parse_limits
 from consumer.retry import RetryPolicy
 from consumer.runners import Runners
 from jobstream.kafka import make_producer
+from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import WorkerSettings
 from schemas import Priority
@@ -94,7 +95,7 @@ class Worker(Lifecycle):
             settings, self._producer, self._done, self.metrics, self.id, self._stopping.is_set
         )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             group_id=t.workers_group,
             client_id=self.id,
             enable_auto_commit=False,

@@ -13,11 +13,12 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.errors import StatusTopicMissing
 from gateway.hub import Hub
 from gateway.ring import Event, FeedRecord
+from jobstream.kafka import admin_client
+from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import GatewaySettings
 from schemas import DecodeError, decode_status_batch
@@ -35,12 +36,8 @@ READY_TIMEOUT_S = 2.0
 async def status_partitions(settings: GatewaySettings) -> list[int]:
     """The status topic's partitions, from the broker; raises `StatusTopicMissing`."""
     topic = settings.topics.status
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         described: list[dict[str, Any]] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     partitions = sorted(p["partition"] for d in described if d["topic"] == topic for p in d["partitions"])
     if not partitions:
         raise StatusTopicMissing(f"status topic {topic} has no partitions; run `jobstream topics` first")
@@ -107,7 +104,7 @@ class Feed(Lifecycle):
     async def _connect(self) -> tuple[Any, dict[int, int]]:
         partitions = await status_partitions(self._settings)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **kafka_options(self._settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

@@ -46,6 +46,7 @@ from gateway.hub import Hub
 from gateway.protocol import error_frame, events_frame
 from gateway.ring import Event, FeedRecord
 from gateway.subscriptions import wants
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import GatewaySettings
 
 log = logging.getLogger("jobstream.gateway.resume")
@@ -133,7 +134,7 @@ class Backfill:
         s = self._settings
         async with self._slots:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap_servers,
+                **kafka_options(s),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",  # a cursor older than retention: the oldest retained

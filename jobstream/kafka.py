@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from jobstream.kafka_security import kafka_options
 from jobstream.producer_guard import GuardedProducer
 from jobstream.settings import Settings, min_insync_for
 from schemas import partition_for
@@ -32,7 +33,7 @@ def make_producer(
 
     def build() -> Any:
         return AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             enable_idempotence=True,
             acks="all",
             linger_ms=linger_ms,
@@ -118,10 +119,10 @@ async def stop_task(task: asyncio.Task[Any] | None, stop: asyncio.Event, timeout
 
 
 @contextlib.asynccontextmanager
-async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    """A started admin client, closed on exit (also when its start fails or is cancelled:
-    a half-started client leaks its sockets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def admin_client(settings: Settings, **extra: Any) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client (`extra`: more aiokafka options), closed on exit (also when its
+    start fails or is cancelled: a half-started client leaks its sockets)."""
+    admin = AIOKafkaAdminClient(**kafka_options(settings), **extra)
     try:
         await admin.start()
         yield admin
@@ -174,7 +175,7 @@ async def _wait_for_leaders(settings: Settings, names: list[str], timeout_s: flo
     """New partitions answer NotLeaderForPartition until the broker has taken leadership,
     which comes after the metadata already names a leader; a ListOffsets request is served
     only by a ready leader, so wait for one to succeed on every new partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
     await consumer.start()
     try:
         async with asyncio.timeout(timeout_s):
@@ -193,7 +194,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     return the names created. An existing topic whose replication or `min.insync.replicas`
     differs from that is not silently kept: `TopicsError` names each, with the command that
     fixes it (after the missing topics were created)."""
-    async with admin_client(settings.kafka_bootstrap_servers) as admin:
+    async with admin_client(settings) as admin:
         brokers = len((await admin.describe_cluster())["brokers"])
         replication, min_insync = replication_for(settings, brokers)
         log.info(
@@ -220,7 +221,7 @@ async def grow_partitions(settings: Settings, count: int) -> list[str]:
     key hold only from then on. Kafka cannot take partitions away: fewer is a `TopicsError`."""
     t = settings.topics
     names = [*t.job_topics, *(t.retry(tier) for tier in settings.retry_tier_names), t.dlq]
-    async with admin_client(settings.kafka_bootstrap_servers) as admin:
+    async with admin_client(settings) as admin:
         have = {topic["topic"]: len(topic["partitions"]) for topic in await admin.describe_topics(names)}
         if fewer := [f"{name} has {n}" for name, n in have.items() if n > count]:
             raise TopicsError(f"Kafka cannot take partitions away, asked {count}: {', '.join(fewer)}")

@@ -7,7 +7,10 @@ in `main` and pass them down.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, field_validator
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobstream.origins import AllowedOrigins, check_origins
@@ -18,6 +21,20 @@ def min_insync_for(replication: int) -> int:
     """The default `min.insync.replicas` for a replication factor: 2 of 3 (a broker may be
     lost without refusing writes, and an acknowledged write is on two), 1 below that."""
     return 2 if replication >= 3 else 1
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem in `exc`, naming the environment variable to change; never the
+    value given (it may be a password)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a model validator: its message names the variables
+            lines.append(message)
+            continue
+        name = str(error["loc"][0]).upper()
+        lines.append(f"{name if name.startswith('JOBSTREAM_') else 'JOBSTREAM_' + name}: {message}")
+    return lines
 
 
 class Settings(BaseSettings):
@@ -32,7 +49,19 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("JOBSTREAM_REDIS_URL", "REDIS_URL"),
+        repr=False,  # may carry a password (rediss://:password@host): never in a repr
+        description="redis:// or rediss:// (TLS); a password as rediss://:password@host:6379/0, "
+        "a CA file as ?ssl_ca_certs=/path/ca.pem",
     )
+    # Kafka security (`jobstream.kafka_security` turns these into every client's options)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle for the brokers' certificates")
+    kafka_ssl_cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_key_file: Path | None = Field(None, description="its private key, if not in the cert file")
+    kafka_ssl_key_password: SecretStr | None = None
     topic_prefix: str = Field("jobstream", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     partitions: int = Field(6, ge=1, le=1024, description="partitions of each job topic")
     status_partitions: int = Field(6, ge=1, le=1024)
@@ -62,6 +91,36 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, value: str) -> str:
         return check_origins(value)
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        """Combinations that cannot work are refused at load, naming what to set; nothing set
+        is silently ignored (credentials or files given for a protocol that does not use them)."""
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        given = f"JOBSTREAM_KAFKA_SECURITY_PROTOCOL={protocol}"
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"{given} needs JOBSTREAM_KAFKA_SASL_USERNAME and JOBSTREAM_KAFKA_SASL_PASSWORD")
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                f"JOBSTREAM_KAFKA_SASL_USERNAME/PASSWORD are set but {given} does not log in: "
+                "set it to SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        files = {
+            "JOBSTREAM_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+            "JOBSTREAM_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+            "JOBSTREAM_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file,
+        }
+        if not tls and (any(files.values()) or self.kafka_ssl_key_password):
+            raise ValueError(
+                f"JOBSTREAM_KAFKA_SSL_* files are set but {given} does not use TLS: set it to SASL_SSL or SSL"
+            )
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={path}: no such file")
+        if self.kafka_ssl_key_file and not self.kafka_ssl_cert_file:
+            raise ValueError("JOBSTREAM_KAFKA_SSL_KEY_FILE is set without JOBSTREAM_KAFKA_SSL_CERT_FILE")
+        return self
 
     @property
     def allowed_origins(self) -> AllowedOrigins:

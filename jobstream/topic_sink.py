@@ -19,11 +19,11 @@ from abc import ABC, abstractmethod
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from redis.exceptions import DataError, RedisError
 
-from jobstream.kafka import start_consumer, stop_task
+from jobstream.kafka import admin_client, start_consumer, stop_task
+from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from schemas import DecodeError
@@ -93,7 +93,7 @@ class TopicSink(Lifecycle, ABC, Generic[T]):
         def make() -> Any:
             return AIOKafkaConsumer(
                 self._topic,
-                bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                **kafka_options(self._settings),
                 group_id=self._group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -110,12 +110,8 @@ class TopicSink(Lifecycle, ABC, Generic[T]):
 
     async def _topic_exists(self) -> None:
         """Raises `LookupError` until the topic exists (with partitions)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers)
-        try:  # closed even when cancelled mid-start: a half-started client leaks its sockets
-            await admin.start()
+        async with admin_client(self._settings) as admin:
             described: list[dict[str, Any]] = await admin.describe_topics([self._topic])
-        finally:
-            await admin.close()
         if not any(d["topic"] == self._topic and d["partitions"] for d in described):
             raise LookupError(f"topic {self._topic} does not exist yet; run `jobstream topics`")
 

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from deadletters import DlqStore
 from jobstream.http_errors import Unavailable
 from jobstream.kafka import Partitioner
+from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
 from jobstream.settings import Settings
 from scheduler import DelayStore
@@ -47,13 +48,8 @@ class QueueStats(Lifecycle):
         self._delays = delays
         self._dlq = dlq
         self._group = settings.topics.workers_group
-        bootstrap = settings.kafka_bootstrap_servers
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(TIMEOUT_S * 1000)
-        )
+        self._consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None, enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=int(TIMEOUT_S * 1000))
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
 

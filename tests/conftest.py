@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +121,78 @@ def private_kafka(tmp_path: Path) -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+SCRAM_USER, SCRAM_PASSWORD = "jobstream", "scram-test-secret"
+
+
+def make_tls(folder: Path) -> tuple[Path, Path]:
+    """A CA of its own (`ca.pem`) and a broker key and certificate for 127.0.0.1 that it
+    signed, both in one PEM file (`broker-keystore.pem`, key first), made with openssl."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, key, csr, cert = (
+        folder / n for n in ("ca.pem", "ca.key", "broker.key", "broker.csr", "broker.pem")
+    )
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=jobstream test CA",
+            "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(folder / "san.cnf"), "-out", str(cert))  # fmt: skip
+    keystore = folder / "broker-keystore.pem"
+    keystore.write_text(key.read_text() + cert.read_text())
+    return ca, keystore
+
+
+@contextmanager
+def _scram_broker(folder: Path, tls: Path | None = None) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(
+        folder,
+        ensure_kafka_jars(ROOT / ".data"),
+        procs.free_port(),
+        procs.free_port(),
+        scram=(SCRAM_USER, SCRAM_PASSWORD),
+        sasl_port=procs.free_port(),
+        tls=tls,
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def scram_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A single-node broker of this module's own (started) whose `sasl_bootstrap` listener
+    (SASL_PLAINTEXT) takes only SCRAM-SHA-512 logins as `SCRAM_USER`/`SCRAM_PASSWORD`."""
+    with _scram_broker(tmp_path_factory.mktemp("scram-kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def scram_tls_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KafkaBroker, Path]]:
+    """Like `scram_kafka` over TLS (SASL_SSL, a certificate for 127.0.0.1), with the CA file
+    that signed it."""
+    folder = tmp_path_factory.mktemp("scram-tls-kafka")
+    ca, keystore = make_tls(folder / "tls")
+    with _scram_broker(folder / "kafka", tls=keystore) as broker:
+        yield broker, ca
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from starlette.types import Receive, Scope, Send
 
 from jobstream.kafka import make_producer
+from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 from schemas import JobEnvelope, Priority, decode_status_batch, encode_job, job_headers, new_job_id
 from tests.conftest import MS
@@ -56,7 +57,7 @@ class StatusLog:
         self._changed = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             settings.topics.status,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             group_id=None,
             auto_offset_reset="earliest",
         )
@@ -129,9 +130,7 @@ async def asgi_client(app: Any, base_url: str = "http://app") -> AsyncIterator[h
 
 async def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list[Any]:
     """The first `count` records of `topic` (waits for them)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(topic, **kafka_options(settings), group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     records: list[Any] = []
     try:

@@ -30,7 +30,7 @@ from tests.pipeline import run_pipeline
 
 async def _replication(bootstrap: str, names: list[str]) -> dict[str, tuple[set[int], str]]:
     """Per topic: the replica counts of its partitions and its min.insync.replicas."""
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(Settings(kafka_bootstrap_servers=bootstrap)) as admin:
         replicas = {
             t["topic"]: {len(p["replicas"]) for p in t["partitions"]}
             for t in await admin.describe_topics(names)
@@ -104,14 +104,14 @@ async def test_topics_that_differ_are_named_with_the_fix(cluster: KafkaCluster, 
 
 async def _busiest_leader(bootstrap: str, topics: list[str]) -> int:
     """The node id that leads the most partitions of `topics`."""
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(Settings(kafka_bootstrap_servers=bootstrap)) as admin:
         leaders = Counter(p["leader"] for t in await admin.describe_topics(topics) for p in t["partitions"])
     return int(leaders.most_common(1)[0][0])
 
 
 async def _under_replicated(bootstrap: str, topics: list[str]) -> list[str]:
     """The partitions of `topics` whose in-sync replicas are fewer than their replicas."""
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(Settings(kafka_bootstrap_servers=bootstrap)) as admin:
         return [
             f"{t['topic']}[{p['partition']}]"
             for t in await admin.describe_topics(topics)

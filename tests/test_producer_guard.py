@@ -33,7 +33,7 @@ SMALL_TOPIC_MAX = 2_000  # bytes: the topic's max.message.bytes, so the broker r
 async def small_topic(settings: Settings) -> str:
     """A one-partition topic whose broker-side record limit is tiny."""
     name = f"{settings.topic_prefix}.small"
-    async with admin_client(settings.kafka_bootstrap_servers) as admin:
+    async with admin_client(settings) as admin:
         await admin.create_topics(
             [NewTopic(name, 1, 1, topic_configs={"max.message.bytes": str(SMALL_TOPIC_MAX)})]
         )

@@ -12,6 +12,7 @@ from redis import Redis
 from jobstream.cli import procs
 from jobstream.cli.stack import KafkaBroker, LocalStack
 from jobstream.kafka import admin_client
+from jobstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def _processes_using(folder: Path) -> list[int]:
 
 
 async def _admin(bootstrap: str, create: str | None = None) -> set[str]:
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(Settings(kafka_bootstrap_servers=bootstrap)) as admin:
         if create is not None:
             await admin.create_topics([NewTopic(create, 1, 1)])
         return set(await admin.list_topics())

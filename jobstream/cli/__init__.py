@@ -18,7 +18,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from jobstream.settings import (
     ApiSettings,
@@ -27,7 +29,41 @@ from jobstream.settings import (
     ServerSettings,
     Settings,
     WorkerSettings,
+    settings_problems,
 )
+
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(kind: type[S], command: str, **overrides: Any) -> S:
+    """The command's settings; on bad ones, a line per problem naming the variable, exit 2."""
+    try:
+        return kind(**overrides)
+    except ValidationError as exc:
+        for line in settings_problems(exc):
+            print(f"jobstream {command}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_kafka_access(settings: Settings, command: str, *, required: bool = False) -> None:
+    """Exit 2 with one line naming the setting when Kafka refuses these settings' login, TLS
+    or protocol (`jobstream.kafka_security.check_access`): the services' retries while Kafka
+    is missing would otherwise retry that forever. No broker answering is left to the
+    services' own handling, unless `required` (exit 1 with one line)."""
+    from jobstream.kafka_security import KafkaAccessError, check_access
+
+    try:
+        answered = asyncio.run(check_access(settings))
+    except KafkaAccessError as exc:
+        print(f"jobstream {command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if required and not answered:
+        print(
+            f"jobstream {command}: no Kafka broker answers at {settings.kafka_bootstrap_servers}: "
+            "check JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
 
 
 def setup_logging(level: str) -> None:
@@ -65,35 +101,39 @@ def _serve(app: object, settings: ServerSettings, **overrides: Any) -> None:
 def cmd_api(args: argparse.Namespace) -> None:
     from producer import create_app
 
-    settings = ApiSettings(**_overrides(args, "host", "port"))
+    settings = load_settings(ApiSettings, "api", **_overrides(args, "host", "port"))
     setup_logging(settings.log_level)
+    check_kafka_access(settings, "api")
     _serve(create_app(settings), settings)
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
     from gateway import MAX_MESSAGE_BYTES, create_app
 
-    settings = GatewaySettings(**_overrides(args, "host", "port"))
+    settings = load_settings(GatewaySettings, "gateway", **_overrides(args, "host", "port"))
     setup_logging(settings.log_level)
+    check_kafka_access(settings, "gateway")
     _serve(create_app(settings), settings, ws_max_size=MAX_MESSAGE_BYTES)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from consumer import WorkerApp, run_worker
 
-    settings = WorkerSettings(**_overrides(args, "concurrency", "metrics_port"))
+    settings = load_settings(WorkerSettings, "worker", **_overrides(args, "concurrency", "metrics_port"))
     setup_logging(settings.log_level)
     app = load_object(args.app)
     if not isinstance(app, WorkerApp):
         raise SystemExit(f"{args.app} is a {type(app).__name__}, not a consumer.WorkerApp")
+    check_kafka_access(settings, "worker")
     raise SystemExit(run_worker(app, settings))
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
     from scheduler import run_scheduler
 
-    settings = SchedulerSettings()
+    settings = load_settings(SchedulerSettings, "scheduler")
     setup_logging(settings.log_level)
+    check_kafka_access(settings, "scheduler")
     raise SystemExit(run_scheduler(settings))
 
 
@@ -105,8 +145,9 @@ def cmd_topics(args: argparse.Namespace) -> None:
     if args.partitions is not None and args.partitions < 1:
         print("jobstream topics: --partitions must be 1 or more", file=sys.stderr)
         raise SystemExit(2)
-    settings = Settings()
+    settings = load_settings(Settings, "topics")
     setup_logging(settings.log_level)
+    check_kafka_access(settings, "topics", required=True)
     try:
         created = asyncio.run(ensure_topics(settings))
         grown = asyncio.run(grow_partitions(settings, args.partitions)) if args.partitions else []

@@ -59,11 +59,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl_listener}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{sasl_map}
 log.dirs={log_dir}
 num.partitions=6
 auto.create.topics.enable=false
@@ -83,6 +83,28 @@ log.retention.check.interval.ms=60000
 num.network.threads={network_threads}
 num.io.threads={io_threads}
 """
+
+# A listener where clients log in with SCRAM-SHA-512 (`KafkaBroker.scram`): SASL_PLAINTEXT,
+# or SASL_SSL with `KafkaBroker.tls`. The broker keeps its PLAINTEXT listener for its own and
+# the controller's traffic: on one node that traffic never leaves the process, and the node
+# starts and reports ready the same way with or without SCRAM. The credentials live in the
+# metadata log, written when the storage is formatted.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+def _scram_properties(protocol: str, keystore: Path | None) -> str:
+    """The SCRAM listener's settings; `keystore`: one PEM file, the key then its chain."""
+    name = f"listener.name.{protocol.lower()}"
+    lines = [
+        f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"{name}.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
+    if keystore is not None:
+        lines += [f"{name}.ssl.keystore.type=PEM", f"{name}.ssl.keystore.location={keystore}"]
+    return "\n".join(lines) + "\n"
+
 
 _LOG4J2 = """\
 <?xml version="1.0" encoding="UTF-8"?>
@@ -134,12 +156,25 @@ class KafkaBroker:
     voters: str = ""  # controller.quorum.voters; default: this node alone
     cluster_id: str = ""  # used when formatting fresh storage; default: a new one
     replication: int = 1  # of the internal topics (offsets, transactions, share state)
+    # (user, password): also listen on `sasl_port` for clients logging in with SCRAM-SHA-512
+    # as that user, created when the storage is formatted (a fresh data_dir); over TLS
+    # (SASL_SSL) with `tls`, a PEM file holding the broker's key then its certificate chain
+    scram: tuple[str, str] | None = field(default=None, repr=False)
+    sasl_port: int = 0
+    tls: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_from: int = field(default=0, repr=False)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SCRAM listener's address (`scram` set)."""
+        if self.scram is None:
+            raise StackError(f"Kafka node {self.node_id} has no SCRAM listener")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log(self) -> Path:
@@ -164,8 +199,18 @@ class KafkaBroker:
         the nodes of a cluster only finish starting once a quorum of them runs)."""
         if procs.port_open(self.port):
             raise StackError(f"port {self.port} is taken; stop what holds it or set another port")
+        if self.scram is not None and (not self.sasl_port or procs.port_open(self.sasl_port)):
+            raise StackError(f"SCRAM port {self.sasl_port} is unset or taken; give a free one")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
+        sasl_listener = sasl_map = scram_format = scram_properties = ""
+        if self.scram is not None:
+            protocol = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+            sasl_listener = f",{protocol}://127.0.0.1:{self.sasl_port}"
+            sasl_map = f",{protocol}:{protocol}"
+            scram_properties = _scram_properties(protocol, self.tls)
+            user, password = self.scram
+            scram_format = f"{SCRAM_MECHANISM}=[name={user},password={password}]"
         props.write_text(
             _SERVER_PROPERTIES.format(
                 node_id=self.node_id,
@@ -175,15 +220,18 @@ class KafkaBroker:
                 log_dir=self.data_dir / "logs",
                 replication=self.replication,
                 min_isr=min_insync_for(self.replication),
+                sasl_listener=sasl_listener,
+                sasl_map=sasl_map,
                 **_threads(os.cpu_count() or 1),
             )
+            + scram_properties
         )
         (self.data_dir / "log4j2.xml").write_text(_LOG4J2)
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
             fmt = subprocess.run(
                 [*self._java(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                 "--ignore-formatted"],
+                 "--ignore-formatted", *(["--add-scram", scram_format] if scram_format else [])],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if fmt.returncode != 0:
@@ -224,4 +272,4 @@ class KafkaBroker:
             self.proc = None
 
 
-__all__ = ["KAFKA_VERSION", "KafkaBroker", "StackError", "ensure_kafka_jars"]
+__all__ = ["KAFKA_VERSION", "SCRAM_MECHANISM", "KafkaBroker", "StackError", "ensure_kafka_jars"]

@@ -138,15 +138,18 @@ class KafkaCluster:
 
 @dataclass
 class RedisServer:
-    """redis-server with its append-only file in `data_dir`."""
+    """redis-server with its append-only file in `data_dir`; with `password`, clients must
+    give it (`url` carries it)."""
 
     data_dir: Path
     port: int = 6379
+    password: str | None = field(default=None, repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 30.0) -> None:
         binary = ensure_redis_server()
@@ -157,10 +160,10 @@ class RedisServer:
         self.proc = procs.spawn(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-             "--protected-mode", "no"],
+             "--protected-mode", "no", *(["--requirepass", self.password] if self.password else [])],
             log=log,
         )  # fmt: skip
-        _say(f"starting Redis on {self.url} (append-only file in {self.data_dir})")
+        _say(f"starting Redis on 127.0.0.1:{self.port} (append-only file in {self.data_dir})")
 
         def up() -> bool:
             assert self.proc is not None
