@@ -131,9 +131,9 @@ async def test_a_follower_moves_between_gateways_and_misses_nothing(
     print(f"\nfollowed {total} events of {len(ids)} jobs across 3 gateways; {read_back:g} read back")
 
 
-async def _members(bootstrap: str, group: str) -> list[str]:
+async def _members(settings: Settings, group: str) -> list[str]:
     """The member ids of a consumer group."""
-    async with admin_client(bootstrap) as admin:
+    async with admin_client(settings) as admin:
         (response,) = await admin.describe_consumer_groups([group])
         members = response.groups[0][5]  # (error, group, state, protocol type, protocol, members)
         return [m[0] for m in members]
@@ -190,7 +190,7 @@ async def test_two_apis_share_the_background_work(
             group = f"{settings.topic_prefix}.dlq-indexer"
 
             async def members() -> list[str]:
-                return await _members(settings.kafka_bootstrap_servers, group)
+                return await _members(settings, group)
 
             await wait_until(members, 2, "both indexers in one group", 60)
             async with StatusLog(settings) as log, httpx.AsyncClient(timeout=30) as http:
