@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     metadata_max_age_ms: int = Field(
         30_000, ge=1_000, description="how soon Kafka clients see a topic grow (partitions added)"
     )
+    kafka_wait_s: float = Field(
+        60.0, ge=0, description="how long a service waits at start for a Kafka broker to answer"
+    )
     replication_factor: int | None = Field(
         None, ge=1, le=16, description="replicas of each topic; default min(3, brokers in the cluster)"
     )

@@ -153,16 +153,50 @@ def test_bad_settings_end_a_command_with_one_line_per_problem() -> None:
     ]
 
 
-def test_topics_with_no_broker_answering_is_one_line() -> None:
-    """An unreachable bootstrap list: `jobstream topics` exits 1 with one line naming it."""
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{procs.free_port()}"}
+def run_every_command(env: dict[str, str], timeout_s: float = 60) -> dict[str, tuple[int, list[str]]]:
+    """Start topics, api, worker, gateway and scheduler at once; each one's exit code and
+    output lines, failing if one still runs after `timeout_s`."""
+    commands = {
+        "topics": ["topics"],
+        "api": ["api", "--port", str(procs.free_port())],
+        "worker": ["worker", "consumer.examples:app"],
+        "gateway": ["gateway", "--port", str(procs.free_port())],
+        "scheduler": ["scheduler"],
+    }
+    running = {
+        name: subprocess.Popen(
+            [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for name, args in commands.items()
+    }
+    ended = {}
+    for name, proc in running.items():
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"{name} still running after {timeout_s} s:\n{out}") from None
+        ended[name] = (proc.returncode, [line for line in out.splitlines() if line.strip()])
+    return ended
+
+
+def test_no_broker_answering_ends_each_command_with_one_line() -> None:
+    """An unreachable bootstrap list: `topics` exits 1 at once, and each service once it has
+    waited `KAFKA_WAIT_S` (2 s here), with one line naming the setting, no traceback."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{procs.free_port()}",
+        "REDIS_URL": f"redis://127.0.0.1:{procs.free_port()}/0",
+        "JOBSTREAM_KAFKA_WAIT_S": "2",
+    }
     env.pop("JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS", None)
-    code, lines = run_cli(["topics"], env)
-    assert code == 1, lines
-    assert lines == [
-        f"jobstream topics: no Kafka broker answers at {env['KAFKA_BOOTSTRAP_SERVERS']}: check "
-        "JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS"
-    ]
+    for name, (code, lines) in run_every_command(env).items():
+        assert code == 1, (name, lines)
+        assert lines == [
+            f"jobstream {name}: no Kafka broker answers at {env['KAFKA_BOOTSTRAP_SERVERS']}: check "
+            "JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS"
+        ], (name, lines)
 
 
 def scram_env(broker: KafkaBroker, prefix: str, redis_url: str, **extra: str) -> dict[str, str]:
@@ -284,29 +318,9 @@ def test_a_wrong_password_ends_each_command_with_one_line(scram_kafka: KafkaBrok
         scram_kafka, prefix, f"redis://127.0.0.1:{procs.free_port()}/0",
         JOBSTREAM_KAFKA_SASL_PASSWORD="not-the-password",
     )  # fmt: skip
-    commands = {
-        "topics": ["topics"],
-        "api": ["api", "--port", str(procs.free_port())],
-        "worker": ["worker", "consumer.examples:app"],
-        "gateway": ["gateway", "--port", str(procs.free_port())],
-        "scheduler": ["scheduler"],
-    }
     started = time.monotonic()
-    running = {
-        name: subprocess.Popen(
-            [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for name, args in commands.items()
-    }
-    for name, proc in running.items():
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-            raise AssertionError(f"{name} still running after 60 s:\n{out}") from None
-        lines = [line for line in out.splitlines() if line.strip()]
-        assert proc.returncode == 2, (name, lines)
+    for name, (code, lines) in run_every_command(env).items():
+        assert code == 2, (name, lines)
         assert lines == [
             f"jobstream {name}: Kafka at {scram_kafka.sasl_bootstrap} refused the login of 'jobstream' "
             "(SCRAM-SHA-512): check JOBSTREAM_KAFKA_SASL_USERNAME and JOBSTREAM_KAFKA_SASL_PASSWORD"

@@ -17,6 +17,7 @@ import gc
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -34,6 +35,9 @@ from jobstream.settings import (
 
 S = TypeVar("S", bound=Settings)
 
+WAIT_SAY_S = 5.0  # how often a service waiting for Kafka at start says so
+WAIT_RETRY_S = 1.0
+
 
 def load_settings(kind: type[S], command: str, **overrides: Any) -> S:
     """The command's settings; on bad ones, a line per problem naming the variable, exit 2."""
@@ -45,25 +49,37 @@ def load_settings(kind: type[S], command: str, **overrides: Any) -> S:
         raise SystemExit(2) from None
 
 
-def check_kafka_access(settings: Settings, command: str, *, required: bool = False) -> None:
+def check_kafka_access(settings: Settings, command: str, *, wait_s: float | None = None) -> None:
     """Exit 2 with one line naming the setting when Kafka refuses these settings' login, TLS
     or protocol (`jobstream.kafka_security.check_access`): the services' retries while Kafka
-    is missing would otherwise retry that forever. No broker answering is left to the
-    services' own handling, unless `required` (exit 1 with one line)."""
+    is missing would otherwise retry that forever. While no broker answers, wait up to
+    `wait_s` (default `settings.kafka_wait_s`), saying so every few seconds, then exit 1 with
+    one line naming `JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS`. Ctrl-C while waiting exits 130."""
     from jobstream.kafka_security import KafkaAccessError, check_access
 
+    where = settings.kafka_bootstrap_servers
+    deadline = time.monotonic() + (settings.kafka_wait_s if wait_s is None else wait_s)
+    say_at = time.monotonic() + WAIT_SAY_S
     try:
-        answered = asyncio.run(check_access(settings))
+        while not asyncio.run(check_access(settings)):
+            now = time.monotonic()
+            if now >= deadline:
+                print(
+                    f"jobstream {command}: no Kafka broker answers at {where}: "
+                    "check JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
+            if now >= say_at:
+                print(f"jobstream {command}: waiting for Kafka at {where} ({deadline - now:.0f} s left)",
+                      file=sys.stderr)  # fmt: skip
+                say_at = now + WAIT_SAY_S
+            time.sleep(min(WAIT_RETRY_S, max(deadline - now, 0.0)))
     except KafkaAccessError as exc:
         print(f"jobstream {command}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if required and not answered:
-        print(
-            f"jobstream {command}: no Kafka broker answers at {settings.kafka_bootstrap_servers}: "
-            "check JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS",
-            file=sys.stderr,
-        )
-        raise SystemExit(1)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 def setup_logging(level: str) -> None:
@@ -147,7 +163,7 @@ def cmd_topics(args: argparse.Namespace) -> None:
         raise SystemExit(2)
     settings = load_settings(Settings, "topics")
     setup_logging(settings.log_level)
-    check_kafka_access(settings, "topics", required=True)
+    check_kafka_access(settings, "topics", wait_s=0)
     try:
         created = asyncio.run(ensure_topics(settings))
         grown = asyncio.run(grow_partitions(settings, args.partitions)) if args.partitions else []
