@@ -167,6 +167,7 @@ async def resume(hub: Hub, client: Client, cursor: Mapping[int, int], backfill: 
     caller has subscribed the client and set `client.paused` in the same step of the loop.
     """
     position = dict(cursor)
+    read_back = hub.counts["events_read_back"]
     try:
         async with contextlib.AsyncExitStack() as stack:
             reader: StatusReader | None = None
@@ -182,6 +183,10 @@ async def resume(hub: Hub, client: Client, cursor: Mapping[int, int], backfill: 
                     await _feed_moves(hub)
                     continue
                 if not gaps and _finish(hub, client, position):
+                    read_back = hub.counts["events_read_back"] - read_back
+                    if read_back:
+                        log.info("ws resumed client=%s from=%s read_back=%d now=%s",
+                                 client.id, dict(cursor), read_back, hub.ring.positions)  # fmt: skip
                     return
                 if gaps:
                     if reader is None:

@@ -36,6 +36,7 @@ class Follower:
         self.events: list[dict[str, Any]] = []
         self.cursor: str | None = None
         self.errors: list[dict[str, Any]] = []
+        self.subscribed = asyncio.Event()  # the first subscription was answered
 
     async def follow(self, ws: str, until_events: int | None = None) -> None:
         """Subscribe (with the cursor once there is one) and read until the connection ends,
@@ -54,8 +55,10 @@ class Follower:
                     self.events.extend(frame.get("events", ()))
                     if "cursor" in frame:
                         self.cursor = frame["cursor"]
-                    if barrier_sent and "subscribed" in frame:
-                        return  # every frame queued before the barrier has arrived
+                    if "subscribed" in frame:
+                        self.subscribed.set()
+                        if barrier_sent:
+                            return  # every frame queued before the barrier has arrived
                     if until_events is not None and not barrier_sent and len(self.events) >= until_events:
                         await conn.send(orjson.dumps({"subscribe": {"jobs": []}}).decode())
                         barrier_sent = True
@@ -86,9 +89,10 @@ async def test_a_follower_moves_between_gateways_and_misses_nothing(
         third = None
         async with StatusLog(settings) as log, httpx.AsyncClient(base_url=p.api, timeout=30) as http:
             follower, ids, stop = Follower(), list[str](), asyncio.Event()
+            following = asyncio.create_task(follower.follow(p.ws))
+            await asyncio.wait_for(follower.subscribed.wait(), 30)  # so it sees every job's events
             submitting = asyncio.create_task(_submit(http, ids, stop))
             try:
-                following = asyncio.create_task(follower.follow(p.ws))
                 await eventually(lambda: len(follower.events) >= 300, "300 events on the first gateway")
                 p.gateway_proc.send_signal(signal.SIGKILL)
                 await following
@@ -108,7 +112,15 @@ async def test_a_follower_moves_between_gateways_and_misses_nothing(
                     lambda: all("completed" in log.states(j) for j in ids), 120, "every job to complete"
                 )
                 total = sum(len(events) for events in log.events.values())
-                await asyncio.wait_for(follower.follow(third.ws, until_events=total), 60)
+                try:
+                    await asyncio.wait_for(follower.follow(third.ws, until_events=total), 60)
+                except TimeoutError:
+                    missing = sum(len(v) for v in log.events.values()) - len(follower.events)
+                    raise AssertionError(
+                        f"the follower has {len(follower.events)} of {total} events ({missing} missing), "
+                        f"errors {follower.errors}, cursor {follower.cursor}\n"
+                        + "\n".join(procs.tail(g.log, 40) for g in (second, third))
+                    ) from None
                 metrics = (await http.get(f"{third.http}/metrics")).text
             finally:
                 stop.set()
