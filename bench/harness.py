@@ -50,12 +50,17 @@ class Plan:
     curve_rates: tuple[int, ...] = (50, 100, 200, 1_000, 2_000)
     curve_s: int = 5
     retry_jobs: int = 20_000
+    scale_workers: tuple[int, ...] = (1, 2, 4, 8)
+    scale_noop_jobs: int = 60_000  # written while the workers are stopped: within their session
+    scale_io_jobs_per_worker: int = 6_000
+    rebalance_rate: int = 500
+    rebalance_settle_s: float = 8.0
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(
             wrk_s=3, batch_total=40_000, e2e_jobs=40_000, lat_s=4, lat_warm_s=2, serial_n=200, curve_s=2,
-            retry_jobs=5_000,
+            retry_jobs=5_000, scale_noop_jobs=20_000, scale_io_jobs_per_worker=2_000, rebalance_settle_s=4.0,
         )  # fmt: skip
 
 
@@ -97,14 +102,22 @@ class Bench:
             "JOBSTREAM_DRAIN_TIMEOUT_S": "5",
         }
 
-    def spawn(self, name: str, args: list[str], settings: Settings) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, args: list[str], settings: Settings, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.logs / f"{settings.topic_prefix}-{name}.log"
-        proc = procs.spawn(args, log=log, env=self.env(settings))
+        proc = procs.spawn(args, log=log, env={**self.env(settings), **(env or {})})
         self.children.append((name, proc, log))
         return proc
 
-    def spawn_cli(self, name: str, args: list[str], settings: Settings) -> subprocess.Popen[bytes]:
-        return self.spawn(name, [sys.executable, "-m", "jobstream.cli", *args], settings)
+    def spawn_cli(
+        self, name: str, args: list[str], settings: Settings, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(name, [sys.executable, "-m", "jobstream.cli", *args], settings, env)
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop tracking a child the scenario stopped or killed itself (its log is kept)."""
+        self.children = [c for c in self.children if c[1] is not proc]
 
     def check_alive(self) -> None:
         for name, proc, log in self.children:
@@ -135,14 +148,15 @@ class Bench:
         the first `since` as new."""
         self.notes.append(f"{num}: {meter.report({n: p.pid for n, p, _ in self.children[since:]})}")
 
-    async def fresh(self, name: str) -> Settings:
-        """A topic prefix of its own, with its topics created."""
+    async def fresh(self, name: str, partitions: int = 6) -> Settings:
+        """A topic prefix of its own, with its topics created (`partitions` per job topic)."""
         kafka, redis = self.stack.kafka, self.stack.redis
         assert kafka is not None and redis is not None
         s = Settings(
             kafka_bootstrap_servers=kafka.bootstrap,
             redis_url=redis.url,
             topic_prefix=f"bench{self.run_id}-{name}",
+            partitions=partitions,
         )
         await ensure_topics(s)
         return s

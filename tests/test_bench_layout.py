@@ -35,10 +35,10 @@ def test_the_installed_cli_neither_offers_nor_imports_the_benchmarks() -> None:
 
 
 def test_every_scenario_has_a_step_in_order() -> None:
-    """`python -m bench` runs scenarios 1 to 6 in order (3 twice: one worker, then two)."""
+    """`python -m bench` runs scenarios 1 to 8 in order (3 twice: one worker, then two)."""
     from bench.__main__ import STEPS
 
-    assert [num for num, _ in STEPS] == ["1", "2", "3", "3", "4", "5", "6"]
+    assert [num for num, _ in STEPS] == ["1", "2", "3", "3", "4", "5", "6", "7", "8"]
 
 
 def test_the_latency_curve_is_a_drawing_of_both_percentiles() -> None:
@@ -58,3 +58,29 @@ def test_the_latency_curve_is_a_drawing_of_both_percentiles() -> None:
         assert xs == sorted(xs) and len(xs) == 3
     p50, p99 = ([float(p.split(",")[1]) for p in line.attrib["points"].split()] for line in lines)
     assert all(a > b for a, b in zip(p50, p99, strict=True))  # p99 above p50: smaller y
+
+
+def test_the_scaling_curve_draws_each_kind_and_its_perfect_line() -> None:
+    """`bench.svg.scaling_curve`: per kind of job a line through its points left to right by
+    workers (whatever order they came in), and a dashed line of perfect scaling from one
+    worker, which rises in proportion to the workers."""
+    import xml.etree.ElementTree as ET
+
+    from bench.svg import scaling_curve
+
+    series = {
+        "no-op": [(4, 30_000.0), (1, 10_000.0), (2, 18_000.0)],
+        "io": [(1, 1_500.0), (2, 3_000.0), (4, 5_000.0)],
+    }
+    root = ET.fromstring(scaling_curve("t", series))
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 4 and len(root.findall(f"{ns}circle")) == 6
+    measured, ideal = lines[0], lines[1]
+    assert "stroke-dasharray" in ideal.attrib and "stroke-dasharray" not in measured.attrib
+    points = [tuple(map(float, p.split(","))) for p in ideal.attrib["points"].split()]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    assert xs == sorted(xs)
+    base = ys[0]  # the SVG's y grows downwards; heights above the axis are proportional
+    axis = max(float(t.attrib["y1"]) for t in root.findall(f"{ns}line"))
+    assert [round((axis - y) / (axis - base), 3) for y in ys] == [1.0, 2.0, 4.0]
