@@ -8,7 +8,8 @@ Client -> gateway (JSON text), subscriptions accumulate:
 Gateway -> client:
 
     {"subscribed": {"jobs": <count>, "types": [...], "all": bool}, "cursor": "..."}
-        after every (un)subscribe; `cursor` is the feed's position at that moment
+        after every (un)subscribe; `cursor` is the feed's position at that moment, or, for
+        a subscribe that resumes from a cursor, that cursor (the replay carries on from it)
     {"snapshot": [<job state, as GET /jobs/{id}>, ...]}
         after subscribing to job ids: the known ones' current state
     {"events": [<status event>, ...], "cursor": "..."}

@@ -27,7 +27,7 @@ class StackError(RuntimeError):
     """A part of the local stack could not be installed or started; the message says why."""
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     print(f"[stack] {msg}", file=sys.stderr, flush=True)
 
 
@@ -42,7 +42,7 @@ def ensure_kafka_jars(cache: Path) -> Path:
         raise StackError("Maven (mvn) is not installed; install it (apt-get install maven) and retry")
     pom = resources.files("jobstream.cli").joinpath("maven/pom.xml")
     target.mkdir(parents=True, exist_ok=True)
-    _say(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (first run only)")
+    say(f"resolving Apache Kafka {KAFKA_VERSION} jars with Maven into {target} (first run only)")
     with resources.as_file(pom) as pom_path:
         result = subprocess.run(
             [mvn, "-B", "-ntp", "-f", str(pom_path), "dependency:copy-dependencies",
@@ -238,7 +238,7 @@ class KafkaBroker:
                 raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
         self._log_from = self.log.stat().st_size if self.log.exists() else 0
         self.proc = procs.spawn([*self._java(), "kafka.Kafka", str(props)], log=self.log)
-        _say(f"starting Kafka {KAFKA_VERSION} node {self.node_id} on {self.bootstrap} (log {self.log})")
+        say(f"starting Kafka {KAFKA_VERSION} node {self.node_id} on {self.bootstrap} (log {self.log})")
 
     def started(self) -> bool:
         """True once the process has said it started; raises if it exited."""
@@ -272,4 +272,4 @@ class KafkaBroker:
             self.proc = None
 
 
-__all__ = ["KAFKA_VERSION", "SCRAM_MECHANISM", "KafkaBroker", "StackError", "ensure_kafka_jars"]
+__all__ = ["KAFKA_VERSION", "SCRAM_MECHANISM", "KafkaBroker", "StackError", "ensure_kafka_jars", "say"]

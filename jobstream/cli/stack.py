@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from jobstream.cli import procs
-from jobstream.cli.broker import KAFKA_VERSION, KafkaBroker, StackError, _say, ensure_kafka_jars
+from jobstream.cli.broker import KAFKA_VERSION, KafkaBroker, StackError, ensure_kafka_jars, say
 
 
 def ensure_redis_server() -> str:
@@ -34,7 +34,7 @@ def ensure_redis_server() -> str:
             "redis-server is not installed: install it (e.g. `sudo apt-get install redis-server`) "
             "or point REDIS_URL at a running Redis"
         )
-    _say("installing redis-server with apt-get")
+    say("installing redis-server with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
@@ -163,7 +163,7 @@ class RedisServer:
              "--protected-mode", "no", *(["--requirepass", self.password] if self.password else [])],
             log=log,
         )  # fmt: skip
-        _say(f"starting Redis on 127.0.0.1:{self.port} (append-only file in {self.data_dir})")
+        say(f"starting Redis on 127.0.0.1:{self.port} (append-only file in {self.data_dir})")
 
         def up() -> bool:
             assert self.proc is not None
@@ -242,9 +242,9 @@ def main(argv: list[str]) -> int:
         jars = ensure_kafka_jars(Path(os.environ.get("JOBSTREAM_DATA_DIR", ".data")))
         redis = ensure_redis_server()
     except StackError as exc:
-        _say(str(exc))
+        say(str(exc))
         return 1
-    _say(f"ready: Kafka {KAFKA_VERSION} jars in {jars}, {redis}")
+    say(f"ready: Kafka {KAFKA_VERSION} jars in {jars}, {redis}")
     return 0
 
 
