@@ -309,9 +309,9 @@ async def test_rolling_restart_loses_nothing(
 async def test_two_nodes_down_answers_503_then_recovers(
     cluster: KafkaCluster, services: Services, prefix: str, tmp_path: Path
 ) -> None:
-    """Two of three nodes killed: a submit answers 503 naming Kafka within the submit
-    timeout (5 s) and a bit, never hangs or 500s; with them back, submits are accepted again
-    by themselves and every accepted job completes."""
+    """Two of three nodes killed: a submit answers 503 naming Kafka once the submit timeout
+    (5 s) ran out (within twice that, however loaded), never hangs or 500s; with them back,
+    submits are accepted again by themselves and every accepted job completes."""
     down = cluster.nodes[1:]
     try:
         async with steady_load(cluster, services, prefix, tmp_path) as load:
@@ -325,7 +325,10 @@ async def test_two_nodes_down_answers_503_then_recovers(
                     if resp.status_code != 202:
                         break
                 assert resp.status_code == 503 and "retry-after" in resp.headers, resp.text
-                assert "Kafka" in resp.json()["detail"] and took < 5 + 2, (took, resp.text)
+                # a bound, not a speed: the answer comes from the 5 s submit timeout and never
+                # hangs; the 2-core CI machine, with ~500 submits timing out at once, once
+                # took 7.007 s to deliver it
+                assert "Kafka" in resp.json()["detail"] and took < 2 * 5, (took, resp.text)
                 for node in down:
                     await asyncio.to_thread(node.start)
                 accepted = len(load.accepted)
