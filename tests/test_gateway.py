@@ -29,6 +29,7 @@ from gateway import MAX_MESSAGE_BYTES, create_app
 from gateway import resume as resume_module
 from gateway.client import Client
 from gateway.cursor import decode_cursor, encode_cursor
+from gateway.errors import ProtocolError
 from gateway.hub import Hub
 from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
@@ -774,3 +775,14 @@ async def test_projector_waits_for_redis_and_recovers(settings: Settings, publis
     finally:
         await asyncio.to_thread(private.stop)
         shutil.rmtree(data, ignore_errors=True)
+
+
+async def test_resume_refuses_a_cursor_lacking_a_partition() -> None:
+    """A cursor without one of the topic's partitions (another deployment's) is refused with
+    `bad_cursor`, and the client is let through to the live stream, not left paused."""
+    hub = Hub(queue_max=100)
+    hub.start_at({0: 0, 1: 0})
+    async with Client(cast(WebSocket, FakeSocket())) as client:
+        with pytest.raises(ProtocolError) as refused:
+            await start_resume(hub, client, {0: 0})
+        assert refused.value.code == "bad_cursor" and not client.paused
