@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sys
 import time
@@ -49,9 +50,10 @@ class HttpPool:
     """Keep-alive HTTP/1.1 connections to one host; grows on demand, so a request never
     queues behind another inside the client."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._auth = f"Authorization: Bearer {key}\r\n" if key else ""  # an API key, when required
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
 
@@ -73,7 +75,7 @@ class HttpPool:
     ) -> tuple[int, bytes]:
         reader, writer = conn
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self._auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         writer.write(head.encode() + body)
@@ -122,13 +124,15 @@ async def wait_ready(url: str, alive: Callable[[], bool], timeout_s: float = 90.
         await asyncio.sleep(0.2)
 
 
-async def warm_up(url: str, path: str, body: bytes, requests: int, conns: int) -> None:
+async def warm_up(
+    url: str, path: str, body: bytes, requests: int, conns: int, key: str | None = None
+) -> None:
     """Send `requests` requests over `conns` connections, so that the first measured
     request does not pay for connections, metadata and code paths taken the first time."""
     left = [requests]
 
     async def loop() -> None:
-        pool = HttpPool(url)
+        pool = HttpPool(url, key)
         while left[0] > 0:
             left[0] -= 1
             await pool.request("POST", path, body)
@@ -153,19 +157,20 @@ def parse_wrk(text: str) -> dict[str, float]:
     return out
 
 
-async def blast_single(url: str, conns: int, seconds: float) -> dict[str, float]:
-    """`conns` keep-alive connections, each posting one job after another for `seconds`."""
+async def blast_single(url: str, conns: int, seconds: float, key: str | None = None) -> dict[str, float]:
+    """`conns` keep-alive connections, each posting one job after another for `seconds`
+    (with the API key `key`, when given)."""
     counts = {"requests": 0.0, "non2xx": 0.0, "socket_errors": 0.0}
     deadline = time.perf_counter() + seconds
 
     async def loop() -> None:
-        pool = HttpPool(url)
+        pool = HttpPool(url, key)
         while time.perf_counter() < deadline:
             try:
                 status, _ = await pool.request("POST", "/jobs", NOOP_BODY)
             except (OSError, asyncio.IncompleteReadError):
                 counts["socket_errors"] += 1
-                pool = HttpPool(url)
+                pool = HttpPool(url, key)
                 continue
             counts["requests"] += 1
             counts["non2xx"] += not 200 <= status < 300
@@ -258,7 +263,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[0] != "single":
         print("usage: python -m bench.load single URL CONNS SECONDS", file=sys.stderr)
         return 2
-    result = asyncio.run(blast_single(argv[1], int(argv[2]), float(argv[3])))
+    key = os.environ.get("BENCH_API_KEY") or None
+    result = asyncio.run(blast_single(argv[1], int(argv[2]), float(argv[3]), key))
     print(orjson.dumps(result).decode(), flush=True)
     return 0
 

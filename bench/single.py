@@ -1,4 +1,5 @@
-"""Scenario 1: single-job HTTP, `POST /jobs` one job a request, for `Plan.wrk_s` seconds.
+"""Scenario 1: single-job HTTP, `POST /jobs` one job a request, for `Plan.wrk_s` seconds;
+then again (1k) against an API that requires API keys, to show what checking them costs.
 
 wrk (2 threads x 64 connections) drives the API when it is installed or can be installed
 with apt-get; otherwise `python -m bench.load single` (asyncio, 64 connections) does.
@@ -18,15 +19,25 @@ import orjson
 from bench import load
 from bench.harness import Bench
 from bench.load import say
+from jobstream.access.keys import KeyRecord, new_key
 from jobstream.cli import procs
 
 
 async def run(bench: Bench) -> None:
-    """Scenario 1 in a run: an API of its own, then the load generator for `Plan.wrk_s` s."""
-    s, secs = await bench.fresh("single"), bench.plan.wrk_s
-    api = await bench.start_api(s)
+    """Scenario 1 in a run, twice: an API open to all, then one requiring API keys (the
+    key's check is cached: the second figure should be within a few percent of the first)."""
+    await _pass(bench, None)
+    await _pass(bench, new_key(("submit",), name="bench"))
+
+
+async def _pass(bench: Bench, key: tuple[str, KeyRecord] | None) -> None:
+    """An API of its own (requiring `key` when given), then the load for `Plan.wrk_s` s."""
+    s, secs = await bench.fresh("single" if key is None else "single-keys"), bench.plan.wrk_s
+    env = {} if key is None else {"JOBSTREAM_AUTH": "required", "JOBSTREAM_API_KEYS": f"[{_record(key[1])}]"}
+    api = await bench.start_api(s, env=env)
+    secret = None if key is None else key[0]
     wrk = ensure_wrk()
-    await load.warm_up(api, "/jobs", load.NOOP_BODY, 1_000, 16)
+    await load.warm_up(api, "/jobs", load.NOOP_BODY, 1_000, 16, secret)
     async with load.KafkaProbe(s) as probe:
         before, stop = await probe.end_total(), asyncio.Event()
         ticker = asyncio.create_task(
@@ -34,7 +45,8 @@ async def run(bench: Bench) -> None:
         )
         if wrk:
             script = bench.logs / "post.lua"
-            script.write_text(load.WRK_LUA)
+            auth = "" if secret is None else f'wrk.headers["Authorization"] = "Bearer {secret}"\n'
+            script.write_text(load.WRK_LUA + auth)
             args = [
                 wrk,
                 "-t2",
@@ -52,7 +64,7 @@ async def run(bench: Bench) -> None:
             args = [sys.executable, "-m", "bench.load", "single", api, "64", str(secs)]
             how = f"asyncio client (wrk missing), 64 connections, {secs} s"
         meter, since = bench.meter(), len(bench.children)
-        proc = bench.spawn("load", args, s)
+        proc = bench.spawn("load", args, s, env={} if secret is None else {"BENCH_API_KEY": secret})
         out_log = bench.children[-1][2]
         while proc.poll() is None:
             bench.check_alive()
@@ -66,15 +78,20 @@ async def run(bench: Bench) -> None:
         raise RuntimeError(f"could not read the load generator's output:\n{out}")
     ok = r["requests"] - r["non2xx"]
     rate = ok / r["seconds"]
-    bench.row(f"1. Single-job HTTP `POST /jobs` ({how})", rate, "single")
+    name, num = ("1", "Single-job HTTP") if key is None else ("1k", "Single-job HTTP with API keys required,")
+    bench.row(f"{name}. {num} `POST /jobs` ({how})", rate, "single")
     lat = f", latency p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms" if "p99_ms" in r else ""
     bench.notes.append(
-        f"1: after 1,000 warm-up requests, {r['requests']:,.0f} requests in {r['seconds']:.1f} s, "
+        f"{name}: after 1,000 warm-up requests, {r['requests']:,.0f} requests in {r['seconds']:.1f} s, "
         f"{r['non2xx']:,.0f} non-2xx, {r['socket_errors']:,.0f} socket errors{lat}; "
         f"{in_kafka:,} jobs reached Kafka"
     )
-    bench.cpu_note("1", meter, since)
-    bench.stop_children("1")
+    bench.cpu_note(name, meter, since)
+    bench.stop_children(name)
+
+
+def _record(record: KeyRecord) -> str:
+    return orjson.dumps(record.as_dict()).decode()
 
 
 def ensure_wrk() -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -35,9 +36,12 @@ class DlqFilter:
     since: int | None = None  # ms, inclusive
     until: int | None = None  # ms, inclusive
     q: str | None = None  # lowercased
+    patterns: tuple[str, ...] = ()  # a limited API key's job-type patterns (`jobstream.access`)
 
     def matches(self, dead: DeadLetter) -> bool:
         if self.types and (dead.type or "") not in self.types:
+            return False
+        if self.patterns and not any(fnmatchcase(dead.type or "", p) for p in self.patterns):
             return False
         if self.reasons and dead.reason not in self.reasons:
             return False
@@ -61,6 +65,7 @@ class DlqFilter:
             "since": self.since,
             "until": self.until,
             "q": self.q,
+            "patterns": list(self.patterns),
         }
         return {k: v for k, v in out.items() if v}
 

@@ -9,6 +9,7 @@ as `dead_letters`; the routes reach them through `DeadLettersDep`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar, cast
 
@@ -18,9 +19,10 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from deadletters.cursor import Position, decode_cursor, encode_cursor
-from deadletters.query import MAX_Q_CHARS, ReplayRequest, build_filter, detail, summary
+from deadletters.query import MAX_Q_CHARS, DlqFilter, ReplayRequest, build_filter, detail, summary
 from deadletters.replay_run import ReplayOptions
 from deadletters.service import DeadLetters
+from jobstream.access.http import principal_of, type_refused
 from jobstream.cursor import CursorError
 from jobstream.http_errors import (
     FieldError,
@@ -50,6 +52,7 @@ T = TypeVar("T")
 
 @router.get("", summary="Browse dead letters, newest first")
 async def list_dead(
+    request: Request,
     letters: DeadLettersDep,
     types: Annotated[list[JobType], Query(alias="type")] = [],  # noqa: B006 (FastAPI copies it)
     reasons: Annotated[list[DeadReason], Query(alias="reason")] = [],  # noqa: B006
@@ -61,7 +64,9 @@ async def list_dead(
 ) -> Response:
     """`{"items": [{"id", "type", "reason", "dead_at", "attempts", "last_error", "source",
     "replayed_by"}], "next_cursor"}`; pass `next_cursor` back as `cursor` for the next page."""
-    flt = build_filter(types=types, reasons=reasons, since=since, until=until, q=q)
+    flt = within_key(
+        request, build_filter(types=types, reasons=reasons, since=since, until=until, q=q), "see"
+    )
     after: Position | None = None
     if cursor is not None:
         try:
@@ -89,13 +94,15 @@ async def get_replay(replay_id: str, letters: DeadLettersDep) -> Response:
 
 
 @router.get("/{dead_id}", summary="One dead letter in full")
-async def get_dead(dead_id: str, letters: DeadLettersDep) -> Response:
+async def get_dead(dead_id: str, request: Request, letters: DeadLettersDep) -> Response:
     """The record (`job`, `raw` for poison, every attempt's `errors`, `source`) with
     `replayed_by` (replay id) and `replayed_as` (the new job's id); 404 if unknown."""
     store = letters.store
     dead = await _redis(letters, store.get(dead_id))
     if dead is None:
         raise NotFound(f"no dead letter with id {dead_id}")
+    if (principal := principal_of(request.scope)) is not None and not principal.allows(dead.type or ""):
+        raise type_refused(principal, dead.type or "", "see")
     claims, news = await _redis(letters, store.replay_marks([dead_id]))
     return json_response(detail(dead, claims[0], news[0]))
 
@@ -114,7 +121,7 @@ async def replay(request: Request, letters: DeadLettersDep) -> Response:
         if errors and errors[0]["type"] == "json_invalid":
             raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
         raise InvalidInput(*describe_errors(errors, "invalid replay")) from None
-    flt = req.to_filter()
+    flt = within_key(request, req.to_filter(), "replay")
     replayer = letters.replayer
     ids, sample = await _redis(letters, replayer.select(flt))
     if req.dry_run:
@@ -124,6 +131,17 @@ async def replay(request: Request, letters: DeadLettersDep) -> Response:
     options = ReplayOptions(priority=req.priority, rate=req.rate, force=req.force)
     replay_id = await _redis(letters, replayer.launch(flt, options, ids))
     return json_response({"replay_id": replay_id, "matched": len(ids)}, 202)
+
+
+def within_key(request: Request, flt: DlqFilter, doing: str) -> DlqFilter:
+    """`flt` narrowed to the request's key's job types; 403 for a type it names outside them."""
+    principal = principal_of(request.scope)
+    if principal is None or not principal.limited:
+        return flt
+    for job_type in sorted(flt.types):
+        if not principal.allows(job_type):
+            raise type_refused(principal, job_type, doing)
+    return dataclasses.replace(flt, patterns=principal.types)
 
 
 async def _redis(letters: DeadLetters, work: Awaitable[T]) -> T:

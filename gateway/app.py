@@ -3,7 +3,9 @@
 Everything long-lived belongs to one `Gateway`, opened by the lifespan and reached by
 routes through the `GatewayDep` dependency; nothing lives at module level. A `/ws`
 handshake from a page on another site (its `Origin` not allowed by `cors_origins`,
-`jobstream.origins`) is refused with 403 before it is accepted.
+`jobstream.origins`) is refused with 403 before it is accepted. With API keys required,
+`RequireKey` admits HTTP requests (the dashboard's files stay open) and `gateway.session`
+admits WebSocket connections; `POST /ws-token` gives browsers a one-time token.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from redis.exceptions import RedisError
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
 from gateway import metrics, session
 from gateway.dashboard import DASHBOARD_HTML
 from gateway.service import Gateway
 from gateway.signals import drain_on_signal
+from jobstream.access import announce
+from jobstream.access.http import RequireKey, gateway_scope, principal_of, type_refused
+from jobstream.access.ring import KeysUnavailable
 from jobstream.settings import GatewaySettings
 
 log = logging.getLogger("jobstream.gateway.ws")
@@ -41,6 +46,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        announce(settings, "gateway")
         async with gateway:
             with drain_on_signal(gateway.drain):
                 yield {"gateway": gateway}
@@ -59,7 +65,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return JSONResponse(checks, status_code=200 if ok else 503)
 
     @app.get("/jobs/{job_id}")
-    async def get_job(job_id: str, gw: GatewayDep) -> dict[str, Any]:
+    async def get_job(job_id: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
         try:
             state = await gw.projection.get(job_id)
         except (RedisError, OSError):
@@ -68,7 +74,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ) from None
         if state is None:
             raise HTTPException(404, f"job {job_id} is not known (never seen, or expired)")
+        principal = principal_of(request.scope)
+        if principal is not None and not principal.allows(state.get("type") or ""):
+            raise HTTPException(403, type_refused(principal, state.get("type") or "", "see").detail)
         return state
+
+    @app.post("/ws-token", status_code=201)
+    async def ws_token(request: Request, gw: GatewayDep) -> JSONResponse:
+        """`{"token", "expires_in"}`: a one-time token for `/ws?token=...`, standing for the
+        request's key, for browsers (which cannot set headers on a WebSocket)."""
+        principal = principal_of(request.scope)
+        if gw.keys is None or principal is None:
+            raise HTTPException(
+                404, "this gateway requires no API key (JOBSTREAM_AUTH=off): connect to /ws directly"
+            )
+        ttl = settings.ws_token_ttl_s
+        try:
+            token = await gw.keys.issue_token(principal, ttl)
+        except KeysUnavailable as exc:
+            raise HTTPException(
+                503, f"no token can be made now: {exc}", headers={"Retry-After": "1"}
+            ) from None
+        return JSONResponse({"token": token, "expires_in": ttl}, status_code=201)
 
     registry = metrics.registry_for(gateway.hub)
 
@@ -80,6 +107,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def dashboard() -> HTMLResponse:
         return HTMLResponse(DASHBOARD_HTML)
 
+    if gateway.keys is not None:
+        app.add_middleware(RequireKey, ring=gateway.keys, rule=gateway_scope)
     allowed = settings.allowed_origins
 
     @app.websocket("/ws")

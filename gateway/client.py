@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket
 
@@ -48,6 +49,7 @@ class Client:
         "paused",
         "pending",
         "pending_chars",
+        "sees",
         "types",
     )
 
@@ -57,6 +59,7 @@ class Client:
         self.jobs: set[str] = set()
         self.types: set[str] = set()
         self.all = False
+        self.sees: Callable[[str], bool] | None = None  # the job types its API key may see; None: all
         self.pending = 0  # events queued or being written
         self.pending_chars = 0  # characters of the frames queued or being written
         self.close_code: int | None = None

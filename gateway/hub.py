@@ -185,6 +185,7 @@ class Hub(Lifecycle):
             ev
             for ev in self.ring.for_jobs(job_ids)
             if state_rank(ev["state"], _attempt(ev)) >= min_rank.get(ev["job_id"], -1)
+            and (client.sees is None or client.sees(ev.get("type") or ""))
         ]
         if events:
             self.send(client, events_frame(events, self._cursor), len(events))

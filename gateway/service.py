@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.feed import Feed
 from gateway.hub import Hub
 from gateway.resume import Backfill
+from jobstream.access.ring import KeyRing
 from jobstream.lifecycle import Lifecycle
 from jobstream.projection import Projection
 from jobstream.projector import Projector
@@ -46,12 +47,16 @@ class Gateway(Lifecycle):
         self.feed: Feed | None = None
         self.projector: Projector | None = None
         self._stack = AsyncExitStack()
+        # API keys, when required (`jobstream.access`); Redis is connected at start
+        self.keys = KeyRing.of(settings) if settings.auth == "required" else None
 
     async def _startup(self) -> None:
         s = self.settings
         redis = Redis.from_url(s.redis_url, socket_connect_timeout=2, socket_timeout=5)
         self._stack.push_async_callback(redis.aclose)
         self._redis = redis
+        if self.keys is not None:
+            self.keys.connect(redis)
         self._projection = Projection(redis, s.redis_prefix, s.state_ttl_s)
         self.feed = await self._stack.enter_async_context(Feed(s, self.hub))
         if s.projector:

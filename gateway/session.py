@@ -4,6 +4,10 @@ Three tasks per connection: the ASGI handler (this module's `serve`), a reader f
 messages, and the client's sender. The handler returns when the peer leaves or the client
 is closed by the gateway (too slow, sending too fast, shutdown), whichever comes first.
 
+With API keys required (`jobstream.access`), a connection is accepted and then admitted by
+its key (header) or one-time token (`?token=`), or closed with 4401 / 4403; a key limited
+to some job types gets events, snapshots and replays of those types only.
+
 A client may send `client_message_burst` messages at once, then `client_messages_per_s`;
 one that sends faster is closed with 1008 `too many messages: ...` (`gateway.throttle`
 says why it is closed, not slowed down). A message is at most `MAX_MESSAGE_BYTES`
@@ -34,6 +38,9 @@ from gateway.protocol import (
 )
 from gateway.resume import resume
 from gateway.throttle import Throttle
+from jobstream.access.http import bearer
+from jobstream.access.keys import Principal
+from jobstream.access.ring import KeyRing, KeysUnavailable
 from jobstream.cursor import CursorError
 from schemas import state_rank
 
@@ -50,7 +57,17 @@ async def serve(ws: WebSocket, gw: Gateway) -> None:
     if hub.closing:
         await ws.close(SHUTDOWN_CODE, SHUTDOWN_REASON)
         return
+    principal = None
+    if gw.keys is not None:
+        admitted = await _admit(ws, gw.keys)
+        if isinstance(admitted, tuple):
+            log.info("ws refused code=%d reason=%s", *admitted)
+            await ws.close(*admitted)
+            return
+        principal = admitted
     async with Client(ws) as client:
+        if principal is not None and principal.limited:
+            client.sees = principal.allows
         hub.add(client)
         log.debug("ws open client=%s clients=%d", client.id, len(hub))
         reader = asyncio.create_task(_read(ws, client, gw), name=f"ws-reader-{client.id}")
@@ -65,6 +82,34 @@ async def serve(ws: WebSocket, gw: Gateway) -> None:
             if not reader.cancelled() and reader.exception() is not None:
                 log.error("ws reader failed client=%s", client.id, exc_info=reader.exception())
     log.debug("ws closed client=%s code=%s", client.id, client.close_code)
+
+
+async def _admit(ws: WebSocket, keys: KeyRing) -> Principal | tuple[int, str]:
+    """The connection's principal, from `?token=` (`POST /ws-token`, for browsers) or the
+    `Authorization: Bearer` header; else the close code and reason (at most 123 bytes):
+    4401 no key or a bad one, 4403 a key without `read`, 1013 Redis cannot say."""
+    token = ws.query_params.get("token")
+    try:
+        if token is not None:
+            principal = await keys.redeem_token(token)
+            if principal is None:
+                return 4401, "token unknown, used or expired: get a new one from POST /ws-token"
+        else:
+            key = bearer(ws.scope["headers"])
+            if key is None:
+                return (
+                    4401,
+                    "API key needed: header Authorization: Bearer <key>, or ?token= from POST /ws-token",
+                )
+            found = await keys.principal(key)
+            if found is None:
+                return 4401, "the API key is not valid: unknown, revoked or mistyped"
+            principal = found
+    except KeysUnavailable:
+        return 1013, "the API key cannot be checked now (Redis); try again later"
+    if not principal.can("read"):
+        return 4403, f"key {principal.key_id} lacks the scope 'read' the feed needs"
+    return principal
 
 
 async def _read(ws: WebSocket, client: Client, gw: Gateway) -> None:
@@ -99,6 +144,8 @@ async def _subscribe(client: Client, gw: Gateway, sel: Subscribe) -> None:
     if new_jobs:
         try:
             snapshot = await gw.snapshot(new_jobs)
+            if client.sees is not None:  # jobs of types its key may not see: as if unknown
+                snapshot = [state for state in snapshot if client.sees(state.get("type") or "")]
         except (RedisError, OSError) as exc:
             log.warning("ws snapshot failed client=%s: %r", client.id, exc)
             snapshot_failed = True

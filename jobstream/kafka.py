@@ -64,6 +64,10 @@ class Partitioner:
     async def partition(self, topic: str, key: str) -> int:
         return partition_for(key, await self.count(topic))
 
+    def known(self, topic: str) -> int | None:
+        """The cached count, without waiting (None before the first `count`)."""
+        return self._counts.get(topic)
+
     def refresh(self) -> None:
         """Re-read the cached counts from the producer's metadata (topics can grow)."""
         cluster = self._producer.client.cluster

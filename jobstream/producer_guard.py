@@ -272,6 +272,11 @@ class GuardedProducer(Lifecycle):
         self._fail_resends(ProducerUnavailable("the producer closed before Kafka acknowledged the record"))
 
     @property
+    def current(self) -> Any:
+        """The aiokafka producer sending now; None while a replacement is under way."""
+        return self._current
+
+    @property
     def client(self) -> Any:
         """The newest producer's cluster client (cached metadata; while a replacement is under
         way, the broken one's, already closed: ask `problem` first)."""

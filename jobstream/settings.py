@@ -7,12 +7,15 @@ in `main` and pass them down.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobstream.access.keys import KeyError_
+from jobstream.access.ring import static_records
 from jobstream.origins import AllowedOrigins, check_origins
 from schemas import Topics
 
@@ -35,6 +38,16 @@ def settings_problems(exc: ValidationError) -> list[str]:
         name = str(error["loc"][0]).upper()
         lines.append(f"{name if name.startswith('JOBSTREAM_') else 'JOBSTREAM_' + name}: {message}")
     return lines
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (or `localhost`): reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -154,6 +167,36 @@ class ServerSettings(Settings):
         30.0, gt=0, description="time a client has to send a body after its headers"
     )
     max_connections: int = Field(2048, ge=1, description="open connections (HTTP and WebSocket) per process")
+    # Access (`jobstream.access`)
+    auth: Literal["off", "required"] = Field(
+        "off", description="required: every request but health, metrics and documents needs an API key"
+    )
+    api_keys: list[dict[str, Any]] = Field(
+        default_factory=list,
+        repr=False,
+        description="key records (JSON: id, hash, scopes, types, name) besides those in Redis;"
+        " `jobstream keys create --print` makes one",
+    )
+    insecure: bool = Field(False, description="serve on a non-loopback address with auth off")
+    auth_cache_s: float = Field(
+        10.0, ge=0, description="how long a checked key is remembered (revocation lag)"
+    )
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> Self:
+        """With auth off, anyone who reaches the port may submit, cancel and read every job:
+        only loopback, unless JOBSTREAM_INSECURE says it is meant."""
+        if self.auth == "off" and not self.insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"JOBSTREAM_HOST={self.host} with JOBSTREAM_AUTH=off would let anyone who reaches it submit, "
+                "cancel and read every job: set JOBSTREAM_AUTH=required (keys: `jobstream keys create`), "
+                "or JOBSTREAM_INSECURE=true if something in front of it checks access"
+            )
+        try:
+            static_records(self.api_keys)
+        except KeyError_ as exc:
+            raise ValueError(f"JOBSTREAM_API_KEYS: {exc}") from None
+        return self
 
 
 class DelaySettings(Settings):
@@ -175,6 +218,12 @@ class SchedulerSettings(DelaySettings):
 
 
 class ApiSettings(DelaySettings, ServerSettings):
+    partition_stall_ms: int = Field(
+        500,
+        ge=0,
+        description="a partition whose sends have waited this long gets no new keyless job until"
+        " they go through (a leader moving); 0: never avoid one",
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_payload_bytes: int = Field(
         256 * 1024, ge=64, description="a job's payload (each follow-up's too), as JSON"
@@ -231,4 +280,7 @@ class GatewaySettings(ServerSettings):
         20.0, gt=0, description="messages a client may send per second (after its burst) before it is closed"
     )
     client_message_burst: int = Field(100, ge=1, description="messages a client may send at once")
+    ws_token_ttl_s: int = Field(
+        60, ge=5, le=3600, description="how long a WebSocket token from POST /ws-token is good"
+    )
     projector: bool = Field(True, description="run the job-state projector in this process")

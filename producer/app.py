@@ -17,6 +17,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deadletters import router as dlq_router
+from jobstream.access import announce
+from jobstream.access.http import RequireKey, api_scope
+from jobstream.access.ring import KeyRing
 from jobstream.http_errors import CatchAllMiddleware, install_handlers
 from jobstream.settings import ApiSettings
 from producer.fastpath import FastSubmit
@@ -54,10 +57,14 @@ class ApiApp(FastAPI):
 def create_app(settings: ApiSettings) -> FastAPI:
     """Build the app; clients open when its lifespan starts and close when it ends."""
     metrics = Metrics()
+    ring = KeyRing.of(settings) if settings.auth == "required" else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        announce(settings, "API")
         async with open_runtime(settings, metrics) as runtime:
+            if ring is not None:
+                ring.connect(runtime.redis)
             yield {"runtime": runtime, "dead_letters": runtime.dead_letters}
 
     app = ApiApp(
@@ -70,12 +77,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     install_handlers(app, metrics.count_rejected)
     # Added last = outermost: the catch-all wraps the origin guard, which wraps CORS (when
-    # origins are allowed), the size limit, the fast path for POST /jobs, and the routes.
-    # `front` is the same chain without the guard and CORS, for POST /jobs without Origin.
+    # origins are allowed), the key check (when keys are required), the size limit, the
+    # fast path for POST /jobs, and the routes. `front` is the same chain without the guard
+    # and CORS, for POST /jobs without Origin.
     app.add_middleware(FastSubmit, on_reject=metrics.count_rejected)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected
     )
+    if ring is not None:
+        app.add_middleware(RequireKey, ring=ring, rule=api_scope, on_reject=metrics.count_rejected)
     allowed = settings.allowed_origins
     if allowed:  # with none, every cross-site request is refused: no preflight to answer
         app.add_middleware(
@@ -89,6 +99,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(OriginGuard, allowed=allowed, on_reject=metrics.count_rejected)
     app.add_middleware(CatchAllMiddleware, on_bug=metrics.internal_errors.inc)
     fast = FastSubmit(app, on_reject=metrics.count_rejected)  # `app`: never reached from here
-    limited = BodyLimitMiddleware(fast, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected)
-    app.front = CatchAllMiddleware(limited, on_bug=metrics.internal_errors.inc)
+    front: ASGIApp = BodyLimitMiddleware(
+        fast, max_bytes=settings.max_body_bytes, on_reject=metrics.count_rejected
+    )
+    if ring is not None:
+        front = RequireKey(front, ring, api_scope, metrics.count_rejected)
+    app.front = CatchAllMiddleware(front, on_bug=metrics.internal_errors.inc)
     return app

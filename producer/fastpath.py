@@ -21,6 +21,8 @@ from starlette.datastructures import URL
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobstream.access.http import principal_of, type_refused
+from jobstream.access.keys import Principal
 from jobstream.http_errors import ApiError, Conflict, TooLarge, Unavailable, check_content_type
 from jobstream.http_responses import json_response
 from producer.idempotency_keys import with_header
@@ -63,7 +65,9 @@ class FastSubmit:
         if body is None:
             return  # the client left (or timed out) before its body arrived: nothing to submit
         try:
-            response = await submit_one(scope["state"]["runtime"], content_type, idem_key, body, traceparent)
+            response = await submit_one(
+                scope["state"]["runtime"], content_type, idem_key, body, traceparent, principal_of(scope)
+            )
         except ApiError as exc:
             self._on_reject(exc.reason)
             response = exc.response()
@@ -87,12 +91,16 @@ async def submit_one(
     idem_key: str | None,
     raw: bytes,
     traceparent: str | None = None,
+    principal: Principal | None = None,
 ) -> Response:
-    """The answer to one `POST /jobs` (see `OPERATION`); raises `ApiError` for an error answer."""
+    """The answer to one `POST /jobs` (see `OPERATION`); raises `ApiError` for an error answer.
+    `principal`: the key's, when keys are required (its types are checked here)."""
     started = time.perf_counter()
     check_content_type(content_type)
     use_traceparent(traceparent)
     spec = with_header(parse_job(raw, runtime.limits), idem_key)
+    if principal is not None and not principal.allows(spec.type):
+        raise type_refused(principal, spec.type, "submit")
     if spec.idempotency_key is None:
         results = await runtime.submitter.submit_many((spec,))
     else:  # 200 with the first job for a repeat

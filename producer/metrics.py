@@ -5,6 +5,8 @@
 - `jobstream_api_submit_latency_seconds{route}`: `single` or `batch`, arrival to answer;
 - `jobstream_api_projection_write_errors_total`: `queued` states not written to Redis;
 - `jobstream_api_http_internal_errors_total`: requests that ended in a bug;
+- `jobstream_api_jobs_steered_total`: keyless jobs given an id that keeps them off the
+  partitions whose sends were stuck at the time (a leader moving; `jobstream.stalls`);
 - `jobstream_api_scheduler_fired_total`: delayed jobs this process's scheduler handed to
   Kafka (absent when the API runs no scheduler).
 
@@ -79,6 +81,11 @@ class Metrics:
         self.internal_errors = Counter(
             "jobstream_api_http_internal_errors",
             "Requests that ended in an unexpected exception (a bug).",
+            registry=self.registry,
+        )
+        self.steered = Counter(
+            "jobstream_api_jobs_steered",
+            "Keyless jobs kept off partitions whose sends were stuck (a leader moving).",
             registry=self.registry,
         )
         self._submitted = {p: self.submitted.labels(p.value) for p in Priority}

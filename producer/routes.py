@@ -18,10 +18,13 @@ from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from jobstream.access.http import principal_of, type_refused
+from jobstream.access.keys import Principal
 from jobstream.http_errors import (
     Conflict,
     FieldError,
     InvalidInput,
+    ItemError,
     NotFound,
     Unavailable,
     check_content_type,
@@ -34,7 +37,7 @@ from producer.results import Refused, SubmitResult
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
-from schemas import TERMINAL_STATES, encode_cancel, now_ms
+from schemas import TERMINAL_STATES, JobSpec, encode_cancel, now_ms
 
 router = APIRouter()
 
@@ -54,10 +57,19 @@ async def submit_batch(request: Request, runtime: RuntimeDep) -> Response:
     use_traceparent(request.headers.get("traceparent"))
     settings = runtime.settings
     items = parse_batch(await request.body(), settings.max_batch, runtime.limits)
+    if (principal := principal_of(request.scope)) is not None and principal.limited:
+        items = [_typed(item, principal) for item in items]
     results = await runtime.deduplicator.submit_many(items)  # = the submitter's when no item has a key
     rows = [_row(i, result) for i, result in enumerate(results)]
     runtime.metrics.observe_latency("batch", time.perf_counter() - started)
     return json_response({"results": rows})
+
+
+def _typed(item: JobSpec | ItemError, principal: Principal) -> JobSpec | ItemError:
+    """`item`, or its 403 when the key may not submit its type."""
+    if isinstance(item, JobSpec) and not principal.allows(item.type):
+        return ItemError(403, type_refused(principal, item.type, "submit").detail)
+    return item
 
 
 def _row(i: int, result: SubmitResult) -> dict[str, Any]:
@@ -76,13 +88,17 @@ def _row(i: int, result: SubmitResult) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", summary="A job's latest state")
-async def get_job(job_id: str, projection: ProjectionDep, health: HealthDep) -> Response:
+async def get_job(job_id: str, request: Request, projection: ProjectionDep, health: HealthDep) -> Response:
     """`{"id", "type", "state", "attempt", "progress", "result", "error", "created_at",
     "updated_at", "parent_id", "children"}`; 404 when the projection does not know the id."""
-    return json_response(await get_state(job_id, projection, health))
+    return json_response(await get_state(job_id, projection, health, principal_of(request.scope), "see"))
 
 
-async def get_state(job_id: str, projection: Projection, health: HealthMonitor) -> dict[str, Any]:
+async def get_state(
+    job_id: str, projection: Projection, health: HealthMonitor, principal: Principal | None = None,
+    doing: str = "see",
+) -> dict[str, Any]:  # fmt: skip
+    """The job's state; 403 when `principal` may not `doing` jobs of its type."""
     if not _JOB_ID.match(job_id):
         error = FieldError("id", "must be 1 to 128 characters: letters, digits, '_', '.', ':' or '-'")
         raise InvalidInput(f"invalid job id: {error.message}", [error])
@@ -94,17 +110,19 @@ async def get_state(job_id: str, projection: Projection, health: HealthMonitor) 
         raise _redis_down(health.retry_after_s) from exc
     if state is None:
         raise NotFound(f"no job with id {job_id}")
+    if principal is not None and not principal.allows(state.get("type") or ""):
+        raise type_refused(principal, state.get("type") or "", doing)
     return state
 
 
 @router.delete("/jobs/{job_id}", status_code=202, summary="Cancel a job")
-async def cancel_job(job_id: str, runtime: RuntimeDep) -> Response:
+async def cancel_job(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
     """A scheduled job not yet due is removed from Redis: 200 `{"id", "state": "cancelled"}`.
     Otherwise 202 `{"id", "state": "cancelling"}`: every worker is told (control topic); one that
     reaches the job skips it, one running it cancels it, and publishes `cancelled` (not
     retried). A delayed job a scheduler is firing is also removed from Redis, so it is never
     fired again. 409 with the state for a job already completed, dead or cancelled."""
-    state = await get_state(job_id, runtime.projection, runtime.health)
+    state = await get_state(job_id, runtime.projection, runtime.health, principal_of(request.scope), "cancel")
     # a delayed job that a scheduler claimed is already `queued`, and still in Redis
     maybe_delayed = state["state"] in _MAYBE_DELAYED
     if maybe_delayed and await runtime.delayed.cancel(job_id, state["type"]) == CANCELLED:

@@ -42,6 +42,7 @@ from jobstream.http_errors import ItemError, Unavailable
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.settings import ApiSettings
+from jobstream.stalls import Stalls, job_id_avoiding
 from jobstream.status_publisher import StatusPublisher
 from producer.delayed import DelayedJobs
 from producer.groupcommit import GroupCommit
@@ -88,6 +89,8 @@ class Submitter:
         self._timeout_s = settings.submit_timeout_s
         self._timeout_default = settings.default_timeout_s
         self._partitioner = partitioner
+        self._stalls = Stalls(lambda: producer.current, settings.partition_stall_ms / 1000)
+        self._status = (settings.topics.status, settings.status_partitions)
         self._background: set[asyncio.Future[None]] = set()  # projection writes under way
 
     async def submit_many(
@@ -103,9 +106,15 @@ class Submitter:
         pending: list[tuple[int, JobEnvelope]] = []
         later: list[tuple[int, JobEnvelope]] = []  # delayed: stored in Redis (`producer.delayed`)
         now = now_ms()
+        stuck = self._stalls.stuck()
         for i, item in enumerate(items):
             if isinstance(item, JobSpec):
-                env = self._envelope(item, now, ids[i] if ids is not None else None)
+                job_id = ids[i] if ids is not None else None
+                if stuck and job_id is None and item.key is None:
+                    job_id = self._id_avoiding(item, now, stuck)
+                    if job_id is not None:
+                        self._metrics.steered.inc()
+                env = self._envelope(item, now, job_id)
                 (pending if env.not_before is None else later).append((i, env))
             else:
                 results[i] = Refused(item)
@@ -236,6 +245,18 @@ class Submitter:
             not_before=due,
             expires_at=spec.expiry_ms(due or now),  # a delayed job's ttl_ms counts from its due time
             traceparent=REQUEST_TRACEPARENT.get(),
+        )
+
+    def _id_avoiding(self, spec: JobSpec, now: int, stuck: dict[str, frozenset[int]]) -> str | None:
+        """An id for a keyless job that keeps it off the partitions stuck now (`jobstream.stalls`);
+        None (any new id) when its topic's partition count is not known yet."""
+        topic = self._topics.jobs(spec.priority)
+        status, status_n = self._status
+        n = self._partitioner.known(topic)
+        if n is None:
+            return None
+        return job_id_avoiding(
+            now, n, stuck.get(topic, frozenset()), status_n, stuck.get(status, frozenset())
         )
 
     def _note_failure(self, exc: BaseException, jobs: int) -> None:

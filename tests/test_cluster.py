@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from jobstream.cli.stack import KafkaBroker, KafkaCluster
@@ -203,6 +204,18 @@ class SteadyLoad:
     def run_twice(self) -> int:
         return sum(1 for j in self.accepted if self.log.states(j).count("active") > 1)
 
+    def steered(self) -> int:
+        """Keyless jobs the API kept off partitions whose sends were stuck (its metric)."""
+        text = httpx.get(f"{self.api}/metrics", timeout=10).text
+        return int(
+            sum(
+                s.value
+                for f in text_string_to_metric_families(text)
+                if f.name == "jobstream_api_jobs_steered"
+                for s in f.samples
+            )
+        )
+
     def longest_pause_s(self) -> float:
         done = sorted(e["at"] for evs in self.log.events.values() for e in evs if e["state"] == "completed")
         return max((b - a for a, b in itertools.pairwise(done)), default=0) / 1000
@@ -298,8 +311,10 @@ async def test_rolling_restart_loses_nothing(
             await asyncio.to_thread(node.start)
             await _in_sync(cluster.bootstrap, [*topics, Settings(topic_prefix=prefix).topics.status])
         await _every_part_works(load.api, load.ws)
+        steered = await asyncio.to_thread(load.steered)
     print(
         f"\nrolling restart: {load.answers['202']} accepted, {load.answers['503']} answered 503, "
+        f"{steered} kept off stuck partitions, "
         f"{load.run_twice()} run twice, longest pause in completions {load.longest_pause_s():.1f} s"
     )
     assert set(load.answers) <= {"202", "503"}, load.answers

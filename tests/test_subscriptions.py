@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class Sub:
     jobs: set[str] = field(default_factory=set)
     types: set[str] = field(default_factory=set)
     all: bool = False
+    sees: Callable[[str], bool] | None = None
 
 
 def ev(job_id: str, type_: Any = "t1") -> dict[str, Any]:
@@ -47,6 +49,8 @@ def test_match_agrees_with_wants() -> None:
     for _ in range(200):
         index: Subscriptions[Sub] = Subscriptions()
         subs = [Sub(f"s{i}") for i in range(5)]
+        subs[3].sees = {"t0", "t1"}.__contains__  # API keys limited to some types
+        subs[4].sees = {"t2"}.__contains__
         for _ in range(rng.randrange(1, 15)):
             sub = rng.choice(subs)
             sel = Selection(
@@ -56,21 +60,40 @@ def test_match_agrees_with_wants() -> None:
             )
             op = rng.random()
             if op < 0.65:
-                index.subscribe(sub, sel)
+                try:
+                    index.subscribe(sub, sel)
+                except ProtocolError:  # a type its key may not see: nothing subscribed
+                    assert sub.sees is not None and not all(sub.sees(t) for t in sel.types)
             elif op < 0.9:
                 index.unsubscribe(sub, sel)
             else:
                 index.forget(sub)
         evs = [ev(rng.choice(jobs), rng.choice([*types, None, 3])) for _ in range(rng.randrange(12))]
-        expected = {s: [e for e in evs if wants(s, e)] for s in subs if not s.all}
+        everyone = {s for s in subs if s.all and s.sees is None}  # they share one frame, apart
+        expected = {s: [e for e in evs if wants(s, e)] for s in subs if s not in everyone}
         assert index.match(evs) == {s: got for s, got in expected.items() if got}
-        assert index.everyone == {s for s in subs if s.all}
+        assert index.everyone == everyone
+        assert index.limited_all == {s for s in subs if s.all and s.sees is not None}
         jobs_followed, types_followed = {j for s in subs for j in s.jobs}, {t for s in subs for t in s.types}
         assert index.counts() == {
-            "all": len(index.everyone),
+            "all": sum(s.all for s in subs),
             "jobs": len(jobs_followed),
             "types": len(types_followed),
         }
+
+
+def test_a_key_limited_to_some_types_sees_only_those() -> None:
+    """Whatever it follows (everything, a job, a type), a subscriber limited to `images.*`
+    gets no event of another type; a type outside its patterns is refused, nothing added."""
+    index: Subscriptions[Sub] = Subscriptions()
+    limited = Sub("limited", sees=lambda t: t.startswith("images."))
+    index.subscribe(limited, Selection(all=True, jobs=["j2"]))
+    with pytest.raises(ProtocolError, match=r"video\.encode") as refused:
+        index.subscribe(limited, Selection(types=["video.encode"], jobs=["j9"]))
+    assert refused.value.code == "forbidden" and "j9" not in limited.jobs
+    evs = [ev("j1", "images.resize"), ev("j2", "video.encode"), ev("j3", "images.crop")]
+    assert index.match(evs) == {limited: [evs[0], evs[2]]}
+    assert index.everyone == set()
 
 
 def test_unsubscribe_and_forget_empty_the_index() -> None:

@@ -2,8 +2,7 @@
 
 Starts Kafka (one node, or with `--brokers N` a cluster of N, node i on the Kafka and
 controller ports + 2i) and Redis (`jobstream.cli.stack`) under the data folder, creates the
-topics, then
-runs the API, the gateway and N workers as child processes, each logging to
+topics, then runs the API, the gateway and N workers as child processes, each logging to
 `<data>/logs/<name>.log` (echoed to the terminal as `name | line`; JOBSTREAM_DEV_ECHO=0
 turns that off). A child that dies is restarted with backoff; one that keeps dying, or
 Redis or every Kafka node dying, shuts everything down (see `jobstream.cli.supervisor`); a
@@ -15,7 +14,7 @@ then Kafka and Redis. A second Ctrl-C kills whatever is still running.
 
 Environment: JOBSTREAM_DATA_DIR (default `.data`), JOBSTREAM_KAFKA_PORT (9092),
 JOBSTREAM_KAFKA_CONTROLLER_PORT (9093), JOBSTREAM_REDIS_PORT (6379), JOBSTREAM_API_PORT
-(8000), JOBSTREAM_GATEWAY_PORT (8001).
+(8000), JOBSTREAM_GATEWAY_PORT (8001); JOBSTREAM_AUTH=required (a development key, `keys.dev_key`).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from jobstream.cli import procs
+from jobstream.cli.keys import access_lines, dev_key_env
 from jobstream.cli.stack import LocalStack, StackError
 from jobstream.cli.supervisor import LogEcho, Supervisor, echo_enabled, say, stop_procs
 from jobstream.kafka import TopicsError, ensure_topics
@@ -192,6 +192,7 @@ class DevRun:
             "JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "REDIS_URL": redis.url,
             "JOBSTREAM_REDIS_URL": redis.url,
+            **dev_key_env(self.cfg.data_dir),
         }
         cli = [sys.executable, "-m", "jobstream.cli"]
         commands = {
@@ -303,8 +304,7 @@ class DevRun:
             ),
             f"  Kafka       {kafka.bootstrap}   Redis {redis.url}",
             f"  Logs        {self.logs}/   (Kafka: {kafka_logs}, Redis: {redis.data_dir / 'redis.log'})",
-            "Try:",
-            f"  curl -s -X POST {api}/jobs -H 'content-type: application/json' -d '{body}'",
+            *access_lines(self.cfg.data_dir, api, body),
             f'  jobstream submit example.echo \'{{"hello": "world"}}\' --api {api} --wait',
             "Ctrl-C stops everything (a second Ctrl-C kills).",
         ]

@@ -6,7 +6,8 @@ works from a plain `pip install jobstream`.
 With `--wait` it follows the job on the gateway's WebSocket: subscribe to the id, print the
 snapshot (the state the job already reached: it may have run before we subscribed), then
 each event, until a terminal state. If the gateway cannot be reached it polls
-`GET /jobs/{id}` on the API instead, with backoff. Exit codes: 0 submitted (or, with
+`GET /jobs/{id}` on the API instead, with backoff. With `JOBSTREAM_API_KEY` set, every request
+and the WebSocket carry it (`Authorization: Bearer`). Exit codes: 0 submitted (or, with
 `--wait`, completed); 1 the job ended dead or cancelled, or the API refused it; 2 bad
 arguments or the API unreachable; 3 `--timeout` passed.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -37,10 +39,17 @@ def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
+def auth_headers() -> dict[str, str]:
+    """`Authorization` with the key in `JOBSTREAM_API_KEY`, when it is set."""
+    key = os.environ.get("JOBSTREAM_API_KEY", "").strip()
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
 def request(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
     """One JSON request; returns (status, parsed body). HTTP errors are returned, not raised."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"accept": "application/json"})
+    headers = {"accept": "application/json", **auth_headers()}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     if data is not None:
         req.add_header("content-type", "application/json")
     try:
@@ -108,7 +117,7 @@ def _poll_once(api: str, printer: Printer) -> None:
 
 def follow_ws(gateway: str, api: str, printer: Printer, deadline: float) -> None:
     """Follow over the WebSocket until the job ends or `deadline` (monotonic) passes."""
-    with connect(gateway, open_timeout=5, close_timeout=2) as ws:
+    with connect(gateway, open_timeout=5, close_timeout=2, additional_headers=auth_headers()) as ws:
         ws.send(json.dumps({"subscribe": {"jobs": [printer.job_id]}}))
         while printer.final is None and time.monotonic() < deadline:
             try:
