@@ -73,11 +73,12 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-async def admit(ring: KeyRing, key: str | None, needed: KeyScope, what: str) -> Principal:
-    """The principal of `key` if it may do `what` (needing `needed`); raises the error to answer."""
+async def admit(ring: KeyRing, key: str | None, needed: KeyScope, scope: Scope) -> Principal:
+    """The principal of `key` if it may make the request `scope` (needing `needed`); raises
+    the error to answer."""
     if key is None:
         raise Unauthorized(
-            f"{what} needs an API key: send the header 'Authorization: Bearer <key>' "
+            f"{_what(scope)} needs an API key: send the header 'Authorization: Bearer <key>' "
             "(an operator makes one with `jobstream keys create`)"
         )
     try:
@@ -88,11 +89,15 @@ async def admit(ring: KeyRing, key: str | None, needed: KeyScope, what: str) -> 
         raise Unauthorized("the API key is not valid: it is unknown, revoked or mistyped")
     if not principal.can(needed):
         raise Forbidden(
-            f"{principal.describe()} lacks the scope '{needed}' that {what} needs; "
+            f"{principal.describe()} lacks the scope '{needed}' that {_what(scope)} needs; "
             f"it has: {', '.join(sorted(principal.scopes))}",
             scope=needed,
         )
     return principal
+
+
+def _what(scope: Scope) -> str:
+    return f"{scope['method']} {scope['path']}"
 
 
 def type_refused(principal: Principal, job_type: str, doing: str) -> Forbidden:
@@ -124,8 +129,7 @@ class RequireKey:
             await self.app(scope, receive, send)
             return
         try:
-            what = f"{scope['method']} {scope['path']}"
-            scope[PRINCIPAL] = await admit(self._ring, bearer(scope["headers"]), needed, what)
+            scope[PRINCIPAL] = await admit(self._ring, bearer(scope["headers"]), needed, scope)
         except ApiError as exc:
             if self._on_reject is not None:
                 self._on_reject(exc.reason)
