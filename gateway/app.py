@@ -1,5 +1,9 @@
 """The gateway's FastAPI app: `/ws`, the dashboard, health, readiness, metrics and job lookup.
 
+The dashboard is static files in `gateway/dashboard/` (no build step): `/` is its page,
+`/dashboard/*` its modules, and `/dashboard/config.json` tells it where the API is
+(`DASHBOARD_API_URL`; the API must allow this gateway's origin in `CORS_ORIGINS`).
+
 Everything long-lived belongs to one `Gateway`, opened by the lifespan and reached by
 routes through the `GatewayDep` dependency; nothing lives at module level. A `/ws`
 handshake from a page on another site (its `Origin` not allowed by `cors_origins`,
@@ -13,15 +17,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection, Request
 
 from gateway import metrics, session
-from gateway.dashboard import DASHBOARD_HTML
 from gateway.service import Gateway
 from gateway.signals import drain_on_signal
 from jobstream.access import announce
@@ -30,6 +35,8 @@ from jobstream.access.ring import KeysUnavailable
 from jobstream.settings import GatewaySettings
 
 log = logging.getLogger("jobstream.gateway.ws")
+
+DASHBOARD = Path(__file__).parent / "dashboard"  # static files: HTML, CSS, JS modules
 
 
 def get_gateway(conn: HTTPConnection) -> Gateway:
@@ -103,9 +110,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def dashboard() -> HTMLResponse:
-        return HTMLResponse(DASHBOARD_HTML)
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html")
+
+    @app.get("/dashboard/config.json", include_in_schema=False)
+    async def dashboard_config() -> dict[str, Any]:
+        """Where the dashboard finds the API, and whether it must ask for a key."""
+        return {"api": settings.dashboard_api_url.rstrip("/"), "auth": settings.auth == "required"}
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
 
     if gateway.keys is not None:
         app.add_middleware(RequireKey, ring=gateway.keys, rule=gateway_scope)

@@ -280,6 +280,10 @@ class GatewaySettings(ServerSettings):
         20.0, gt=0, description="messages a client may send per second (after its burst) before it is closed"
     )
     client_message_burst: int = Field(100, ge=1, description="messages a client may send at once")
+    dashboard_api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="the API as the dashboard's browsers reach it (the API must allow this gateway's origin)",
+    )
     ws_token_ttl_s: int = Field(
         60, ge=5, le=3600, description="how long a WebSocket token from POST /ws-token is good"
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
@@ -37,7 +37,7 @@ from producer.results import Refused, SubmitResult
 from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
-from schemas import TERMINAL_STATES, JobSpec, encode_cancel, now_ms
+from schemas import TERMINAL_STATES, JobSpec, decode_job, encode_cancel, now_ms, rfc3339
 
 router = APIRouter()
 
@@ -148,6 +148,30 @@ async def queues(runtime: RuntimeDep) -> Response:
     "on_topic"}}`. `depth` is the workers' group lag, retries still waiting included; the
     answer may be up to a second old. 503 naming Kafka or Redis when one cannot answer."""
     return json_response(await runtime.queues.snapshot())
+
+
+@router.get("/delayed", summary="The next delayed jobs by due time")
+async def delayed(
+    request: Request, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> Response:
+    """`{"waiting", "claimed", "items": [{"id", "type", "priority", "due_at", "run_at", "attempt"}]}`:
+    the next `limit` jobs in Redis not yet claimed by a scheduler, soonest first (a key
+    limited to some types sees those only). Cancel one with `DELETE /jobs/{id}`."""
+    store = runtime.delayed.store
+    principal = principal_of(request.scope)
+    try:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            waiting, claimed = await store.counts()
+            upcoming = await store.upcoming(limit)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _redis_down(runtime.health.retry_after_s) from exc
+    items = []
+    for due, raw in upcoming:
+        job = decode_job(raw)
+        if principal is None or principal.allows(job.type):
+            items.append({"id": job.id, "type": job.type, "priority": job.priority.value, "due_at": due,
+                          "run_at": rfc3339(due), "attempt": job.attempt})  # fmt: skip
+    return json_response({"waiting": waiting, "claimed": claimed, "items": items})
 
 
 @router.get("/healthz", summary="Liveness")

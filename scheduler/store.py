@@ -18,7 +18,7 @@ claims to expire, and the next claim after the expiry takes them again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from redis.asyncio import Redis
 
@@ -154,6 +154,16 @@ class DelayStore:
     async def cancel(self, job_id: str) -> int:
         """Remove a job wherever it is: `CANCELLED`, `CANCELLED_WHILE_CLAIMED` or 0 (gone)."""
         return int(await self._cancel(keys=self._keys, args=[job_id]))
+
+    async def upcoming(self, limit: int) -> list[tuple[int, bytes]]:
+        """The next `limit` jobs by due time, not claimed yet: (due ms, encoded envelope)."""
+        scored = cast(
+            list[tuple[bytes, float]], await self.redis.zrange(self.zset, 0, limit - 1, withscores=True)
+        )
+        if not scored:
+            return []
+        envs = cast(list[bytes | None], await self.redis.hmget(self.jobs, [m for m, _ in scored]))
+        return [(int(score), env) for (_, score), env in zip(scored, envs, strict=True) if env is not None]
 
     async def counts(self) -> tuple[int, int]:
         """(waiting, claimed) job counts."""

@@ -188,6 +188,31 @@ async def test_a_key_limited_to_types_submits_and_sees_only_those(settings: Sett
         assert r.status_code == 403
 
 
+async def test_delayed_jobs_are_listed_soonest_first_within_the_keys_types(
+    settings: Settings, keys: Keys
+) -> None:
+    async with api_with_keys(settings, keys) as (client, _):
+        ids = {}
+        for job_type, delay in (
+            ("video.encode", 3_600_000),
+            ("images.crop", 7_200_000),
+            ("images.resize", 60_000),
+        ):
+            r = await client.post(
+                "/jobs", json={"type": job_type, "delay_ms": delay}, headers=keys.auth("submitter")
+            )
+            assert r.status_code == 202 and r.json()["state"] == "scheduled", r.text
+            ids[job_type] = r.json()["id"]
+        everything = (await client.get("/delayed", headers=keys.auth("reader"))).json()
+        assert [j["type"] for j in everything["items"]] == ["images.resize", "video.encode", "images.crop"]
+        assert everything["waiting"] == 3 and everything["items"][0]["id"] == ids["images.resize"]
+        mine = (await client.get("/delayed", headers=keys.auth("images"))).json()
+        assert [j["type"] for j in mine["items"]] == ["images.resize", "images.crop"]
+        assert (
+            await client.get("/delayed", params={"limit": 0}, headers=keys.auth("reader"))
+        ).status_code == 422
+
+
 async def test_keys_in_redis_work_and_stop_working_when_revoked(
     settings: Settings, keys: Keys, redis: Redis
 ) -> None:

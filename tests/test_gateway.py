@@ -682,15 +682,21 @@ async def test_client_sending_too_fast_is_closed(settings: Settings) -> None:
 
 
 async def test_health_readiness_and_dashboard(gw: Running) -> None:
-    """healthz and readyz answer ok; / serves the self-contained dashboard."""
+    """healthz and readyz answer ok; / serves the dashboard's page, whose modules and config
+    come from the gateway itself (no CDN); the browser tests are tests/test_dashboard.py."""
     async with httpx.AsyncClient(base_url=gw.http) as http:
         assert (await http.get("/healthz")).json() == {"ok": True}
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json() == {"kafka": "ok", "redis": "ok"}
         page = await http.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "/ws" in page.text and "requestAnimationFrame" in page.text
-        assert "<script src" not in page.text and "<link" not in page.text
+        assert '<script type="module" src="/dashboard/app.js">' in page.text
+        assert "http" not in page.text.split("<body>")[0]  # nothing from elsewhere
+        app_js = await http.get("/dashboard/app.js")
+        assert app_js.status_code == 200 and "javascript" in app_js.headers["content-type"]
+        assert "requestAnimationFrame" in app_js.text
+        config = (await http.get("/dashboard/config.json")).json()
+        assert config == {"api": "http://127.0.0.1:8000", "auth": False}
 
 
 async def test_metrics_count_events_frames_clients_and_subscriptions(

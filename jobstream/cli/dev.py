@@ -14,7 +14,7 @@ then Kafka and Redis. A second Ctrl-C kills whatever is still running.
 
 Environment: JOBSTREAM_DATA_DIR (default `.data`), JOBSTREAM_KAFKA_PORT (9092),
 JOBSTREAM_KAFKA_CONTROLLER_PORT (9093), JOBSTREAM_REDIS_PORT (6379), JOBSTREAM_API_PORT
-(8000), JOBSTREAM_GATEWAY_PORT (8001); JOBSTREAM_AUTH=required (a development key, `keys.dev_key`).
+(8000), JOBSTREAM_GATEWAY_PORT (8001); JOBSTREAM_AUTH=required (a development key: `devaccess`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from jobstream.cli import procs
-from jobstream.cli.keys import access_lines, dev_key_env
+from jobstream.cli.devaccess import access_env, access_lines
 from jobstream.cli.stack import LocalStack, StackError
 from jobstream.cli.supervisor import LogEcho, Supervisor, echo_enabled, say, stop_procs
 from jobstream.kafka import TopicsError, ensure_topics
@@ -192,7 +192,7 @@ class DevRun:
             "JOBSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
             "REDIS_URL": redis.url,
             "JOBSTREAM_REDIS_URL": redis.url,
-            **dev_key_env(self.cfg.data_dir),
+            **access_env(self.cfg.data_dir, self.cfg.api_port, self.cfg.gateway_port),
         }
         cli = [sys.executable, "-m", "jobstream.cli"]
         commands = {

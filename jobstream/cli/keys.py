@@ -12,24 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobstream.access.keys import (
-    SCOPES,
     KeyError_,
     KeyRecord,
-    hash_secret,
     new_key,
     parse_patterns,
     parse_scopes,
-    split_key,
 )
 from jobstream.access.ring import KeyRing
 from jobstream.settings import ServerSettings
@@ -116,66 +111,3 @@ def render(rows: list[tuple[KeyRecord, str]]) -> str:
             f"{','.join(r.types) or '(all)':<20}  {created:<20}  {where}"
         )
     return "\n".join(lines)
-
-
-# -- `make run` with keys required -----------------------------------------------------------
-
-
-def dev_key(data_dir: Path) -> tuple[str, KeyRecord]:
-    """The development key of `JOBSTREAM_AUTH=required make run` (every scope), made once
-    and kept in the data folder."""
-    path = data_dir / "dev-api-key"
-    name = "make run development key"
-    if path.exists():
-        parts = split_key(path.read_text().strip())
-        if parts is not None:
-            key_id, secret = parts
-            return path.read_text().strip(), KeyRecord(key_id, hash_secret(secret), SCOPES, (), name)
-    key, record = new_key(SCOPES, (), name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key, record
-
-
-def dev_key_env(data_dir: Path) -> dict[str, str]:
-    """With keys required, the services' JOBSTREAM_API_KEYS: the configured ones and the
-    development key; else nothing."""
-    if not keys_required():
-        return {}
-    return {"JOBSTREAM_API_KEYS": json.dumps([*configured_keys(), dev_key(data_dir)[1].as_dict()])}
-
-
-def configured_keys() -> list[Any]:
-    """The records already in this environment's JOBSTREAM_API_KEYS (kept beside the
-    development key; a value that does not parse is left for the services to refuse)."""
-    try:
-        keys = json.loads(os.environ.get("JOBSTREAM_API_KEYS") or "[]")
-    except ValueError:
-        return []
-    return keys if isinstance(keys, list) else []
-
-
-def keys_required() -> bool:
-    return os.environ.get("JOBSTREAM_AUTH", "off") == "required"
-
-
-def access_lines(data_dir: Path, api: str, body: str) -> list[str]:
-    """`make run`'s banner lines on access, and how to try a submit."""
-    where = data_dir / "dev-api-key"
-    if not keys_required():
-        return [
-            "  Access      open: no API key needed, on 127.0.0.1 only. To require keys:",
-            f"              JOBSTREAM_AUTH=required make run   (a development key is then kept in {where})",
-            "Try:",
-            f"  curl -s -X POST {api}/jobs -H 'content-type: application/json' -d '{body}'",
-        ]
-    key = dev_key(data_dir)[0]
-    return [
-        f"  Access      API keys required; the development key (every scope): {key}",
-        f"              (kept in {where}; more with `jobstream keys create`)",
-        "Try:",
-        f"  curl -s -X POST {api}/jobs -H 'authorization: Bearer {key}' "
-        f"-H 'content-type: application/json' -d '{body}'",
-        f"  export JOBSTREAM_API_KEY={key}   (for the jobstream commands below)",
-    ]

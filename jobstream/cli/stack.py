@@ -26,22 +26,28 @@ from jobstream.cli.broker import KAFKA_VERSION, KafkaBroker, StackError, ensure_
 
 def ensure_redis_server() -> str:
     """The path of `redis-server`, installed with apt-get when missing and running as root."""
-    found = shutil.which("redis-server")
+    return ensure_command("redis-server", "redis-server", "or point REDIS_URL at a running Redis")
+
+
+def ensure_command(command: str, package: str, otherwise: str) -> str:
+    """The path of `command`, from Debian's `package` through apt-get when it is missing and
+    this runs as root; else `StackError` saying how to get it (`otherwise`: another way)."""
+    found = shutil.which(command)
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise StackError(
-            "redis-server is not installed: install it (e.g. `sudo apt-get install redis-server`) "
-            "or point REDIS_URL at a running Redis"
+            f"{command} is not installed: install it (e.g. `sudo apt-get install {package}`) {otherwise}"
         )
-    say("installing redis-server with apt-get")
+    say(f"installing {package} with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    for cmd in (["apt-get", "update", "-q"], install):
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
-            raise StackError(f"`{' '.join(cmd)}` failed; install redis-server by hand")
-    found = shutil.which("redis-server")
+            raise StackError(f"`{' '.join(cmd)}` failed; install {package} by hand")
+    found = shutil.which(command)
     if not found:
-        raise StackError("apt-get installed redis-server but it is not on PATH")
+        raise StackError(f"apt-get installed {package} but {command} is not on PATH")
     return found
 
 

@@ -1,0 +1,95 @@
+// The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed),
+// the key (asked for when the API or the gateway wants one, kept for this tab only), the
+// live feed, and rendering at most once per animation frame however fast events arrive.
+
+import {loadConfig, session, useKey} from "./api.js";
+import {Feed} from "./feed.js";
+import {Store} from "./store.js";
+import {DeadLetterView, DeadLettersView, DelayedView, JobView, JobsView, QueuesView} from "./views.js";
+
+const ROUTES = [
+  [/^#\/jobs\/(.+)$/, JobView, "jobs"],
+  [/^#\/jobs$/, JobsView, "jobs"],
+  [/^#\/dlq\/(.+)$/, DeadLetterView, "dlq"],
+  [/^#\/dlq$/, DeadLettersView, "dlq"],
+  [/^#\/delayed$/, DelayedView, "delayed"],
+  [/^#\/queues$/, QueuesView, "queues"],
+];
+
+class App {
+  constructor() {
+    this.store = new Store();
+    this.view = null;
+    this.dirty = false;
+    this.feed = new Feed((events) => { this.store.apply(events); this.changed(); }, (state) => this.connection(state));
+  }
+
+  async start() {
+    await loadConfig();
+    session.onKeyNeeded = (why) => this.askForKey(why);
+    document.getElementById("login-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      useKey(document.getElementById("login-key").value.trim());
+      document.getElementById("login").hidden = true;
+      document.getElementById("view").hidden = false;
+      this.route();
+      this.feed.connect();
+    });
+    const forget = document.getElementById("forget");
+    forget.hidden = !session.config.auth;
+    forget.addEventListener("click", () => { useKey(""); this.askForKey(""); });
+    window.addEventListener("hashchange", () => this.route());
+    setInterval(() => this.changed(), 1000);  // sparklines move on with time
+    if (session.config.auth && !session.key) return this.askForKey("");
+    this.route();
+    this.feed.connect();
+  }
+
+  askForKey(why) {
+    document.getElementById("login").hidden = false;
+    document.getElementById("view").hidden = true;
+    document.getElementById("login-error").textContent = why || "";
+    this.connection("a key is needed");
+  }
+
+  connection(state) {
+    const el = document.getElementById("conn");
+    el.textContent = state;
+    el.dataset.state = state === "live" ? "live" : "down";
+  }
+
+  go(hash) {
+    location.hash = hash;
+  }
+
+  route() {
+    const hash = location.hash || "#/queues";
+    for (const [pattern, View, tab] of ROUTES) {
+      const m = hash.match(pattern);
+      if (!m) continue;
+      if (this.view) this.view.leave();
+      this.view = new View(this);
+      this.view.enter(m.slice(1));
+      for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.view === tab);
+      this.changed();
+      return;
+    }
+    this.go("#/queues");
+  }
+
+  // Something the page shows changed: render in the next frame (once, however many changes).
+  changed() {
+    if (this.dirty) return;
+    this.dirty = true;
+    requestAnimationFrame(() => {
+      this.dirty = false;
+      if (!this.view || document.getElementById("view").hidden) return;
+      const main = document.getElementById("view");
+      const focused = document.activeElement?.id;
+      main.replaceChildren(this.view.render());
+      if (focused) document.getElementById(focused)?.focus();
+    });
+  }
+}
+
+new App().start();

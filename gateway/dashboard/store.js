@@ -1,0 +1,70 @@
+// What the live feed has shown: each job's latest state (the newest `MAX_JOBS`), counts
+// per state, its events while the page is open, and per-second rates for sparklines.
+
+export const STATES = ["scheduled", "queued", "active", "completed", "retrying", "failed", "dead", "cancelled", "replayed"];
+const MAX_JOBS = 20_000;
+const EVENTS_PER_JOB = 50;
+const SECONDS = 120;
+
+export class Store {
+  constructor() {
+    this.jobs = new Map();  // id -> latest event, least recently changed first
+    this.events = new Map();  // id -> its events seen here, oldest first
+    this.counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+    this.types = new Set();
+    this.total = 0;
+    this.rates = {events: [], completed: [], failed: []};
+    for (const series of Object.values(this.rates)) for (let i = 0; i < SECONDS; i++) series.push(0);
+    this.second = Math.floor(Date.now() / 1000);
+  }
+
+  apply(events) {
+    this.tick();
+    for (const ev of events) {
+      const state = ev.state === "progress" ? "active" : ev.state;
+      const prev = this.jobs.get(ev.job_id);
+      if (prev !== undefined) {
+        this.counts[prev._state] -= 1;
+        this.jobs.delete(ev.job_id);
+      }
+      this.jobs.set(ev.job_id, {...prev, ...ev, _state: state});
+      this.counts[state] = (this.counts[state] || 0) + 1;
+      if (this.jobs.size > MAX_JOBS) {
+        const [oldest, gone] = this.jobs.entries().next().value;
+        this.jobs.delete(oldest);
+        this.events.delete(oldest);
+        this.counts[gone._state] -= 1;
+      }
+      const seen = this.events.get(ev.job_id) || [];
+      seen.push(ev);
+      if (seen.length > EVENTS_PER_JOB) seen.shift();
+      this.events.set(ev.job_id, seen);
+      if (ev.type) this.types.add(ev.type);
+      const last = SECONDS - 1;
+      this.rates.events[last] += 1;
+      if (state === "completed") this.rates.completed[last] += 1;
+      if (state === "failed" || state === "dead") this.rates.failed[last] += 1;
+    }
+    this.total += events.length;
+  }
+
+  // Move the per-second series on to now.
+  tick() {
+    const now = Math.floor(Date.now() / 1000);
+    const steps = Math.min(now - this.second, SECONDS);
+    if (steps <= 0) return;
+    for (const series of Object.values(this.rates)) {
+      series.splice(0, steps);
+      for (let i = 0; i < steps; i++) series.push(0);
+    }
+    this.second = now;
+  }
+
+  // The newest jobs matching `keep`, at most `limit`.
+  recent(keep, limit) {
+    const out = [];
+    const all = [...this.jobs.values()];
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) if (keep(all[i])) out.push(all[i]);
+    return out;
+  }
+}

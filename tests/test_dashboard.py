@@ -1,0 +1,195 @@
+"""The dashboard in a real browser: Playwright driving Debian's headless Chromium against an
+API, a gateway and a worker, each its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from jobstream.access.keys import new_key
+from jobstream.cli import procs
+from jobstream.cli.stack import ensure_command
+from jobstream.settings import Settings
+from tests.pipeline import spawn_service
+
+# Chromium's own connections (updates, sync, QUIC probes) are refused on a closed network,
+# many at a time: off. As root it needs --no-sandbox.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+WAIT_MS = 30_000
+
+
+@dataclass
+class Deployment:
+    api: str
+    gateway: str
+    fixed: Path  # `dash.until_fixed` succeeds once this file exists
+    key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"} if self.key else {}
+
+    async def submit(self, job_type: str, **spec: Any) -> str:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"type": job_type, **spec}
+            resp = await client.post(f"{self.api}/jobs", json=body, headers=self.headers())
+        assert resp.status_code == 202, resp.text
+        job_id: str = resp.json()["id"]
+        return job_id
+
+
+@contextlib.contextmanager
+def deployment(env: dict[str, str], logs: Path, auth: bool = False) -> Iterator[Deployment]:
+    """API, gateway and one worker of `tests.dashboard_app`; the API allows the gateway's
+    origin and the gateway's page knows the API's address, as `make run` sets them."""
+    api_port, gw_port = procs.free_port(), procs.free_port()
+    api, gateway = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{gw_port}"
+    fixed = logs / "fixed"
+    env = {**env, "JOBSTREAM_CORS_ORIGINS": gateway, "JOBSTREAM_DASHBOARD_API_URL": api,
+           "JOBSTREAM_TEST_FIXED": str(fixed), "JOBSTREAM_DEFAULT_MAX_ATTEMPTS": "1"}  # fmt: skip
+    key = None
+    if auth:
+        key, record = new_key(("admin", "submit"), name="dashboard test")
+        env |= {"JOBSTREAM_AUTH": "required", "JOBSTREAM_API_KEYS": json.dumps([record.as_dict()])}
+    services = [
+        spawn_service("api", env, logs / "api.log", api_port),
+        spawn_service("gateway", env, logs / "gw.log", gw_port),
+    ]
+    cmd = [sys.executable, "-m", "jobstream.cli", "worker", "tests.dashboard_app:app"]
+    worker = procs.spawn(cmd, env=env, log=logs / "worker.log")
+    try:
+        for service in services:
+            service.wait_ready()
+        yield Deployment(api, gateway, fixed, key)
+    finally:
+        for proc in (worker, *(s.proc for s in reversed(services))):
+            procs.stop(proc, grace_s=30)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return ensure_command("chromium", "chromium", "and run the browser tests again")
+
+
+@contextlib.asynccontextmanager
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@contextlib.asynccontextmanager
+async def opened(chromium: str, url: str) -> AsyncIterator[Page]:
+    """A page at `url`; fails the test on any error the page's scripts raise."""
+    async with browser(chromium) as b:
+        page = await b.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(url)
+        yield page
+        assert not errors, errors
+
+
+@pytest.fixture
+def open_deployment(env: dict[str, str], settings: Settings, tmp_path: Path) -> Iterator[Deployment]:
+    """An open deployment (no keys) on `settings`' topics."""
+    with deployment(env, tmp_path) as d:
+        yield d
+
+
+async def test_jobs_turn_completed_live_and_a_failure_shows_its_traceback(
+    chromium: str, open_deployment: Deployment
+) -> None:
+    d = open_deployment
+    async with opened(chromium, f"{d.gateway}/#/jobs") as page:
+        await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        done = [await d.submit("dash.echo", payload={"n": i}) for i in range(5)]
+        failed = await d.submit("dash.fail")
+        for job_id in done:
+            row = page.locator(f'tr[data-job="{job_id}"]')
+            await expect(row.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
+        await expect(page.locator(f'tr[data-job="{failed}"] td').nth(2)).to_have_text("dead", timeout=WAIT_MS)
+        await page.locator(f'tr[data-job="{failed}"] a').click()
+        await expect(page.locator("#job-state")).to_have_text("dead", timeout=WAIT_MS)
+        await expect(page.locator("#error")).to_contain_text("RuntimeError: broken on purpose")
+        await expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
+        await expect(page.locator("#traceback")).to_contain_text("dashboard_app.py")
+
+
+async def test_a_dead_letter_replayed_from_the_page_completes(
+    chromium: str, open_deployment: Deployment
+) -> None:
+    d = open_deployment
+    job_id = await d.submit("dash.until_fixed")
+    async with opened(chromium, f"{d.gateway}/#/dlq") as page:
+        row = page.locator(f'tr[data-dead="{job_id}"]')
+        for _ in range(30):  # the list is read when the page opens: filter again until indexed
+            await page.get_by_role("button", name="Filter").click()
+            if await row.count():
+                break
+            await page.wait_for_timeout(500)
+        await row.locator("a").click()
+        await expect(page.locator(".attempt .error").first).to_contain_text("not fixed yet", timeout=WAIT_MS)
+        d.fixed.write_text("fixed")
+        await page.locator("#replay-one").click()
+        await expect(page.locator("#replay-progress")).to_have_attribute(
+            "data-state", "done", timeout=WAIT_MS
+        )
+        await expect(page.locator("#replay-progress")).to_contain_text("1 replayed")
+        await page.get_by_text("replayed as").locator("a").click()
+        await expect(page.locator("#job-state")).to_have_text("completed", timeout=WAIT_MS)
+
+
+async def test_a_delayed_job_is_cancelled_from_the_page(chromium: str, open_deployment: Deployment) -> None:
+    d = open_deployment
+    later = await d.submit("dash.echo", delay_ms=3_600_000)
+    async with opened(chromium, f"{d.gateway}/#/delayed") as page:
+        row = page.locator(f'tr[data-job="{later}"]')
+        await expect(row).to_be_visible(timeout=WAIT_MS)
+        await row.get_by_role("button", name="Cancel").click()
+        await expect(row).to_have_count(0, timeout=WAIT_MS)
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(f"{d.api}/jobs/{later}")).json()["state"] == "cancelled"
+
+
+async def test_queues_show_depths_and_live_counts(chromium: str, open_deployment: Deployment) -> None:
+    d = open_deployment
+    async with opened(chromium, f"{d.gateway}/") as page:
+        await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        await expect(page.locator('tr[data-queue="normal"]')).to_be_visible(timeout=WAIT_MS)
+        await d.submit("dash.echo")
+        await expect(page.locator('.card[data-state="completed"] b')).to_have_text("1", timeout=WAIT_MS)
+
+
+async def test_without_a_key_the_page_asks_for_one(
+    chromium: str, env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """With keys required, the page asks for one, says when one is refused, and goes live
+    with a good one."""
+    with deployment(env, tmp_path, auth=True) as d:
+        async with opened(chromium, f"{d.gateway}/#/jobs") as page:
+            await expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+            await page.locator("#login-key").fill("js_0123456789ab_not-a-real-key-at-all")
+            await page.get_by_role("button", name="Use this key").click()
+            await expect(page.locator("#login-error")).to_contain_text("not valid", timeout=WAIT_MS)
+            assert d.key is not None
+            await page.locator("#login-key").fill(d.key)
+            await page.get_by_role("button", name="Use this key").click()
+            await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+            job_id = await d.submit("dash.echo")
+            row = page.locator(f'tr[data-job="{job_id}"]')
+            await expect(row.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
