@@ -51,6 +51,7 @@ from consumer.runners import Runners
 from jobstream.kafka import make_producer
 from jobstream.kafka_security import kafka_options
 from jobstream.lifecycle import Lifecycle
+from jobstream.presence import Presence, Vitals
 from jobstream.settings import WorkerSettings
 from schemas import Priority
 
@@ -127,6 +128,17 @@ class Worker(Lifecycle):
             self._consumer, self.id, levels, app.handlers, limits, self._assignment, self._done,
             self._cancels, self._dispatch, pauses, self._runners, self._outcomes, self._stopping, self._spawn,
         )  # fmt: skip
+        self._presence = Presence(
+            self._redis, settings.redis_prefix, self.id,
+            {"app": app.name, "concurrency": settings.concurrency, "types": sorted(app.handlers)},
+            Vitals(
+                running=self._runners.__len__,
+                buffered=self._dispatch.__len__,
+                paused=lambda: len(self._dispatch.paused),
+                partitions=lambda: sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assignment.trackers),
+            ),
+            ttl_s=settings.session_timeout_ms / 1000,
+        )  # fmt: skip
         self._metrics_server: MetricsServer | None = None
         if settings.metrics_port is not None:
             gauges = Gauges(
@@ -162,6 +174,7 @@ class Worker(Lifecycle):
             self._spawn(self._limiter.run(self._runners.wake), "rate-limits")
         for i in range(self.settings.concurrency):
             self._spawn(self._runners.run(), f"runner-{i}")
+        self._presence.start()
         log.info(
             "worker %s started: concurrency=%d app=%s", self.id, self.settings.concurrency, self.app.name
         )
@@ -201,6 +214,7 @@ class Worker(Lifecycle):
             await _bounded(self._done.close(), 10, "record completed ids")
             await _bounded(self._assignment.commit(), 10, "commit")
             await _bounded(self._consumer.stop(), 15, "leave the group")  # the others rebalance at once
+            await _bounded(self._presence.stop(), 5, "leave the workers' list")
         except Exception:
             log.exception("worker %s: error while shutting down", self.id)
         finally:

@@ -32,6 +32,7 @@ from gateway.signals import drain_on_signal
 from jobstream.access import announce
 from jobstream.access.http import RequireKey, gateway_scope, principal_of, type_refused
 from jobstream.access.ring import KeysUnavailable
+from jobstream.presence import read_workers
 from jobstream.settings import GatewaySettings
 
 log = logging.getLogger("jobstream.gateway.ws")
@@ -85,6 +86,19 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if principal is not None and not principal.allows(state.get("type") or ""):
             raise HTTPException(403, type_refused(principal, state.get("type") or "", "see").detail)
         return state
+
+    @app.get("/workers")
+    async def workers(gw: GatewayDep) -> dict[str, Any]:
+        """`{"workers": [{"id", "app", "host", "pid", "concurrency", "running", "buffered",
+        "paused", "partitions", "types", "started_at", "at"}]}`: each worker whose last
+        heartbeat (every 2 s) is younger than the group's session timeout."""
+        try:
+            found = await read_workers(gw.redis, settings.redis_prefix)
+        except (RedisError, OSError) as exc:
+            raise HTTPException(
+                503, f"workers are unknown: Redis does not answer ({exc})", headers={"Retry-After": "1"}
+            ) from None
+        return {"workers": found}
 
     @app.post("/ws-token", status_code=201)
     async def ws_token(request: Request, gw: GatewayDep) -> JSONResponse:

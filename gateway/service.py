@@ -78,6 +78,12 @@ class Gateway(Lifecycle):
         await self.hub.close()
 
     @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("gateway not started")
+        return self._redis
+
+    @property
     def projection(self) -> Projection:
         if self._projection is None:
             raise RuntimeError("gateway not started")

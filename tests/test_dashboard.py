@@ -175,6 +175,17 @@ async def test_queues_show_depths_and_live_counts(chromium: str, open_deployment
         await expect(page.locator('.card[data-state="completed"] b')).to_have_text("1", timeout=WAIT_MS)
 
 
+async def test_workers_page_lists_the_running_worker(chromium: str, open_deployment: Deployment) -> None:
+    """The deployment's one worker, with its partitions and concurrency, heard from lately."""
+    d = open_deployment
+    async with opened(chromium, f"{d.gateway}/#/workers") as page:
+        row = page.locator("#workers tbody tr")
+        await expect(row).to_have_count(1, timeout=WAIT_MS)
+        await expect(row.locator("td").nth(1)).to_have_text("dashboard-test")
+        await expect(row.locator("td").nth(2)).to_have_text("0 / 32")
+        await expect(row.locator("td").nth(5)).to_contain_text("jobs.high[0]", timeout=WAIT_MS)
+
+
 async def test_without_a_key_the_page_asks_for_one(
     chromium: str, env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

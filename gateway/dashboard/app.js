@@ -1,11 +1,11 @@
-// The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed),
+// The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed, #/workers),
 // the key (asked for when the API or the gateway wants one, kept for this tab only), the
 // live feed, and rendering at most once per animation frame however fast events arrive.
 
 import {loadConfig, session, useKey} from "./api.js";
 import {Feed} from "./feed.js";
 import {Store} from "./store.js";
-import {DeadLetterView, DeadLettersView, DelayedView, JobView, JobsView, QueuesView} from "./views.js";
+import {DeadLetterView, DeadLettersView, DelayedView, JobView, JobsView, QueuesView, WorkersView} from "./views.js";
 
 const ROUTES = [
   [/^#\/jobs\/(.+)$/, JobView, "jobs"],
@@ -13,6 +13,7 @@ const ROUTES = [
   [/^#\/dlq\/(.+)$/, DeadLetterView, "dlq"],
   [/^#\/dlq$/, DeadLettersView, "dlq"],
   [/^#\/delayed$/, DelayedView, "delayed"],
+  [/^#\/workers$/, WorkersView, "workers"],
   [/^#\/queues$/, QueuesView, "queues"],
 ];
 
@@ -56,6 +57,11 @@ class App {
     const el = document.getElementById("conn");
     el.textContent = state;
     el.dataset.state = state === "live" ? "live" : "down";
+  }
+
+  // Headers for the gateway's own HTTP routes (the key, when one is needed).
+  gatewayHeaders() {
+    return session.key ? {authorization: `Bearer ${session.key}`} : {};
   }
 
   go(hash) {

@@ -304,3 +304,30 @@ export class DelayedView extends View {
           })}, "Cancel")))))));
   }
 }
+
+export class WorkersView extends View {
+  enter() {
+    this.workers = null;
+    this.every(2000, () => this.attempt(async () => {
+      const resp = await fetch("/workers", {headers: this.app.gatewayHeaders()});
+      const body = await resp.json();
+      if (!resp.ok) throw new Error(`${resp.status}: ${body.detail ?? JSON.stringify(body)}`);
+      this.workers = body.workers;
+    }));
+  }
+
+  render() {
+    const w = this.workers;
+    if (!w) return h("div", {}, this.problem() || h("p", {class: "note"}, "loading…"));
+    const now = Date.now();
+    return h("div", {},
+      h("p", {class: "note"}, `${w.length} workers heard from within the group's session timeout`),
+      this.problem(),
+      h("table", {id: "workers"}, h("thead", {}, h("tr", {}, ["worker", "app", "running", "buffered", "paused", "partitions", "last heartbeat", "started"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, w.map((x) => h("tr", {"data-worker": x.id},
+          h("td", {class: "mono"}, x.id), h("td", {}, x.app), h("td", {class: "num"}, `${x.running} / ${x.concurrency}`),
+          h("td", {class: "num"}, x.buffered), h("td", {class: "num"}, x.paused),
+          h("td", {class: "mono", title: x.partitions.join(" ")}, `${x.partitions.length}: ${x.partitions.slice(0, 6).join(" ")}${x.partitions.length > 6 ? " …" : ""}`),
+          h("td", {}, `${((now - x.at) / 1000).toFixed(1)} s ago`), h("td", {}, dateTime(x.started_at)))))));
+  }
+}
