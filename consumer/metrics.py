@@ -8,6 +8,8 @@ which the GIL keeps consistent).
 - `jobstream_worker_jobs_total{type, outcome}`: outcome is `completed`, `failed` (an
   attempt failed: retried or dead, as the status stream says), `cancelled`, `skipped`
   (completed before: a redelivery), `expired`, or `poison` (type `""`: unreadable);
+- `jobstream_worker_dead_letters_total{type, reason}`: dead letters written, by reason
+  (`exhausted`, `non_retryable`, `timeout`, `unknown_type`, `expired`, `poison`);
 - `jobstream_worker_run_seconds{type}`: handler run time, histogram;
 - `jobstream_worker_queue_wait_seconds{type}`: from when a job could run (submitted, or
   due: a delayed job's or a retry's time) to its start here, histogram;
@@ -52,6 +54,7 @@ class JobMetrics:
     def __init__(self, known: Collection[str]) -> None:
         self._known = frozenset(known) | {""}
         self.outcomes: dict[tuple[str, str], int] = {}
+        self.dead: dict[tuple[str, str], int] = {}  # (type, reason) -> dead letters written
         # per type: a count per bucket (the last one +Inf), then the sum of the seconds
         self.runs: dict[str, list[float]] = {}
         self.waits: dict[str, list[float]] = {}
@@ -63,6 +66,10 @@ class JobMetrics:
     def count(self, job_type: str, outcome: str) -> None:
         key = (self.label(job_type), outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    def dead_letter(self, job_type: str, reason: str) -> None:
+        key = (self.label(job_type), reason)
+        self.dead[key] = self.dead.get(key, 0) + 1
 
     def ran(self, job_type: str, seconds: float) -> None:
         _observe(self.runs, RUN_BUCKETS, self.label(job_type), seconds)
@@ -127,6 +134,14 @@ class WorkerCollector:
         for (job_type, outcome), n in list(self._metrics.outcomes.items()):
             jobs.add_metric([job_type, outcome], n)
         yield jobs
+        dead = CounterMetricFamily(
+            "jobstream_worker_dead_letters",
+            "Dead letters this worker wrote, by job type and reason.",
+            labels=["type", "reason"],
+        )
+        for (job_type, reason), n in list(self._metrics.dead.items()):
+            dead.add_metric([job_type, reason], n)
+        yield dead
         m = self._metrics
         yield _histogram(
             "jobstream_worker_run_seconds", "Handler run time, by job type.", m.runs, RUN_BUCKETS

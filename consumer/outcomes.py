@@ -195,6 +195,7 @@ class Outcomes:
                 errors=errors, source=_source(item), dead_at=now,
             )  # fmt: skip
             log.info("job %s %s dead after attempt %d: %s", job.id, job.type, job.attempt, decision.value)
+            self._metrics.dead_letter(job.type, decision.value)
             said = [failed, self.event(job, JobState.dead, now, reason=decision.value, error=failure.error)]
             record = (self._topics.dlq, job.partition_key, encode_dead_letter(dead), job_headers(job))
         else:
@@ -215,6 +216,7 @@ class Outcomes:
         """A job not started before its `expires_at`: dead, without running it."""
         job = item.job
         self._metrics.count(job.type, "expired")
+        self._metrics.dead_letter(job.type, DeadReason.expired.value)
         now = now_ms()
         message = f"the job expired at {job.expires_at} before it started"
         dead = DeadLetter(
@@ -230,6 +232,7 @@ class Outcomes:
     async def poison(self, tp: TopicPartition, record: Any, tracker: OffsetTracker, why: str) -> None:
         """Send a record that does not decode to the dead-letter topic, bytes and all."""
         self._metrics.count("", "poison")
+        self._metrics.dead_letter("", DeadReason.poison.value)
         log.warning("poison record %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, why)
         source = Source(topic=tp.topic, partition=tp.partition, offset=record.offset)
         error = {"attempt": 0, "type": "DecodeError", "message": why, "worker": self._worker, "at": now_ms()}

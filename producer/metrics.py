@@ -8,7 +8,11 @@
 - `jobstream_api_jobs_steered_total`: keyless jobs given an id that keeps them off the
   partitions whose sends were stuck at the time (a leader moving; `jobstream.stalls`);
 - `jobstream_api_scheduler_fired_total`: delayed jobs this process's scheduler handed to
-  Kafka (absent when the API runs no scheduler).
+  Kafka, and `jobstream_api_scheduler_lateness_seconds`, from each one's due time to its
+  hand-over (both absent when the API runs no scheduler);
+- `jobstream_queue_depth{queue, kind}` (consumer lag per priority topic and retry tier),
+  `jobstream_delayed_jobs{state}` (`waiting`, `claimed`) and `jobstream_dead_letters_indexed`:
+  what `GET /queues` says, read when scraped (cached up to a second).
 
 A per-app `CollectorRegistry` (not the process-global one) lets tests and benchmarks create
 many apps in one process without "duplicated timeseries" errors.
@@ -17,11 +21,12 @@ many apps in one process without "duplicated timeseries" errors.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from jobstream.histogram import PlainHistogram
 from schemas import Priority
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,6 +35,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Fires(Protocol):
     @property
     def fired(self) -> int: ...
+
+    @property
+    def lateness(self) -> PlainHistogram: ...
 
 
 class _FiredCollector:
@@ -43,6 +51,40 @@ class _FiredCollector:
             "jobstream_api_scheduler_fired",
             "Delayed jobs this process's scheduler handed to Kafka.",
             value=self._scheduler.fired,
+        )
+        yield self._scheduler.lateness.family(
+            "jobstream_api_scheduler_lateness_seconds",
+            "From a delayed job's due time to its hand-over to Kafka, per job.",
+        )
+
+
+class _QueuesCollector:
+    """Gauges from the last `GET /queues` snapshot the metrics route read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._metrics.queues_last
+        if snap is None:
+            return
+        depth = GaugeMetricFamily(
+            "jobstream_queue_depth",
+            "Jobs waiting per queue: the workers' group lag.",
+            labels=["queue", "kind"],
+        )
+        for q in snap["queues"]:
+            if q.get("depth") is not None:
+                depth.add_metric([q["name"], q["kind"]], q["depth"])
+        yield depth
+        delayed = GaugeMetricFamily("jobstream_delayed_jobs", "Delayed jobs in Redis.", labels=["state"])
+        delayed.add_metric(["waiting"], snap["delayed"]["waiting"])
+        delayed.add_metric(["claimed"], snap["delayed"]["claimed"])
+        yield delayed
+        yield GaugeMetricFamily(
+            "jobstream_dead_letters_indexed",
+            "Dead letters in the index.",
+            value=snap["dead_letters"]["indexed"],
         )
 
 
@@ -91,6 +133,8 @@ class Metrics:
         self._submitted = {p: self.submitted.labels(p.value) for p in Priority}
         self._latency = {r: self.latency.labels(r) for r in ("single", "batch")}
         self._fired: _FiredCollector | None = None
+        self.queues_last: dict[str, Any] | None = None  # the newest `GET /queues` snapshot
+        self.registry.register(_QueuesCollector(self))
 
     def count_submitted(self, priority: Priority, n: int = 1) -> None:
         self._submitted[priority].inc(n)

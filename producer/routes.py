@@ -21,6 +21,7 @@ from starlette.responses import Response
 from jobstream.access.http import principal_of, type_refused
 from jobstream.access.keys import Principal
 from jobstream.http_errors import (
+    ApiError,
     Conflict,
     FieldError,
     InvalidInput,
@@ -34,7 +35,7 @@ from jobstream.projection import Projection
 from producer.health import HealthMonitor
 from producer.inputs import parse_batch
 from producer.results import Refused, SubmitResult
-from producer.runtime import HealthDep, MetricsDep, ProjectionDep, RuntimeDep
+from producer.runtime import HealthDep, ProjectionDep, RuntimeDep
 from producer.trace import use_traceparent
 from scheduler import CANCELLED
 from schemas import TERMINAL_STATES, JobSpec, decode_job, encode_cancel, now_ms, rfc3339
@@ -191,8 +192,16 @@ async def readyz(health: HealthDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(metrics: MetricsDep) -> Response:
-    return Response(metrics.render(), media_type=metrics.content_type)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """The API's metrics, with the queues' depths as `GET /queues` reads them (left out
+    while Kafka or Redis cannot say)."""
+    m = runtime.metrics
+    try:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            m.queues_last = await runtime.queues.snapshot()
+    except (ApiError, KafkaError, RedisError, OSError, TimeoutError):
+        m.queues_last = None
+    return Response(m.render(), media_type=m.content_type)
 
 
 def _redis_down(retry_after: int) -> Unavailable:

@@ -23,6 +23,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from jobstream.futures import observe
+from jobstream.histogram import LATENESS_BUCKETS, PlainHistogram
 from jobstream.kafka import Partitioner
 from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
 from jobstream.status_publisher import StatusPublisher
@@ -64,6 +65,7 @@ class BatchFirer:
         self._topics = topics
         self._produce_timeout_s = produce_timeout_s
         self._closing = closing
+        self.lateness = PlainHistogram(LATENESS_BUCKETS)  # seconds from due to hand-over, per job
 
     async def fire(self, raw: list[bytes], now: int) -> list[str]:
         """Produce the batch (stored envelopes, in due order); the ids Kafka acknowledged,
@@ -81,6 +83,8 @@ class BatchFirer:
             now_due, end = now_ms(), start + 1
             while end < len(jobs) and (jobs[end].get("not_before") or 0) <= now_due:
                 end += 1
+            for job in jobs[start:end]:  # handed over now: how late against its due time
+                self.lateness.observe((now_due - (job.get("not_before") or now_due)) / 1000)
             sent.extend(await self._send(jobs[start:end], raw[start:end], counts))
             start = end
         sent = await self._settle(sent, counts, deadline)

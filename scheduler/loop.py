@@ -79,6 +79,7 @@ class Scheduler(Lifecycle):
         self._finishers: set[asyncio.Task[None]] = set()
         self._acked: list[str] = []  # ids Kafka has, still claimed in Redis
         self.fired = 0
+        self.lateness = self._firer.lateness  # from due to hand-over, per job (the API's metrics)
 
     @classmethod
     def from_settings(
