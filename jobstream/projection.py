@@ -17,20 +17,31 @@ from redis.asyncio import Redis
 from jobstream.redis_scripts import PipelinedScript
 from schemas import JobState, state_rank
 
-# One call applies a chunk of jobs. KEYS: the jobs' hashes (they share the prefix's hash
-# tag, so this runs on Redis Cluster). ARGV[1]: ttl; ARGV[2]: a JSON array holding, per
-# key, [rank, created_at, field, value, ...], all strings so cjson keeps them exact.
+# One call applies a chunk of jobs. KEYS: the jobs' hashes, then (with a timeline) their
+# event lists, in the same order (all share the prefix's hash tag, so this runs on Redis
+# Cluster). ARGV[1]: ttl; ARGV[2]: a JSON array holding, per job, [rank, created_at,
+# field, value, ...], all strings so cjson keeps them exact; ARGV[3] (optional): per job,
+# its events as JSON strings, appended whatever their rank; ARGV[4]: events kept per job.
 _APPLY = """
 local jobs = cjson.decode(ARGV[2])
 local n = 0
-for i, key in ipairs(KEYS) do
-  local j = jobs[i]
+for i, j in ipairs(jobs) do
+  local key = KEYS[i]
   local cur = tonumber(redis.call('HGET', key, 'rank') or '-1')
   if tonumber(j[1]) >= cur then
     if cur < 0 then redis.call('HSET', key, 'created_at', j[2]) end
     redis.call('HSET', key, 'rank', j[1], unpack(j, 3))
     redis.call('EXPIRE', key, ARGV[1])
     n = n + 1
+  end
+end
+if ARGV[3] then
+  local timelines, keep = cjson.decode(ARGV[3]), tonumber(ARGV[4])
+  for i, evs in ipairs(timelines) do
+    local key = KEYS[#jobs + i]
+    redis.call('RPUSH', key, unpack(evs))
+    redis.call('LTRIM', key, -keep, -1)
+    redis.call('EXPIRE', key, ARGV[1])
   end
 end
 return n
@@ -40,10 +51,26 @@ return n
 _CHUNK = 500
 
 _JSON_FIELDS = ("progress", "result", "error", "children")
+TIMELINE_MAX = 50  # events kept per job, the newest
+# what a timeline keeps of an event (an error's traceback stays in the job's state)
+_TIMELINE_FIELDS = ("state", "attempt", "at", "worker", "reason", "progress", "tier", "due_at", "replay_of")
 
 
 def job_key(prefix: str, job_id: str) -> str:
     return f"{prefix}:job:{job_id}"
+
+
+def events_key(prefix: str, job_id: str) -> str:
+    return f"{prefix}:job:{job_id}:events"
+
+
+def timeline_entry(event: dict[str, Any]) -> bytes:
+    """An event as a job's timeline keeps it: the fields above, and the error's type and message."""
+    entry = {name: event[name] for name in _TIMELINE_FIELDS if event.get(name) is not None}
+    error = event.get("error")
+    if isinstance(error, dict):
+        entry["error"] = {"type": error.get("type"), "message": error.get("message")}
+    return orjson.dumps(entry)
 
 
 def merge(into: dict[str, Any], event: dict[str, Any]) -> None:
@@ -84,11 +111,16 @@ class Projection:
         self._ttl = ttl_s
         self._apply = PipelinedScript(redis, _APPLY)
 
-    async def apply(self, events: list[dict[str, Any]]) -> None:
-        """Apply a batch of status events in one pipelined round trip."""
+    async def apply(self, events: list[dict[str, Any]], timeline: bool = False) -> None:
+        """Apply a batch of status events in one pipelined round trip; with `timeline`, also
+        append each to its job's event list (the projector's writes: it sees every event
+        once; the API's early `queued` writes do not, or each would be there twice)."""
         merged: dict[str, dict[str, Any]] = {}
+        timelines: dict[str, list[str]] = {}
         for event in events:
             merge(merged.setdefault(event["job_id"], {"fields": {}}), event)
+            if timeline:
+                timelines.setdefault(event["job_id"], []).append(timeline_entry(event).decode())
         if not merged:
             return
         # One script call per chunk, all chunks in one pipelined round trip: per-job
@@ -108,13 +140,25 @@ class Projection:
                         row.append("" if value is None else str(value))
                 keys.append(job_key(self._prefix, job_id))
                 rows.append(row)
-            calls.append((keys, [self._ttl, orjson.dumps(rows)]))
+            args: list[Any] = [self._ttl, orjson.dumps(rows)]
+            if timeline:
+                chunk = [job_id for job_id, _ in items[start : start + _CHUNK]]
+                keys.extend(events_key(self._prefix, job_id) for job_id in chunk)
+                args.extend([orjson.dumps([timelines[job_id] for job_id in chunk]), TIMELINE_MAX])
+            calls.append((keys, args))
 
         def build(pipe: Any) -> None:
             for keys, args in calls:
                 self._apply.queue(pipe, keys, args)
 
-        await self._apply.run(build)  # merging by rank: a run again after NOSCRIPT is harmless
+        # merging by rank: a run again after NOSCRIPT is harmless (it fails before any
+        # write, so a timeline is not appended twice)
+        await self._apply.run(build)
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's timeline: its newest `TIMELINE_MAX` events, oldest first."""
+        raw = await self._redis.lrange(events_key(self._prefix, job_id), 0, -1)
+        return [orjson.loads(r) for r in raw]
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The job's latest state in the public shape, or None if unknown."""

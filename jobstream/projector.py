@@ -53,7 +53,7 @@ class Projector(TopicSink[dict[str, Any]]):
         return events
 
     async def write(self, items: list[dict[str, Any]]) -> None:
-        await self._projection.apply(items)
+        await self._projection.apply(items, timeline=True)
 
 
 def _projectable(ev: dict[str, Any]) -> bool:

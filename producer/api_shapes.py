@@ -113,6 +113,34 @@ class Queues(BaseModel):
     dead_letters: DeadLetters
 
 
+class DelayedJob(BaseModel):
+    id: str
+    type: str
+    priority: str
+    due_at: int
+    run_at: str
+    attempt: int
+
+
+class NextDelayed(BaseModel):
+    waiting: int
+    claimed: int
+    items: list[DelayedJob]
+
+
+class TimelineEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")  # worker, error, reason, progress, ... when given
+
+    state: str
+    attempt: int
+    at: int
+
+
+class JobEvents(BaseModel):
+    id: str
+    events: list[TimelineEvent]
+
+
 class Live(BaseModel):
     ok: bool
 

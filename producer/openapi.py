@@ -31,8 +31,10 @@ from producer.api_shapes import (
     DeadPage,
     DryRun,
     ErrorBody,
+    JobEvents,
     JobState,
     Live,
+    NextDelayed,
     Queues,
     Ready,
     ReplayStarted,
@@ -99,7 +101,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: (Cancel, "removed before it was due"), 202: (Cancel, "every worker is told to cancel it")},
         (403, 404, 409, 422, 503), path=_JOB_ID,
     ),
+    ("get", "/jobs/{job_id}/events"): Operation(
+        {200: (JobEvents, "the job's newest 50 events, oldest first")}, (403, 404, 422, 503), path=_JOB_ID
+    ),
     ("get", "/queues"): Operation({200: (Queues, "depths")}, (403, 503)),
+    ("get", "/delayed"): Operation(
+        {200: (NextDelayed, "the next delayed jobs, soonest first")}, (403, 422, 503)
+    ),
     ("get", "/healthz"): Operation({200: (Live, "alive")}, (403,)),
     ("get", "/readyz"): Operation(
         {200: (Ready, "Kafka and Redis reachable"), 503: (Ready, "not ready: `detail` says what is down")},

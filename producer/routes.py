@@ -95,6 +95,23 @@ async def get_job(job_id: str, request: Request, projection: ProjectionDep, heal
     return json_response(await get_state(job_id, projection, health, principal_of(request.scope), "see"))
 
 
+@router.get("/jobs/{job_id}/events", summary="A job's timeline")
+async def get_job_events(
+    job_id: str, request: Request, projection: ProjectionDep, health: HealthDep
+) -> Response:
+    """`{"id", "events": [{"state", "attempt", "at", "worker"?, "error"?: {"type", "message"},
+    "reason"?, "progress"?, ...}]}`: the job's newest 50 status events, oldest first, as the
+    gateway's projector recorded them (a projector that read an event twice after a
+    restart records it twice). 404 when the job is unknown."""
+    await get_state(job_id, projection, health, principal_of(request.scope), "see")
+    try:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_S):
+            found = await projection.events(job_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _redis_down(health.retry_after_s) from exc
+    return json_response({"id": job_id, "events": found})
+
+
 async def get_state(
     job_id: str, projection: Projection, health: HealthMonitor, principal: Principal | None = None,
     doing: str = "see",

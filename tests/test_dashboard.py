@@ -128,6 +128,10 @@ async def test_jobs_turn_completed_live_and_a_failure_shows_its_traceback(
         await expect(page.locator("#error")).to_contain_text("RuntimeError: broken on purpose")
         await expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
         await expect(page.locator("#traceback")).to_contain_text("dashboard_app.py")
+        timeline = page.locator("#timeline tbody tr td:nth-child(2)")
+        await expect(timeline).to_have_text(["queued", "active", "failed", "dead"], timeout=WAIT_MS)
+        await page.reload()  # the timeline is recorded, not only what this page saw
+        await expect(timeline).to_have_text(["queued", "active", "failed", "dead"], timeout=WAIT_MS)
 
 
 async def test_a_dead_letter_replayed_from_the_page_completes(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobstream.projection import merge
+from redis.asyncio import Redis
+
+from jobstream.projection import TIMELINE_MAX, Projection, merge
+from jobstream.settings import Settings
 from schemas import state_rank
 
 
@@ -84,3 +87,37 @@ def test_optional_fields_are_written_only_when_given() -> None:
     f = m["fields"]
     assert (f["parent_id"], f["children"], f["reason"]) == ("p", ["c1"], "expired")
     assert "result" not in f and "error" not in f
+
+
+async def test_the_projectors_writes_keep_a_timeline_of_the_newest_events(
+    redis: Redis, settings: Settings
+) -> None:
+    """Every event applied with `timeline` is appended whatever its rank (a late `queued`
+    included), with the error's type and message but not its traceback; the newest
+    `TIMELINE_MAX` are kept; writes without `timeline` (the API's) append nothing."""
+    p = Projection(redis, settings.redis_prefix, 3600)
+    error = {"type": "RuntimeError", "message": "no", "traceback": "Traceback ..."}
+    await p.apply([{"job_id": "j1", "type": "t", "state": "queued", "attempt": 1, "at": 1}])
+    assert await p.events("j1") == []
+    await p.apply(
+        [
+            {"job_id": "j1", "type": "t", "state": "active", "attempt": 1, "at": 2, "worker": "w:1"},
+            {"job_id": "j1", "type": "t", "state": "failed", "attempt": 1, "at": 3, "error": error},
+            {"job_id": "j2", "type": "t", "state": "queued", "attempt": 1, "at": 4},
+        ],
+        timeline=True,
+    )
+    await p.apply([{"job_id": "j1", "type": "t", "state": "queued", "attempt": 1, "at": 1}], timeline=True)
+    assert await p.events("j1") == [
+        {"state": "active", "attempt": 1, "at": 2, "worker": "w:1"},
+        {"state": "failed", "attempt": 1, "at": 3, "error": {"type": "RuntimeError", "message": "no"}},
+        {"state": "queued", "attempt": 1, "at": 1},
+    ]
+    assert (await p.get("j1") or {})["state"] == "failed"  # the late queued did not move it back
+    many = [
+        {"job_id": "j3", "type": "t", "state": "progress", "attempt": 1, "at": i}
+        for i in range(TIMELINE_MAX + 7)
+    ]
+    await p.apply(many, timeline=True)
+    kept = await p.events("j3")
+    assert len(kept) == TIMELINE_MAX and kept[0]["at"] == 7 and kept[-1]["at"] == TIMELINE_MAX + 6

@@ -126,15 +126,29 @@ export class JobView extends View {
   }
 
   load() {
-    return this.attempt(async () => { this.job = await api("GET", `/jobs/${encodeURIComponent(this.id)}`); });
+    return this.attempt(async () => {
+      const path = `/jobs/${encodeURIComponent(this.id)}`;
+      [this.job, this.timeline] = await Promise.all([api("GET", path), api("GET", `${path}/events`).then((b) => b.events)]);
+    });
+  }
+
+  // The recorded timeline and the events seen live, each once, in time order.
+  events() {
+    const seen = new Set();
+    const all = [...(this.timeline || []), ...(this.store.events.get(this.id) || [])];
+    return all.filter((e) => {
+      const k = `${e.state}/${e.attempt}/${e.at}`;
+      return seen.has(k) ? false : seen.add(k);
+    }).sort((a, b) => a.at - b.at);
   }
 
   render() {
-    const events = this.store.events.get(this.id) || [];
-    if (events.length !== this.seen) {  // a new state: read the job again (result, error, children)
-      this.seen = events.length;
+    const live = this.store.events.get(this.id) || [];
+    if (live.length !== this.seen) {  // a new state: read the job again (result, error, children)
+      this.seen = live.length;
       if (this.job) this.load();
     }
+    const events = this.events();
     const j = this.job;
     if (!j) return h("div", {}, h("h2", {}, `Job ${this.id}`), this.problem() || h("p", {class: "note"}, "loading…"));
     const cancel = TERMINAL.has(j.state) ? null : h("button", {class: "danger", id: "cancel", onclick: () => this.attempt(async () => {
@@ -158,7 +172,7 @@ export class JobView extends View {
       j.result !== undefined && j.result !== null ? [h("h2", {}, "Result"), h("pre", {id: "result"}, json(j.result))] : null,
       err ? [h("h2", {}, "Error"), h("p", {class: "error", id: "error"}, `${err.type}: ${err.message}`),
         err.traceback ? h("pre", {id: "traceback"}, err.traceback) : null] : null,
-      h("h2", {}, "Events seen since this page opened"),
+      h("h2", {}, "Timeline"),
       h("table", {id: "timeline"}, h("thead", {}, h("tr", {}, ["at", "state", "attempt", "worker", "detail"].map((c) => h("th", {}, c)))),
         h("tbody", {}, events.map((e) => h("tr", {}, h("td", {}, time(e.at)), stateCell(e.state), h("td", {class: "num"}, e.attempt),
           h("td", {class: "mono"}, e.worker ?? ""), h("td", {}, detailOf(e)))))));
