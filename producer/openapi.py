@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from deadletters import ReplayRequest
+from jobstream.access.http import api_scope
 from producer.api_shapes import (
     Accepted,
     BatchRequest,
@@ -50,7 +51,9 @@ __all__ = ["OPERATIONS", "openapi"]
 
 _ERRORS = {
     400: "the body is not valid JSON",
-    403: "a browser page on another site (its Origin is not in JOBSTREAM_CORS_ORIGINS)",
+    401: "with JOBSTREAM_AUTH=required: no API key, or one unknown or revoked (`Authorization: Bearer`)",
+    403: "a browser page on another site (its Origin is not in JOBSTREAM_CORS_ORIGINS), or a key "
+    "without the scope or the job type this needs",
     404: "not found",
     409: "a conflict: see `detail`",
     413: "over a limit: body, batch, payload or the job as a Kafka record (`limit`)",
@@ -148,8 +151,19 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):  # a shape this API never sends
         fastapis.pop(name, None)
     components["schemas"] = {**fastapis, **defs.get("$defs", {})}
+    components["securitySchemes"] = {
+        "apiKey": {"type": "http", "scheme": "bearer", "description": "an API key (`jobstream keys create`), "
+                   "asked for when the server runs with JOBSTREAM_AUTH=required"}
+    }  # fmt: skip
     for (method, path), op in OPERATIONS.items():
-        _describe(doc["paths"][path][method], op)
+        operation = doc["paths"][path][method]
+        _describe(operation, op)
+        if (scope := api_scope(method.upper(), path)) is not None:
+            operation["security"] = [{"apiKey": []}]
+            operation["responses"]["401"] = {"description": _ERRORS[401], "content": _json(ErrorBody)}
+            operation["description"] = (
+                f"{operation.get('description', '')}\n\nAPI key scope: `{scope}`.".strip()
+            )
     app.openapi_schema = doc
     return doc
 
