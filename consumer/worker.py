@@ -214,10 +214,10 @@ class Worker(Lifecycle):
             await _bounded(self._done.close(), 10, "record completed ids")
             await _bounded(self._assignment.commit(), 10, "commit")
             await _bounded(self._consumer.stop(), 15, "leave the group")  # the others rebalance at once
-            await _bounded(self._presence.stop(), 5, "leave the workers' list")
         except Exception:
             log.exception("worker %s: error while shutting down", self.id)
         finally:
+            await _bounded(self._presence.stop(), 5, "leave the workers' list")  # before Redis closes
             await _bounded(self._producer.close(), 10, "close the producer")
             with contextlib.suppress(Exception):
                 await self._redis.aclose()

@@ -121,7 +121,7 @@ export class JobView extends View {
     this.id = decodeURIComponent(id);
     this.job = null;
     this.cancelled = "";
-    this.seen = 0;
+    this.seen = "";
     this.load();
   }
 
@@ -144,8 +144,10 @@ export class JobView extends View {
 
   render() {
     const live = this.store.events.get(this.id) || [];
-    if (live.length !== this.seen) {  // a new state: read the job again (result, error, children)
-      this.seen = live.length;
+    const last = live[live.length - 1];
+    const now = last ? `${last.state}/${last.attempt}` : "";
+    if (now !== this.seen && last?.state !== "progress") {  // a new state: read the job again
+      this.seen = now;
       if (this.job) this.load();
     }
     const events = this.events();
