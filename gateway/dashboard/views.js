@@ -159,6 +159,7 @@ export class JobView extends View {
       await this.load();
     })}, "Cancel");
     const err = j.error;
+    const progress = (last?.state === "progress" && last.at >= j.updated_at ? last.progress : null) ?? j.progress;
     return h("div", {},
       h("h2", {}, "Job ", h("span", {class: "mono"}, j.id), " ", h("span", {class: j.state, id: "job-state"}, j.state), " ", cancel,
         this.cancelled ? h("span", {class: "note"}, ` ${this.cancelled}`) : null),
@@ -168,7 +169,7 @@ export class JobView extends View {
         h("dt", {}, "attempt"), h("dd", {}, j.attempt),
         h("dt", {}, "created"), h("dd", {}, dateTime(j.created_at)),
         h("dt", {}, "updated"), h("dd", {}, dateTime(j.updated_at)),
-        j.progress ? [h("dt", {}, "progress"), h("dd", {}, h("progress", {max: 100, value: j.progress.percent ?? 0}), ` ${j.progress.message ?? ""}`)] : null,
+        progress ? [h("dt", {}, "progress"), h("dd", {}, h("progress", {max: 100, value: progress.percent ?? 0}), ` ${progress.message ?? ""}`)] : null,
         j.parent_id ? [h("dt", {}, "parent"), h("dd", {}, jobLink(j.parent_id))] : null,
         j.children?.length ? [h("dt", {}, "children"), h("dd", {}, j.children.map((c) => [jobLink(c), " "]))] : null),
       j.result !== undefined && j.result !== null ? [h("h2", {}, "Result"), h("pre", {id: "result"}, json(j.result))] : null,
