@@ -3,10 +3,11 @@ API, a gateway and a worker, each its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class Deployment:
     gateway: str
     fixed: Path  # `dash.until_fixed` succeeds once this file exists
     key: str | None = None
+    restart_gateway: Callable[[], None] = lambda: None  # SIGTERM it, start it again on its port
 
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.key}"} if self.key else {}
@@ -66,12 +68,18 @@ def deployment(env: dict[str, str], logs: Path, auth: bool = False) -> Iterator[
         spawn_service("api", env, logs / "api.log", api_port),
         spawn_service("gateway", env, logs / "gw.log", gw_port),
     ]
+
+    def restart_gateway() -> None:
+        procs.stop(services[1].proc, grace_s=30)
+        services[1] = spawn_service("gateway", env, logs / "gw-2.log", gw_port)
+        services[1].wait_ready()
+
     cmd = [sys.executable, "-m", "jobstream.cli", "worker", "tests.dashboard_app:app"]
     worker = procs.spawn(cmd, env=env, log=logs / "worker.log")
     try:
         for service in services:
             service.wait_ready()
-        yield Deployment(api, gateway, fixed, key)
+        yield Deployment(api, gateway, fixed, key, restart_gateway)
     finally:
         for proc in (worker, *(s.proc for s in reversed(services))):
             procs.stop(proc, grace_s=30)
@@ -177,6 +185,29 @@ async def test_queues_show_depths_and_live_counts(chromium: str, open_deployment
         await expect(page.locator('tr[data-queue="normal"]')).to_be_visible(timeout=WAIT_MS)
         await d.submit("dash.echo")
         await expect(page.locator('.card[data-state="completed"] b')).to_have_text("1", timeout=WAIT_MS)
+
+
+async def test_the_page_resumes_after_a_gateway_restart_without_missing_a_job(
+    chromium: str, open_deployment: Deployment
+) -> None:
+    """Jobs that complete while the gateway is down reach the page once it is back: it
+    reconnects with its cursor and the gateway reads what it missed back from Kafka."""
+    d = open_deployment
+    async with opened(chromium, f"{d.gateway}/#/jobs") as page:
+        await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        before = await d.submit("dash.echo")
+        await expect(page.locator(f'tr[data-job="{before}"] td').nth(2)).to_have_text(
+            "completed", timeout=WAIT_MS
+        )
+        restarted = asyncio.create_task(asyncio.to_thread(d.restart_gateway))
+        await expect(page.locator("#conn")).not_to_have_text("live", timeout=WAIT_MS)
+        during = [await d.submit("dash.echo", payload={"n": i}) for i in range(5)]
+        await restarted
+        await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        for job_id in during:
+            cell = page.locator(f'tr[data-job="{job_id}"] td').nth(2)
+            await expect(cell).to_have_text("completed", timeout=WAIT_MS)
+        assert await page.locator("#jobs tbody tr").count() == 6  # the six jobs, none lost
 
 
 async def test_workers_page_lists_the_running_worker(chromium: str, open_deployment: Deployment) -> None:
