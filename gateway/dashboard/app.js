@@ -1,11 +1,14 @@
 // The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed, #/workers),
 // the key (asked for when the API or the gateway wants one, kept for this tab only), the
-// live feed, and rendering at most once per animation frame however fast events arrive.
+// live feed, and rendering at most once per animation frame however fast events arrive (and
+// for the feed's events, at most every 100 ms).
 
 import {loadConfig, session, useKey} from "./api.js";
 import {Feed} from "./feed.js";
 import {Store} from "./store.js";
 import {DeadLetterView, DeadLettersView, DelayedView, JobView, JobsView, QueuesView, WorkersView} from "./views.js";
+
+const LIVE_EVERY_MS = 100;  // the live feed redraws the page at most this often
 
 const ROUTES = [
   [/^#\/jobs\/(.+)$/, JobView, "jobs"],
@@ -22,7 +25,8 @@ class App {
     this.store = new Store();
     this.view = null;
     this.dirty = false;
-    this.feed = new Feed((events) => { this.store.apply(events); this.changed(); }, (state) => this.connection(state));
+    this.renderedAt = 0;
+    this.feed = new Feed((events) => { this.store.apply(events); this.changed(LIVE_EVERY_MS); }, (state) => this.connection(state));
   }
 
   async start() {
@@ -83,18 +87,24 @@ class App {
     this.go("#/queues");
   }
 
-  // Something the page shows changed: render in the next frame (once, however many changes).
-  changed() {
+  // Something the page shows changed: render in the next frame (once, however many changes),
+  // or, for the live feed's changes, no sooner than `every` ms after the last render: at
+  // thousands of events a second a table redrawn 60 times a second costs the page its frames.
+  changed(every = 0) {
     if (this.dirty) return;
     this.dirty = true;
-    requestAnimationFrame(() => {
+    const wait = Math.max(0, this.renderedAt + every - performance.now());
+    const frame = () => requestAnimationFrame(() => {
       this.dirty = false;
+      this.renderedAt = performance.now();
       if (!this.view || document.getElementById("view").hidden) return;
       const main = document.getElementById("view");
       const focused = document.activeElement?.id;
       main.replaceChildren(this.view.render());
       if (focused) document.getElementById(focused)?.focus();
     });
+    if (wait > 0) setTimeout(frame, wait);
+    else frame();
   }
 }
 

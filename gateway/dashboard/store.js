@@ -5,6 +5,7 @@ export const STATES = ["scheduled", "queued", "active", "completed", "retrying",
 const MAX_JOBS = 20_000;
 const EVENTS_PER_JOB = 50;
 const SECONDS = 120;
+const ORDER_KEPT = 5_000;
 
 export class Store {
   constructor() {
@@ -12,6 +13,7 @@ export class Store {
     this.events = new Map();  // id -> its events seen here, oldest first
     this.counts = Object.fromEntries(STATES.map((s) => [s, 0]));
     this.types = new Set();
+    this.order = [];  // job ids as their events came, newest last (trimmed; ids repeat)
     this.total = 0;
     this.rates = {events: [], completed: [], failed: []};
     for (const series of Object.values(this.rates)) for (let i = 0; i < SECONDS; i++) series.push(0);
@@ -40,12 +42,14 @@ export class Store {
       if (seen.length > EVENTS_PER_JOB) seen.shift();
       this.events.set(ev.job_id, seen);
       if (ev.type) this.types.add(ev.type);
+      this.order.push(ev.job_id);
       const last = SECONDS - 1;
       this.rates.events[last] += 1;
       if (state === "completed") this.rates.completed[last] += 1;
       if (state === "failed" || state === "dead") this.rates.failed[last] += 1;
     }
     this.total += events.length;
+    if (this.order.length > 2 * ORDER_KEPT) this.order.splice(0, this.order.length - ORDER_KEPT);
   }
 
   // Move the per-second series on to now.
@@ -60,11 +64,23 @@ export class Store {
     this.second = now;
   }
 
-  // The newest jobs matching `keep`, at most `limit`.
+  // The newest jobs matching `keep`, at most `limit`: from the recent ids first (cheap at
+  // any rate), from every job kept only when those are too few (a rare type or state).
   recent(keep, limit) {
     const out = [];
+    const seen = new Set();
+    for (let i = this.order.length - 1; i >= 0 && out.length < limit; i--) {
+      const id = this.order[i];
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const job = this.jobs.get(id);
+      if (job !== undefined && keep(job)) out.push(job);
+    }
+    if (out.length >= limit || seen.size >= this.jobs.size) return out;
     const all = [...this.jobs.values()];
-    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) if (keep(all[i])) out.push(all[i]);
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
+      if (!seen.has(all[i].job_id) && keep(all[i])) out.push(all[i]);
+    }
     return out;
   }
 }

@@ -98,7 +98,7 @@ export class JobsView extends View {
 
   render() {
     const types = [...this.store.types].sort();
-    const jobs = this.store.recent((j) => (!this.type || j.type === this.type) && (!this.state || j._state === this.state), 200);
+    const jobs = this.store.recent((j) => (!this.type || j.type === this.type) && (!this.state || j._state === this.state), 100);
     const search = h("input", {id: "job-search", placeholder: "job id", size: 40, value: this.query,
       oninput: (e) => { this.query = e.target.value; }});
     const go = () => this.query.trim() && this.app.go(`#/jobs/${encodeURIComponent(this.query.trim())}`);
