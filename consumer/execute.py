@@ -69,9 +69,11 @@ class Executor:
         if job.expires_at is not None and now > job.expires_at:
             await outcomes.expired(item)
             return
+        wait_ms = None
         if since := max(job.created_at, job.not_before or 0):  # 0: made by a tool that sets neither
-            self._metrics.waited(job.type, max(0, now - since) / 1000)
-        outcomes.active(job)
+            wait_ms = max(0, now - since)
+            self._metrics.waited(job.type, wait_ms / 1000)
+        outcomes.active(job, wait_ms)
         timeout = job.timeout_s or spec.timeout_s or self._default_timeout_s
         ctx = JobContext(job, self._id, outcomes.progress)
         started = time.perf_counter()

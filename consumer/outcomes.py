@@ -120,8 +120,12 @@ class Outcomes:
 
     # -- no outcome yet: nothing waits for these ---------------------------------------
 
-    def active(self, job: JobEnvelope) -> None:
-        self.status.publish(self.event(job, JobState.active, now_ms()))
+    def active(self, job: JobEnvelope, wait_ms: int | None = None) -> None:
+        """`active`, with how long the job waited (from submit or due time to now) when known."""
+        if wait_ms is None:
+            self.status.publish(self.event(job, JobState.active, now_ms()))
+        else:
+            self.status.publish(self.event(job, JobState.active, now_ms(), wait_ms=wait_ms))
 
     def progress(self, job: JobEnvelope, percent: float, message: str | None) -> None:
         progress = {"percent": percent, "message": message}

@@ -53,7 +53,18 @@ _CHUNK = 500
 _JSON_FIELDS = ("progress", "result", "error", "children")
 TIMELINE_MAX = 50  # events kept per job, the newest
 # what a timeline keeps of an event (an error's traceback stays in the job's state)
-_TIMELINE_FIELDS = ("state", "attempt", "at", "worker", "reason", "progress", "tier", "due_at", "replay_of")
+_TIMELINE_FIELDS = (
+    "state",
+    "attempt",
+    "at",
+    "worker",
+    "wait_ms",
+    "reason",
+    "progress",
+    "tier",
+    "due_at",
+    "replay_of",
+)
 
 
 def job_key(prefix: str, job_id: str) -> str:

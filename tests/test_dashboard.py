@@ -185,6 +185,8 @@ async def test_queues_show_depths_and_live_counts(chromium: str, open_deployment
         await expect(page.locator('tr[data-queue="normal"]')).to_be_visible(timeout=WAIT_MS)
         await d.submit("dash.echo")
         await expect(page.locator('.card[data-state="completed"] b')).to_have_text("1", timeout=WAIT_MS)
+        wait = page.locator('.card[data-rate="mean queue wait, ms"] polyline')
+        await expect(wait).to_have_count(1)  # a sparkline of the waits the `active` events carry
 
 
 async def test_the_page_resumes_after_a_gateway_restart_without_missing_a_job(

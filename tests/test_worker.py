@@ -22,7 +22,8 @@ def worker_settings(settings: Settings, **kw: object) -> WorkerSettings:
 
 
 async def test_jobs_complete_and_report_each_state(settings: Settings) -> None:
-    """Every job goes active then completed, with the handler's result."""
+    """Every job goes active (saying how long it waited since it was made) then completed,
+    with the handler's result."""
     jobs = [make_job("example.echo", {"i": i}, priority=Priority(p)) for i, p in
             enumerate(["high", "normal", "low"] * 20)]  # fmt: skip
     async with StatusLog(settings) as status, Worker(app, worker_settings(settings)):
@@ -31,6 +32,8 @@ async def test_jobs_complete_and_report_each_state(settings: Settings) -> None:
         for job in jobs:
             assert status.states(job.id) == ["active", "completed"]
             assert status.events[job.id][-1]["result"] == {"i": job.payload["i"]}
+            active = status.events[job.id][0]
+            assert 0 <= active["wait_ms"] <= active["at"] - job.created_at
 
 
 async def test_failures_timeouts_unknown_types_and_poison_do_not_stop_the_worker(settings: Settings) -> None:

@@ -15,7 +15,7 @@ export class Store {
     this.types = new Set();
     this.order = [];  // job ids as their events came, newest last (trimmed; ids repeat)
     this.total = 0;
-    this.rates = {events: [], completed: [], failed: []};
+    this.rates = {events: [], completed: [], failed: [], waitSum: [], waitCount: []};
     for (const series of Object.values(this.rates)) for (let i = 0; i < SECONDS; i++) series.push(0);
     this.second = Math.floor(Date.now() / 1000);
   }
@@ -47,6 +47,10 @@ export class Store {
       this.rates.events[last] += 1;
       if (state === "completed") this.rates.completed[last] += 1;
       if (state === "failed" || state === "dead") this.rates.failed[last] += 1;
+      if (ev.state === "active" && typeof ev.wait_ms === "number") {
+        this.rates.waitSum[last] += ev.wait_ms;
+        this.rates.waitCount[last] += 1;
+      }
     }
     this.total += events.length;
     if (this.order.length > 2 * ORDER_KEPT) this.order.splice(0, this.order.length - ORDER_KEPT);
@@ -62,6 +66,11 @@ export class Store {
       for (let i = 0; i < steps; i++) series.push(0);
     }
     this.second = now;
+  }
+
+  // Mean queue wait (ms) per second: 0 for a second in which no job started.
+  waits() {
+    return this.rates.waitSum.map((sum, i) => (this.rates.waitCount[i] ? Math.round(sum / this.rates.waitCount[i]) : 0));
   }
 
   // The newest jobs matching `keep`, at most `limit`: from the recent ids first (cheap at

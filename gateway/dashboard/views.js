@@ -71,8 +71,9 @@ export class QueuesView extends View {
     const s = this.store;
     s.tick();
     const cards = STATES.map((state) => h("div", {class: `card ${state}`, "data-state": state}, h("b", {}, s.counts[state] || 0), state));
-    const rates = [["events/s", s.rates.events], ["completed/s", s.rates.completed], ["failed/s", s.rates.failed]].map(
-      ([name, series]) => h("div", {class: "card"}, h("b", {}, series[series.length - 2] ?? 0), name, sparkline(series)));
+    const rates = [["events/s", s.rates.events], ["completed/s", s.rates.completed], ["failed/s", s.rates.failed],
+      ["mean queue wait, ms", s.waits()]].map(
+      ([name, series]) => h("div", {class: "card", "data-rate": name}, h("b", {}, series[series.length - 2] ?? 0), name, sparkline(series)));
     const q = this.queues;
     const rows = q ? q.queues.map((x) => h("tr", {"data-queue": x.name},
       h("td", {}, x.name), h("td", {}, x.kind), h("td", {class: "num"}, x.depth ?? "?"),
