@@ -179,8 +179,7 @@ async def delayed(
     principal = principal_of(request.scope)
     try:
         async with asyncio.timeout(LOOKUP_TIMEOUT_S):
-            waiting, claimed = await store.counts()
-            upcoming = await store.upcoming(limit)
+            (waiting, claimed), upcoming = await asyncio.gather(store.counts(), store.upcoming(limit))
     except (RedisError, OSError, TimeoutError) as exc:
         raise _redis_down(runtime.health.retry_after_s) from exc
     items = []

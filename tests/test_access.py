@@ -29,6 +29,7 @@ from jobstream.access.keys import (
 )
 from jobstream.access.ring import KeyRing
 from jobstream.kafka import make_producer
+from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings
 from jobstream.status_publisher import StatusPublisher
 from producer.app import create_app
@@ -325,6 +326,27 @@ async def test_a_limited_key_gets_only_its_types_on_the_feed(settings: Settings,
         await limited.barrier()
         # (two jobs: each on its own status partition, so in no set order)
         assert sorted(e["job_id"] for e in limited.events) == ["i1", "i2"]
+
+
+async def test_a_limited_keys_snapshot_holds_only_its_types(
+    settings: Settings, keys: Keys, redis: Redis
+) -> None:
+    """Subscribing to job ids, a limited key's snapshot leaves out jobs of other types, as if
+    unknown, where an unlimited key's has both."""
+    projection = Projection(redis, settings.redis_prefix, 3600)
+    await projection.apply(
+        [
+            {"job_id": "snap-i", "type": "images.resize", "state": "completed", "attempt": 1, "at": 1},
+            {"job_id": "snap-v", "type": "video.encode", "state": "completed", "attempt": 1, "at": 1},
+        ]
+    )
+    async with gateway_with_keys(settings, keys) as gw:
+        for name, expected in (("images", ["snap-i"]), ("reader", ["snap-i", "snap-v"])):
+            async with connect(gw.ws, additional_headers=keys.auth(name)) as conn:
+                peer = Peer(conn)
+                await peer.send({"subscribe": {"jobs": ["snap-i", "snap-v"]}})
+                snapshot = await peer.until(lambda f: "snapshot" in f)
+                assert sorted(s["id"] for s in snapshot["snapshot"]) == expected, name
 
 
 async def test_services_without_keys_say_loudly_that_access_is_open(env: dict[str, str]) -> None:

@@ -18,10 +18,10 @@ def dev_key(data_dir: Path) -> tuple[str, KeyRecord]:
     path = data_dir / "dev-api-key"
     name = "make run development key"
     if path.exists():
-        parts = split_key(path.read_text().strip())
-        if parts is not None:
+        kept = path.read_text().strip()
+        if (parts := split_key(kept)) is not None:
             key_id, secret = parts
-            return path.read_text().strip(), KeyRecord(key_id, hash_secret(secret), SCOPES, (), name)
+            return kept, KeyRecord(key_id, hash_secret(secret), SCOPES, (), name)
     key, record = new_key(SCOPES, (), name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n")
