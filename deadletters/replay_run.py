@@ -147,12 +147,7 @@ class ReplayRun:
         await self._sleep(self._pacer.delay(len(claimed), self._clock()))
         now = now_ms()
         pairs = [(dead, self._envelope(dead, now)) for dead in claimed]
-        queued = [
-            events.status_event(
-                env.id, env.type, JobState.queued, now, priority=env.priority.value, replay_of=dead.id
-            )
-            for dead, env in pairs
-        ]
+        queued = [events.queued(env, now, replay_of=dead.id) for dead, env in pairs]
         await (await self._publisher.send_now(queued))
         futures: list[asyncio.Future[Any]] = []
         send_error: BaseException | None = None

@@ -106,9 +106,11 @@ def merge(into: dict[str, Any], event: dict[str, Any]) -> None:
         f["state"] = state
     if state == JobState.active.value:
         f["error"] = None
-    for name in ("result", "error", "parent_id", "children", "reason"):
+    for name in ("result", "error", "parent_id", "children", "reason", "priority", "key"):
         if event.get(name) is not None:
             f[name] = event[name]
+    if state == JobState.queued.value:
+        f["queued_at"] = event["at"]  # where `GET /jobs/{id}/record` starts looking
     if state == JobState.completed.value:
         f["progress"] = {"percent": 100.0, "message": (f.get("progress") or {}).get("message")}
 
@@ -193,6 +195,9 @@ class Projection:
             "parent_id": h.get("parent_id") or None,
             "children": js("children") or [],
             "reason": h.get("reason") or None,
+            "priority": h.get("priority") or None,
+            "key": h.get("key") or None,
             "created_at": int(h.get("created_at") or 0),
+            "queued_at": int(h["queued_at"]) if h.get("queued_at") else None,
             "updated_at": int(h.get("updated_at") or 0),
         }

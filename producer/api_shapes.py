@@ -75,8 +75,21 @@ class JobState(BaseModel):
     parent_id: str | None
     children: list[str]
     reason: str | None
+    priority: str | None
+    key: str | None
     created_at: int
+    queued_at: int | None = Field(description="when its record went on its priority topic")
     updated_at: int
+
+
+class JobRecord(BaseModel):
+    id: str
+    source: Literal["kafka", "delayed"] = Field(description="its topic, or Redis while a delayed job waits")
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: int | None = Field(description="the record's time (ms since the epoch)")
+    job: dict[str, Any] = Field(description="the job's envelope as submitted: payload, options, follow-ups")
 
 
 class Cancel(BaseModel):

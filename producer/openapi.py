@@ -33,6 +33,7 @@ from producer.api_shapes import (
     DryRun,
     ErrorBody,
     JobEvents,
+    JobRecord,
     JobState,
     Live,
     NextDelayed,
@@ -106,6 +107,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("get", "/jobs/{job_id}/events"): Operation(
         {200: (JobEvents, "the job's newest 50 events, oldest first")}, (403, 404, 422, 503), path=_JOB_ID
+    ),
+    ("get", "/jobs/{job_id}/record"): Operation(
+        {200: (JobRecord, "the job as submitted")}, (403, 404, 422, 503), path=_JOB_ID
     ),
     ("get", "/queues"): Operation({200: (Queues, "depths")}, (403, 503)),
     ("get", "/delayed"): Operation(

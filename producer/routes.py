@@ -112,6 +112,27 @@ async def get_job_events(
     return json_response({"id": job_id, "events": found})
 
 
+@router.get("/jobs/{job_id}/record", summary="A job as submitted, payload included")
+async def get_job_record(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    """`{"id", "source": "kafka" | "delayed", "topic", "partition", "offset", "timestamp", "job"}`:
+    the job's envelope (`payload`, options, follow-ups) read back from its record on its
+    priority topic, or from Redis while it is delayed. 404 when the job is unknown, or its
+    record is gone (older than the topic's retention). Reads up to a few seconds of the
+    partition: for people, not for polling."""
+    state = await get_state(job_id, runtime.projection, runtime.health, principal_of(request.scope), "see")
+    try:
+        found = await runtime.records.find(state)
+    except (RedisError, OSError) as exc:
+        raise _redis_down(runtime.health.retry_after_s) from exc
+    except (KafkaError, TimeoutError) as exc:
+        raise Unavailable("kafka", f"Kafka did not answer the read of {job_id}'s record ({exc!r})") from exc
+    if found is None:
+        priority = state.get("priority") or "normal"
+        where = "Redis" if state.get("queued_at") is None else f"its {priority} topic"
+        raise NotFound(f"job {job_id}'s record is not in {where}: older than the retention, or not written")
+    return json_response(found)
+
+
 async def get_state(
     job_id: str, projection: Projection, health: HealthMonitor, principal: Principal | None = None,
     doing: str = "see",

@@ -34,6 +34,7 @@ from producer.idempotency import Deduplicator
 from producer.job_checks import Limits
 from producer.metrics import Metrics
 from producer.queues import QueueStats
+from producer.records import JobRecords
 from producer.submit import Submitter
 from scheduler import DelayStore, Scheduler
 
@@ -60,6 +61,7 @@ class Runtime:
     dead_letters: DeadLetters  # index, indexer, replayer (`deadletters.service`)
     delayed: DelayedJobs
     queues: QueueStats
+    records: JobRecords  # `GET /jobs/{id}/record`
     limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
 
@@ -125,6 +127,7 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         queues = await stack.enter_async_context(
             QueueStats(settings, partitioner, delay_store, dead_letters.store)
         )
+        records = await stack.enter_async_context(JobRecords(settings, partitioner, delay_store))
         scheduler = None
         if settings.scheduler:  # closed before the publisher and the producer it uses
             scheduler = await stack.enter_async_context(
@@ -134,7 +137,8 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, deduplicator, dead_letters,
-            delayed, queues, Limits(settings.max_payload_bytes, settings.max_record_bytes), scheduler,
+            delayed, queues, records, Limits(settings.max_payload_bytes, settings.max_record_bytes),
+            scheduler,
         )  # fmt: skip
 
 

@@ -155,6 +155,10 @@ class DelayStore:
         """Remove a job wherever it is: `CANCELLED`, `CANCELLED_WHILE_CLAIMED` or 0 (gone)."""
         return int(await self._cancel(keys=self._keys, args=[job_id]))
 
+    async def envelope(self, job_id: str) -> bytes | None:
+        """The stored envelope of a job waiting (or claimed), or None."""
+        return cast(bytes | None, await self.redis.hget(self.jobs, job_id))
+
     async def upcoming(self, limit: int) -> list[tuple[int, bytes]]:
         """The next `limit` jobs by due time, not claimed yet: (due ms, encoded envelope)."""
         scored = cast(

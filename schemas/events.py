@@ -44,17 +44,22 @@ def job_event(job: JobEnvelope, state: JobState, at: int, **fields: Any) -> Even
     return event
 
 
-def queued(job: JobEnvelope, at: int) -> Event:
-    """`queued`: the job's record is about to go on its priority topic (a follow-up's too)."""
-    return job_event(job, JobState.queued, at, priority=job.priority.value)
+def queued(job: JobEnvelope, at: int, **fields: Any) -> Event:
+    """`queued`: the job's record is about to go on its priority topic (a follow-up's too).
+    With the job's `key` when it has one: the record's partition follows from it, and
+    `GET /jobs/{id}/record` reads the record back from there."""
+    if job.key is not None:
+        fields["key"] = job.key
+    return job_event(job, JobState.queued, at, priority=job.priority.value, **fields)
 
 
 def scheduled(job: JobEnvelope, at: int) -> Event:
     """`scheduled`: a delayed job stored until `job.not_before`."""
     assert job.not_before is not None
+    keyed = {} if job.key is None else {"key": job.key}
     return status_event(
         job.id, job.type, JobState.scheduled, at, job.attempt,
-        priority=job.priority.value, due_at=job.not_before, run_at=rfc3339(job.not_before),
+        priority=job.priority.value, due_at=job.not_before, run_at=rfc3339(job.not_before), **keyed,
     )  # fmt: skip
 
 
@@ -62,9 +67,10 @@ def fired(job: dict[str, Any], at: int) -> Event:
     """`queued` for a delayed job the scheduler fires (the stored envelope, still JSON), stamped
     with when its record goes on its topic: its due time, or `at` if later."""
     due = job.get("not_before")
+    keyed = {} if job.get("key") is None else {"key": job["key"]}
     return status_event(
         job["id"], job["type"], JobState.queued, max(at, due or 0), job.get("attempt", 1),
-        priority=job.get("priority", "normal"), due_at=due,
+        priority=job.get("priority", "normal"), due_at=due, **keyed,
     )  # fmt: skip
 
 

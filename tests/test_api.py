@@ -125,6 +125,46 @@ async def test_lookup_right_after_submit_finds_queued(api: Api) -> None:
     assert job["error"] is None and job["result"] is None
 
 
+async def test_record_gives_back_the_job_as_submitted(api: Api) -> None:
+    """GET /jobs/{id}/record reads a job's envelope back, payload included: from its partition
+    among other jobs' records (keyless, and keyed with others sharing the key), and from Redis
+    while it is delayed; a job whose record is not there is 404 saying so."""
+    crowd: list[dict[str, Any]] = [{"type": "t", "payload": {"n": i}} for i in range(300)]
+    for spec in crowd[::3]:
+        spec["key"] = "shared"
+    rows = []
+    for start in range(0, len(crowd), MAX_BATCH):
+        r = await api.client.post("/jobs/batch", json={"jobs": crowd[start : start + MAX_BATCH]})
+        rows += r.json()["results"]
+    picks = {rows[i]["id"]: crowd[i] for i in (0, 1, 150, 299)}  # keyed, keyless, keyed, keyless
+    delayed = await api.client.post(
+        "/jobs", json={"type": "later", "payload": {"w": 64}, "delay_ms": 3_600_000}
+    )
+    picks[delayed.json()["id"]] = {"type": "later", "payload": {"w": 64}}
+
+    for job_id, spec in picks.items():
+        r = await api.client.get(f"/jobs/{job_id}/record")
+        assert r.status_code == 200, r.text
+        found = r.json()
+        assert (found["job"]["id"], found["job"]["payload"], found["job"].get("key")) == (
+            job_id, spec["payload"], spec.get("key"),
+        )  # fmt: skip
+        if spec["type"] == "later":
+            assert (found["source"], found["topic"]) == ("delayed", None)
+        else:
+            key = (spec.get("key") or job_id).encode()
+            assert (found["source"], found["topic"]) == ("kafka", api.settings.topics.jobs(Priority.normal))
+            assert found["partition"] == zlib.crc32(key) % api.settings.partitions
+            assert found["offset"] >= 0 and found["timestamp"] > 0
+
+    # known to the projection, but no record where it says: 404 naming where it looked
+    await api.runtime.projection.apply(
+        [{"job_id": "ghost", "type": "t", "state": "queued", "attempt": 1, "at": 1, "priority": "low"}]
+    )
+    r = await api.client.get("/jobs/ghost/record")
+    assert r.status_code == 404 and "low topic" in r.json()["detail"], r.text
+
+
 async def test_concurrent_submits_all_queued(api: Api) -> None:
     """Many concurrent submits each get their own id and are all found queued."""
     answers = await asyncio.gather(*(api.client.post("/jobs", json={"type": "t"}) for _ in range(100)))

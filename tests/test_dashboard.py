@@ -126,7 +126,7 @@ async def test_jobs_turn_completed_live_and_a_failure_shows_its_traceback(
     async with opened(chromium, f"{d.gateway}/#/jobs") as page:
         await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
         done = [await d.submit("dash.echo", payload={"n": i}) for i in range(5)]
-        failed = await d.submit("dash.fail")
+        failed = await d.submit("dash.fail", payload={"why": "on purpose"})
         for job_id in done:
             row = page.locator(f'tr[data-job="{job_id}"]')
             await expect(row.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
@@ -136,6 +136,7 @@ async def test_jobs_turn_completed_live_and_a_failure_shows_its_traceback(
         await expect(page.locator("#error")).to_contain_text("RuntimeError: broken on purpose")
         await expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
         await expect(page.locator("#traceback")).to_contain_text("dashboard_app.py")
+        await expect(page.locator("#payload")).to_contain_text('"why": "on purpose"')  # read from its record
         timeline = page.locator("#timeline tbody tr td:nth-child(2)")
         await expect(timeline).to_have_text(["queued", "active", "failed", "dead"], timeout=WAIT_MS)
         await page.reload()  # the timeline is recorded, not only what this page saw

@@ -123,7 +123,18 @@ export class JobView extends View {
     this.job = null;
     this.cancelled = "";
     this.seen = "";
+    this.record = null;
+    this.recordNote = "loading…";
     this.load();
+    this.loadRecord();
+  }
+
+  // The job as submitted (its payload), read once: a record does not change.
+  loadRecord() {
+    api("GET", `/jobs/${encodeURIComponent(this.id)}/record`)
+      .then((r) => { this.record = r; })
+      .catch((err) => { this.recordNote = `not available: ${err.message}`; })
+      .finally(() => this.app.changed());
   }
 
   load() {
@@ -131,6 +142,13 @@ export class JobView extends View {
       const path = `/jobs/${encodeURIComponent(this.id)}`;
       [this.job, this.timeline] = await Promise.all([api("GET", path), api("GET", `${path}/events`).then((b) => b.events)]);
     });
+  }
+
+  payload() {
+    const r = this.record;
+    if (!r) return h("p", {class: "note", id: "payload-note"}, this.recordNote);
+    const where = r.source === "kafka" ? `record ${r.topic}[${r.partition}]@${r.offset}` : "waiting in Redis until due";
+    return [h("pre", {id: "payload"}, json(r.job.payload)), h("p", {class: "note"}, where)];
   }
 
   // The recorded timeline and the events seen live, each once, in time order.
@@ -168,11 +186,14 @@ export class JobView extends View {
       h("dl", {class: "fields"},
         h("dt", {}, "type"), h("dd", {}, j.type),
         h("dt", {}, "attempt"), h("dd", {}, j.attempt),
+        j.priority ? [h("dt", {}, "priority"), h("dd", {}, j.priority)] : null,
+        j.key ? [h("dt", {}, "key"), h("dd", {class: "mono"}, j.key)] : null,
         h("dt", {}, "created"), h("dd", {}, dateTime(j.created_at)),
         h("dt", {}, "updated"), h("dd", {}, dateTime(j.updated_at)),
         progress ? [h("dt", {}, "progress"), h("dd", {}, h("progress", {max: 100, value: progress.percent ?? 0}), ` ${progress.message ?? ""}`)] : null,
         j.parent_id ? [h("dt", {}, "parent"), h("dd", {}, jobLink(j.parent_id))] : null,
         j.children?.length ? [h("dt", {}, "children"), h("dd", {}, j.children.map((c) => [jobLink(c), " "]))] : null),
+      h("h2", {}, "Payload"), this.payload(),
       j.result !== undefined && j.result !== null ? [h("h2", {}, "Result"), h("pre", {id: "result"}, json(j.result))] : null,
       err ? [h("h2", {}, "Error"), h("p", {class: "error", id: "error"}, `${err.type}: ${err.message}`),
         err.traceback ? h("pre", {id: "traceback"}, err.traceback) : null] : null,
