@@ -8,14 +8,11 @@ as `dead_letters`; the routes reach them through `DeadLettersDep`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from deadletters.cursor import Position, decode_cursor, encode_cursor
@@ -27,11 +24,11 @@ from jobstream.cursor import CursorError
 from jobstream.http_errors import (
     FieldError,
     InvalidInput,
-    InvalidJson,
     NotFound,
     Unavailable,
     check_content_type,
-    describe_errors,
+    from_redis,
+    parse_model,
 )
 from jobstream.http_responses import json_response
 from schemas import DeadReason
@@ -114,13 +111,7 @@ async def replay(request: Request, letters: DeadLettersDep) -> Response:
     "matched"}`; follow it at `GET /dlq/replays/{replay_id}`."""
     check_content_type(request.headers.get("content-type"))
     body = await request.body()
-    try:
-        req = ReplayRequest.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
-        raise InvalidInput(*describe_errors(errors, "invalid replay")) from None
+    req = parse_model(ReplayRequest, body or b"{}", "invalid replay")
     flt = within_key(request, req.to_filter(), "replay")
     replayer = letters.replayer
     ids, sample = await _redis(letters, replayer.select(flt))
@@ -146,12 +137,4 @@ def within_key(request: Request, flt: DlqFilter, doing: str) -> DlqFilter:
 
 async def _redis(letters: DeadLetters, work: Awaitable[T]) -> T:
     """Await a Redis-backed step; a Redis outage becomes 503 with Retry-After."""
-    health = letters.health
-    try:
-        return await asyncio.wait_for(work, REDIS_TIMEOUT_S)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise Unavailable(
-            "redis",
-            "Redis is unreachable: the dead-letter index is unavailable",
-            retry_after=health.retry_after_s,
-        ) from exc
+    return await from_redis(work, letters.health.retry_after_s, "the dead-letter index is", REDIS_TIMEOUT_S)

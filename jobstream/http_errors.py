@@ -1,7 +1,8 @@
 """Errors the API answers with, their JSON shape, and the handlers that render them.
 
 Shared by the producer API and the routers of the subsystems it mounts (dead letters),
-so every route answers the same shapes; `check_content_type` is the body check they share.
+so every route answers the same shapes; `check_content_type` and `parse_model` are the body
+checks they share, `from_redis` the way a Redis outage becomes a 503.
 
 ApiError                      every error a client can cause or a backing service can;
  │                            rendered as {"detail": "<sentence>", ...extra}
@@ -22,13 +23,16 @@ answers a plain 500 without details, and never re-raises into the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -37,6 +41,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from jobstream.http_responses import TrackedSend, json_response
 
 log = logging.getLogger("jobstream.producer")
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -187,6 +193,29 @@ _MESSAGES = {
     "float_type": "must be a number",
     "float_parsing": "must be a number",
 }
+
+
+def parse_model(model: type[M], body: bytes, what: str) -> M:
+    """`body` as a `model`: 400 for JSON that does not parse, else 422 naming each wrong
+    field (`what` starts the sentence: "invalid schedule")."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
+        raise InvalidInput(*describe_errors(errors, what)) from None
+
+
+async def from_redis(work: Awaitable[T], retry_after: int, what: str, timeout_s: float = 2.0) -> T:
+    """Await a step Redis answers; an outage (or no answer within `timeout_s`) becomes 503
+    naming Redis and `what` is unavailable, with Retry-After."""
+    try:
+        return await asyncio.wait_for(work, timeout_s)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise Unavailable(
+            "redis", f"Redis is unreachable: {what} unavailable", retry_after=retry_after
+        ) from exc
 
 
 def describe_errors(

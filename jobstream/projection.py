@@ -84,6 +84,10 @@ def timeline_entry(event: dict[str, Any]) -> bytes:
     return orjson.dumps(entry)
 
 
+# what an event may say of its job, kept as the latest event to say it left it
+_KEPT = ("result", "error", "parent_id", "children", "reason", "priority", "key", "schedule", "occurrence_at")
+
+
 def merge(into: dict[str, Any], event: dict[str, Any]) -> None:
     """Fold one event into what to write for its job: `into` is `{"fields": {}}` at first,
     then holds `rank`, `created_at` and `fields`. An event ranking below what `into` holds
@@ -106,7 +110,7 @@ def merge(into: dict[str, Any], event: dict[str, Any]) -> None:
         f["state"] = state
     if state == JobState.active.value:
         f["error"] = None
-    for name in ("result", "error", "parent_id", "children", "reason", "priority", "key"):
+    for name in _KEPT:
         if event.get(name) is not None:
             f[name] = event[name]
     if state == JobState.queued.value:
@@ -197,6 +201,8 @@ class Projection:
             "reason": h.get("reason") or None,
             "priority": h.get("priority") or None,
             "key": h.get("key") or None,
+            "schedule": h.get("schedule") or None,
+            "occurrence_at": int(h["occurrence_at"]) if h.get("occurrence_at") else None,
             "created_at": int(h.get("created_at") or 0),
             "queued_at": int(h["queued_at"]) if h.get("queued_at") else None,
             "updated_at": int(h.get("updated_at") or 0),

@@ -210,6 +210,11 @@ class DelaySettings(Settings):
         50, ge=0, le=5_000, description="claim jobs this early, so each is produced right when due"
     )
     submit_timeout_s: float = Field(5.0, gt=0)
+    schedule_grace_ms: int = Field(
+        10_000, ge=0, le=3_600_000,
+        description="a recurring schedule's occurrence this late still fires; older ones count as"
+        " missed (what happens to them: the schedule's catch_up)",
+    )  # fmt: skip
 
 
 class SchedulerSettings(DelaySettings):

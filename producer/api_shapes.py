@@ -77,6 +77,8 @@ class JobState(BaseModel):
     reason: str | None
     priority: str | None
     key: str | None
+    schedule: str | None = Field(description="the recurring schedule this job is an occurrence of")
+    occurrence_at: int | None
     created_at: int
     queued_at: int | None = Field(description="when its record went on its priority topic")
     updated_at: int
@@ -233,3 +235,52 @@ class ReplayStatus(BaseModel):
     finished_at: int | None
     filter: dict[str, Any]
     options: dict[str, Any]
+
+
+class ScheduleItem(BaseModel):
+    name: str
+    state: Literal["active", "paused", "ended"]
+    cron: str | None
+    tz: str | None
+    every_ms: int | None
+    type: str
+    priority: str
+    catch_up: Literal["none", "last", "all"]
+    limit: int | None
+    next_run_at: int | None
+    next_runs: list[str] = Field(description="the next few run times, RFC 3339")
+    fired: int
+    missed: int
+    last_run_at: int | None
+    paused_at: int | None
+    created_at: int
+    updated_at: int
+
+
+class SchedulePage(BaseModel):
+    items: list[ScheduleItem]
+    next_cursor: str | None = Field(description="pass as `after` for the next page")
+
+
+class ScheduleRun(BaseModel):
+    occurrence_at: int
+    job_id: str
+    fired_at: int
+    manual: bool | Absent = None
+    state: str | None = Field(description="the job's state now; null once forgotten")
+
+
+class ScheduleDetail(ScheduleItem):
+    spec: dict[str, Any] = Field(description="the schedule as given")
+    runs: list[ScheduleRun] = Field(description="the newest 20 occurrences fired, oldest first")
+
+
+class ScheduleDeleted(BaseModel):
+    name: str
+    deleted: Literal[True]
+
+
+class ScheduleFired(BaseModel):
+    name: str
+    job_id: str
+    occurrence_at: int

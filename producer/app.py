@@ -29,6 +29,7 @@ from producer.openapi import openapi
 from producer.origin_guard import OriginGuard
 from producer.routes import router
 from producer.runtime import open_runtime
+from producer.schedules import router as schedules_router
 
 
 class ApiApp(FastAPI):
@@ -74,6 +75,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(dlq_router)
+    app.include_router(schedules_router)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     install_handlers(app, metrics.count_rejected)
     # Added last = outermost: the catch-all wraps the origin guard, which wraps CORS (when

@@ -22,6 +22,7 @@ from jobstream.http_errors import (
     ItemError,
     TooLarge,
     describe_errors,
+    parse_model,
 )
 from producer.job_checks import Limits, check_job, may_hold_nonfinite
 from schemas import JobSpec
@@ -31,13 +32,7 @@ _SPECS: TypeAdapter[list[JobSpec]] = TypeAdapter(list[JobSpec])
 
 def parse_job(body: bytes, limits: Limits) -> JobSpec:
     """One job spec from a `POST /jobs` body; raises an `ApiError` saying what is wrong."""
-    try:
-        spec = JobSpec.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            raise InvalidJson(f"request body is not valid JSON: {errors[0]['ctx']['error']}") from None
-        raise InvalidInput(*describe_errors(errors, "invalid job")) from None
+    spec = parse_model(JobSpec, body, "invalid job")
     check_job(spec, limits, nonfinite=may_hold_nonfinite(body))
     return spec
 

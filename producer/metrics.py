@@ -9,7 +9,9 @@
   partitions whose sends were stuck at the time (a leader moving; `jobstream.stalls`);
 - `jobstream_api_scheduler_fired_total`: delayed jobs this process's scheduler handed to
   Kafka, and `jobstream_api_scheduler_lateness_seconds`, from each one's due time to its
-  hand-over (both absent when the API runs no scheduler);
+  hand-over (both absent when the API runs no scheduler); likewise for recurring schedules,
+  `jobstream_api_schedule_occurrences_fired_total` and `jobstream_api_schedule_lateness_seconds`
+  (from each occurrence's time to its job's hand-over);
 - `jobstream_queue_depth{queue, kind}` (consumer lag per priority topic and retry tier),
   `jobstream_delayed_jobs{state}` (`waiting`, `claimed`) and `jobstream_dead_letters_indexed`:
   what `GET /queues` says, read when scraped (cached up to a second).
@@ -41,10 +43,11 @@ class Fires(Protocol):
 
 
 class _FiredCollector:
-    """Reads the scheduler's own count when scraped: nothing on its path."""
+    """Reads the schedulers' own counts when scraped: nothing on their path."""
 
-    def __init__(self, scheduler: Fires) -> None:
+    def __init__(self, scheduler: Fires, recurring: Fires | None) -> None:
         self._scheduler = scheduler
+        self._recurring = recurring
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
@@ -56,6 +59,16 @@ class _FiredCollector:
             "jobstream_api_scheduler_lateness_seconds",
             "From a delayed job's due time to its hand-over to Kafka, per job.",
         )
+        if self._recurring is not None:
+            yield CounterMetricFamily(
+                "jobstream_api_schedule_occurrences_fired",
+                "Occurrences of recurring schedules this process handed to Kafka.",
+                value=self._recurring.fired,
+            )
+            yield self._recurring.lateness.family(
+                "jobstream_api_schedule_lateness_seconds",
+                "From a schedule's occurrence time to its job's hand-over to Kafka, per occurrence.",
+            )
 
 
 class _QueuesCollector:
@@ -145,11 +158,11 @@ class Metrics:
     def observe_latency(self, route: str, seconds: float) -> None:
         self._latency[route].observe(seconds)
 
-    def watch_scheduler(self, scheduler: Fires) -> None:
-        """Export `scheduler.fired`: this one's, when an app's lifespan runs again."""
+    def watch_scheduler(self, scheduler: Fires, recurring: Fires | None = None) -> None:
+        """Export the schedulers' counts: these ones', when an app's lifespan runs again."""
         if self._fired is not None:
             self.registry.unregister(self._fired)
-        self._fired = _FiredCollector(scheduler)
+        self._fired = _FiredCollector(scheduler, recurring)
         self.registry.register(self._fired)
 
     def render(self) -> bytes:

@@ -41,10 +41,16 @@ from producer.api_shapes import (
     Ready,
     ReplayStarted,
     ReplayStatus,
+    ScheduleDeleted,
+    ScheduleDetail,
+    ScheduleFired,
+    ScheduleItem,
+    SchedulePage,
 )
 from producer.fastpath import OPERATION as SUBMIT_ONE
 from producer.idempotency_keys import MAX_KEY_CHARS
 from producer.routes import JOB_ID_PATTERN
+from scheduler.recurring import NAME_PATTERN, ScheduleSpec
 from schemas import JobSpec
 
 __all__ = ["OPERATIONS", "openapi"]
@@ -79,6 +85,7 @@ class Operation:
 
 _SUBMIT_ERRORS = (400, 403, 413, 415, 422, 503)
 _JOB_ID = {"job_id": {"type": "string", "pattern": JOB_ID_PATTERN}}
+_NAME = {"name": {"type": "string", "pattern": NAME_PATTERN}}
 _TRACEPARENT = {"description": "W3C trace context, carried by every job made", "schema": {"type": "string"}}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -129,6 +136,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/dlq/replay"): Operation(
         {200: (DryRun, "dry run: what would be replayed"), 202: (ReplayStarted, "replay started")},
         _SUBMIT_ERRORS, ReplayRequest, body_required=False,
+    ),
+    ("put", "/schedules/{name}"): Operation(
+        {201: (ScheduleItem, "a new schedule"), 200: (ScheduleItem, "the schedule of that name, replaced")},
+        (400, 403, 413, 415, 422, 503), ScheduleSpec, path=_NAME,
+    ),
+    ("get", "/schedules"): Operation({200: (SchedulePage, "a page, in name order")}, (403, 422, 503)),
+    ("get", "/schedules/{name}"): Operation(
+        {200: (ScheduleDetail, "the schedule, its spec and last runs")}, (403, 404, 422, 503), path=_NAME
+    ),
+    ("delete", "/schedules/{name}"): Operation(
+        {200: (ScheduleDeleted, "deleted")}, (403, 404, 422, 503), path=_NAME
+    ),
+    ("post", "/schedules/{name}/pause"): Operation(
+        {200: (ScheduleItem, "paused")}, (403, 404, 422, 503), path=_NAME
+    ),
+    ("post", "/schedules/{name}/resume"): Operation(
+        {200: (ScheduleItem, "firing again from its next occurrence")}, (403, 404, 422, 503), path=_NAME
+    ),
+    ("post", "/schedules/{name}/run"): Operation(
+        {202: (ScheduleFired, "one occurrence, now, in Kafka")}, (403, 404, 422, 503), path=_NAME
     ),
 }  # fmt: skip
 

@@ -37,6 +37,8 @@ from producer.queues import QueueStats
 from producer.records import JobRecords
 from producer.submit import Submitter
 from scheduler import DelayStore, Scheduler
+from scheduler.fire import BatchFirer
+from scheduler.recurring import ScheduleStore, schedule_loop
 
 log = logging.getLogger("jobstream.producer")
 
@@ -62,8 +64,11 @@ class Runtime:
     delayed: DelayedJobs
     queues: QueueStats
     records: JobRecords  # `GET /jobs/{id}/record`
+    schedules: ScheduleStore  # recurring schedules (`producer.schedules`)
+    firer: BatchFirer  # what `POST /schedules/{name}/run` fires through
     limits: Limits  # what every submitted job is checked against (`producer.job_checks`)
     scheduler: Scheduler | None = None  # with `settings.scheduler`: fires delayed jobs
+    recurring: Scheduler | None = None  # with `settings.scheduler`: fires schedules' occurrences
 
 
 @contextlib.asynccontextmanager
@@ -128,17 +133,22 @@ async def open_runtime(settings: ApiSettings, metrics: Metrics) -> AsyncIterator
             QueueStats(settings, partitioner, delay_store, dead_letters.store)
         )
         records = await stack.enter_async_context(JobRecords(settings, partitioner, delay_store))
-        scheduler = None
-        if settings.scheduler:  # closed before the publisher and the producer it uses
+        schedules = ScheduleStore(redis, settings.redis_prefix)
+        firer = BatchFirer(producer, partitioner, publisher, settings.topics, settings.submit_timeout_s)
+        scheduler = recurring = None
+        if settings.scheduler:  # closed before the publisher and the producer they use
             scheduler = await stack.enter_async_context(
                 Scheduler.from_settings(settings, delay_store, producer, partitioner, publisher)
             )
-            metrics.watch_scheduler(scheduler)
+            recurring = await stack.enter_async_context(
+                schedule_loop(settings, schedules, producer, partitioner, publisher)
+            )
+            metrics.watch_scheduler(scheduler, recurring)
         log.info("producer api ready prefix=%s health=%s", settings.topic_prefix, health.report())
         yield Runtime(
             settings, metrics, producer, redis, projection, health, submitter, deduplicator, dead_letters,
-            delayed, queues, records, Limits(settings.max_payload_bytes, settings.max_record_bytes),
-            scheduler,
+            delayed, queues, records, schedules, firer,
+            Limits(settings.max_payload_bytes, settings.max_record_bytes), scheduler, recurring,
         )  # fmt: skip
 
 

@@ -20,7 +20,10 @@ import asyncio
 import contextlib
 import logging
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
 
 from jobstream.kafka import Partitioner
 from jobstream.lifecycle import Lifecycle
@@ -28,7 +31,7 @@ from jobstream.settings import DelaySettings
 from jobstream.status_publisher import StatusPublisher
 from scheduler.fire import BatchFirer
 from scheduler.lookahead import Lookahead
-from scheduler.store import DelayStore
+from scheduler.store import ClaimedJobs
 from schemas import (
     Topics,
     now_ms,
@@ -41,6 +44,25 @@ BATCHES_IN_FLIGHT = 16
 FORGET_WITHIN_MS = 100
 
 
+class JobSource(Protocol):
+    """Where a scheduler claims its jobs: the delay store (`DelayStore`), or the schedules
+    (`scheduler.recurring.ScheduleClaims`), each with a lease and a wake channel."""
+
+    redis: Redis
+    channel: str
+
+    async def claim(
+        self,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        forget: Sequence[str] = (),
+        horizon_ms: int | None = None,
+    ) -> ClaimedJobs: ...
+
+    async def done(self, ids: Sequence[str]) -> None: ...
+
+
 class Scheduler(Lifecycle):
     """Fires delayed jobs when due. A `jobstream.lifecycle.Service`: `close()` returns once
     the loops have stopped and every produced batch is settled (bounded by twice the
@@ -48,7 +70,7 @@ class Scheduler(Lifecycle):
 
     def __init__(
         self,
-        store: DelayStore,
+        store: JobSource,
         producer: Any,
         partitioner: Partitioner,
         publisher: StatusPublisher,
@@ -59,8 +81,10 @@ class Scheduler(Lifecycle):
         max_sleep_s: float = 1.0,
         produce_timeout_s: float = 5.0,
         lookahead_ms: int = 50,
+        what: str = "delayed jobs",
     ) -> None:
         super().__init__()
+        self._what = what  # in logs
         self._store = store
         self._publisher = publisher
         self._topics = topics
@@ -83,13 +107,14 @@ class Scheduler(Lifecycle):
 
     @classmethod
     def from_settings(
-        cls, settings: DelaySettings, store: DelayStore, producer: Any, partitioner: Partitioner,
-        publisher: StatusPublisher,
+        cls, settings: DelaySettings, store: JobSource, producer: Any, partitioner: Partitioner,
+        publisher: StatusPublisher, what: str = "delayed jobs",
     ) -> Scheduler:  # fmt: skip
         return cls(
             store, producer, partitioner, publisher, settings.topics,
             lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
             produce_timeout_s=settings.submit_timeout_s, lookahead_ms=settings.scheduler_lookahead_ms,
+            what=what,
         )  # fmt: skip
 
     async def _startup(self) -> None:
@@ -159,8 +184,8 @@ class Scheduler(Lifecycle):
         try:
             acked = await self._firer.fire(raw, now)
             if len(acked) < len(raw):
-                log.warning("kafka did not acknowledge %d delayed jobs; they fire again after the lease",
-                            len(raw) - len(acked))  # fmt: skip
+                log.warning("kafka did not acknowledge %d %s; they fire again after the lease",
+                            len(raw) - len(acked), self._what)  # fmt: skip
             self._acked.extend(acked)  # the next claim forgets them in Redis ...
             self.fired += len(acked)
             if self._sleep_until - now_ms() > FORGET_WITHIN_MS:
@@ -168,7 +193,9 @@ class Scheduler(Lifecycle):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("could not fire %d delayed jobs (they fire again after the lease): %r", len(raw), exc)
+            log.warning(
+                "could not fire %d %s (they fire again after the lease): %r", len(raw), self._what, exc
+            )
         finally:
             self._slots.release()
 

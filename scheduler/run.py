@@ -1,7 +1,8 @@
 """`jobstream scheduler`: the delay scheduler as a process of its own.
 
 The API runs one by default (`JOBSTREAM_SCHEDULER=true`); run this instead, or beside it,
-to fire delayed jobs from a separate process: any number may run at once.
+to fire delayed jobs and recurring schedules' occurrences from a separate process: any
+number may run at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jobstream.kafka import Partitioner, open_producers
 from jobstream.settings import SchedulerSettings
 from jobstream.status_publisher import StatusPublisher
 from scheduler.loop import Scheduler
+from scheduler.recurring import ScheduleStore, schedule_loop
 from scheduler.store import DelayStore
 
 log = logging.getLogger("jobstream.scheduler")
@@ -41,11 +43,14 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
                 StatusPublisher(status_producer, settings.topics.status, settings.status_partitions)
             )
             store = DelayStore(redis, settings.redis_prefix)
-            scheduler = Scheduler.from_settings(settings, store, producer, Partitioner(producer), publisher)
-            async with scheduler:
+            partitioner = Partitioner(producer)
+            scheduler = Scheduler.from_settings(settings, store, producer, partitioner, publisher)
+            schedules = ScheduleStore(redis, settings.redis_prefix)
+            recurring = schedule_loop(settings, schedules, producer, partitioner, publisher)
+            async with scheduler, recurring:
                 log.info("scheduler running prefix=%s", settings.topic_prefix)
                 await stop.wait()
-                log.info("scheduler stopping fired=%d", scheduler.fired)
+                log.info("scheduler stopping fired=%d occurrences=%d", scheduler.fired, recurring.fired)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

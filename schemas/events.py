@@ -41,6 +41,8 @@ def job_event(job: JobEnvelope, state: JobState, at: int, **fields: Any) -> Even
     }
     if job.parent_id is not None:
         event["parent_id"] = job.parent_id
+    if job.schedule is not None:
+        event["schedule"], event["occurrence_at"] = job.schedule, job.occurrence_at
     return event
 
 
@@ -63,11 +65,15 @@ def scheduled(job: JobEnvelope, at: int) -> Event:
     )  # fmt: skip
 
 
+_CARRIED = ("key", "parent_id", "schedule", "occurrence_at")  # what `fired` copies from the envelope
+
+
 def fired(job: dict[str, Any], at: int) -> Event:
-    """`queued` for a delayed job the scheduler fires (the stored envelope, still JSON), stamped
-    with when its record goes on its topic: its due time, or `at` if later."""
+    """`queued` for a delayed job, or a schedule's occurrence, that a scheduler fires (the
+    envelope, still JSON), stamped with when its record goes on its topic: its due time, or
+    `at` if later."""
     due = job.get("not_before")
-    keyed = {} if job.get("key") is None else {"key": job["key"]}
+    keyed = {name: job[name] for name in _CARRIED if job.get(name) is not None}
     return status_event(
         job["id"], job["type"], JobState.queued, max(at, due or 0), job.get("attempt", 1),
         priority=job.get("priority", "normal"), due_at=due, **keyed,

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -23,6 +23,17 @@ MAX_DELAY_MS = 366 * 86_400_000
 # RFC 3339 date-time, offset required (pydantic alone also takes numbers and naive times)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
+
+def _rfc3339(value: Any) -> Any:
+    if value is None or isinstance(value, dt.datetime) or (isinstance(value, str) and _RFC3339.match(value)):
+        return value
+    raise PydanticCustomError(
+        "rfc3339", "must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T09:30:00Z"
+    )
+
+
+# A time a client gives: RFC 3339 with an offset, nothing else (not a number, not naive)
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 JobType = Annotated[str, StringConstraints(pattern=TYPE_PATTERN)]
 JobKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -70,7 +81,7 @@ class JobSpec(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=86_400)
     backoff: Backoff | None = None
     delay_ms: int | None = Field(None, ge=0, le=MAX_DELAY_MS, description="run no earlier than this from now")
-    run_at: AwareDatetime | None = Field(None, description="run no earlier than this (RFC 3339)")
+    run_at: Rfc3339 | None = Field(None, description="run no earlier than this (RFC 3339)")
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
     then: list[JobSpec] | None = Field(None, max_length=16, description="follow-ups run when this completes")
     ttl_ms: int | None = Field(None, gt=0, le=MAX_DELAY_MS, description="not run if not started by then")
@@ -92,19 +103,6 @@ class JobSpec(BaseModel):
             due = int(self.run_at.timestamp() * 1000)
             return due if due > now_ms else None
         return None
-
-    @field_validator("run_at", mode="before")
-    @classmethod
-    def _rfc3339(cls, value: Any) -> Any:
-        if (
-            value is None
-            or isinstance(value, dt.datetime)
-            or (isinstance(value, str) and _RFC3339.match(value))
-        ):
-            return value
-        raise PydanticCustomError(
-            "rfc3339", "must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T09:30:00Z"
-        )
 
     @model_validator(mode="after")
     def _exclusive(self) -> JobSpec:
@@ -146,6 +144,8 @@ class JobEnvelope(BaseModel):
     traceparent: str | None = Field(
         None, description="W3C trace context the client sent; kept by retries and follow-ups"
     )
+    schedule: str | None = Field(None, description="the recurring schedule whose occurrence this job is")
+    occurrence_at: int | None = Field(None, description="the occurrence's time, ms since the epoch")
 
     @property
     def partition_key(self) -> str:

@@ -74,3 +74,6 @@ class StatusEvent(BaseModel):
     error: JobError | None = None
     worker: str | None = None
     parent_id: str | None = None
+    key: str | None = None
+    schedule: str | None = Field(None, description="the recurring schedule this job is an occurrence of")
+    occurrence_at: int | None = None

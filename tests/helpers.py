@@ -13,6 +13,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from starlette.types import Receive, Scope, Send
 
+from jobstream.cli.stack import RedisServer
 from jobstream.kafka import make_producer
 from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
@@ -165,3 +166,12 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 10_00
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def crash_and_restart(server: RedisServer) -> None:
+    """Kill a Redis (SIGKILL: no shutdown save) and start it again on its append-only file."""
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    server.proc = None
+    server.start()

@@ -24,7 +24,7 @@ from scheduler.loop import Scheduler
 from scheduler.store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
 from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job, now_ms
 from tests.conftest import MS
-from tests.helpers import StatusLog, asgi_client, make_job, read_topic, wait_until
+from tests.helpers import StatusLog, asgi_client, crash_and_restart, make_job, read_topic, wait_until
 
 
 def delayed(due: int) -> JobEnvelope:
@@ -163,11 +163,7 @@ async def test_redis_restart_keeps_scheduled_jobs(settings: Settings, private_re
     jobs = [delayed(now_ms() + 500) for _ in range(50)]
     await own.add(jobs)
     await client.aclose()
-    assert server.proc is not None
-    server.proc.kill()
-    server.proc.wait()
-    server.proc = None
-    server.start()
+    crash_and_restart(server)
     client = Redis.from_url(server.url)
     own = DelayStore(client, settings.redis_prefix)
     assert await own.counts() == (50, 0)

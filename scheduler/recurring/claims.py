@@ -1,0 +1,158 @@
+"""Schedules as a source of jobs for the scheduler loop (`scheduler.loop.Scheduler`).
+
+The loop that fires delayed jobs fires schedules' occurrences too: `ScheduleClaims` has
+the delay store's shape (`claim`, `done`, `redis`, `channel`). A claim takes the schedules
+whose next occurrence falls within the loop's lookahead, decides for each what to fire
+(`times.plan`: catch-up, limit, end) and returns one envelope per occurrence, due at the
+occurrence (the loop's `BatchFirer` hands each record to Kafka at its time, never before,
+with its `queued` event first). Once Kafka has every occurrence of a schedule (the loop
+reports ids through `claim(forget=...)` or `done`), the schedule is released with its next
+occurrence in the following claim's script call. A schedule with nothing to fire (every
+occurrence missed, or it ended) is released at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from scheduler.recurring.spec import Schedule, occurrence_id
+from scheduler.recurring.store import Claimed, Release, ScheduleStore
+from scheduler.recurring.times import plan
+from scheduler.store import ClaimedJobs
+from schemas import now_ms
+
+# occurrences one claim returns at most (a catch-up of many schedules waits for the next)
+MAX_OCCURRENCES = 20_000
+
+
+@dataclass(slots=True)
+class _Held:
+    """A schedule this process fired and has not released: the ids Kafka has yet to take."""
+
+    release: Release
+    waiting: set[str] = field(default_factory=set)
+
+
+class ScheduleClaims:
+    """See the module docstring. `grace_ms`: how late an occurrence may fire and still count
+    as on time (`times.plan`)."""
+
+    def __init__(self, store: ScheduleStore, grace_ms: int) -> None:
+        self.redis = store.redis
+        self.channel = store.channel
+        self._store = store
+        self._grace_ms = grace_ms
+        self._held: dict[str, _Held] = {}  # by schedule name
+        self._by_id: dict[str, _Held] = {}  # by occurrence job id
+        self._unsent: list[Release] = []  # releases a failed call did not make
+
+    async def claim(
+        self,
+        now_ms: int,
+        lease_ms: int,
+        limit: int,
+        forget: Sequence[str] = (),
+        horizon_ms: int | None = None,
+    ) -> ClaimedJobs:
+        horizon = now_ms if horizon_ms is None else horizon_ms
+        releases, self._unsent = [*self._unsent, *self._taken(forget)], []
+        try:
+            claimed = await self._store.claim(now_ms, horizon, lease_ms, limit, releases)
+        except BaseException:
+            self._unsent = releases  # sent with the next call
+            raise
+        jobs: list[tuple[int, bytes]] = []
+        nothing: list[Release] = []  # schedules with nothing to fire: released at once
+        budget = MAX_OCCURRENCES
+        for row in claimed.schedules:
+            made = self._fire(row, now_ms, horizon, budget) if budget > 0 else None
+            if made is None:  # over budget: give it back unchanged, fired by the next claim
+                nothing.append(Release(row.name, row.version, row.next))
+                continue
+            release, occurrences = made
+            budget -= len(occurrences)
+            if not occurrences:
+                nothing.append(release)
+                continue
+            held = _Held(release, {job_id for job_id, _, _ in occurrences})
+            self._held[row.name] = held
+            for job_id, at, raw in occurrences:
+                self._by_id[job_id] = held
+                jobs.append((at, raw))
+        next_due = claimed.next_due
+        if nothing:
+            try:
+                await self._store.release(nothing, now_ms)
+            except BaseException:
+                self._unsent.extend(nothing)
+                raise
+            times = [r.next for r in nothing if r.next is not None]
+            next_due = min([*times, *([next_due] if next_due is not None else [])], default=None)
+        jobs.sort(key=lambda j: j[0])
+        return ClaimedJobs([raw for _, raw in jobs], next_due, claimed.next_expiry)
+
+    async def done(self, ids: Sequence[str]) -> None:
+        """Release the schedules whose every occurrence Kafka now has (the loop's last word)."""
+        await self._store.release(self._taken(ids), now_ms())
+
+    def _fire(
+        self, row: Claimed, now: int, horizon: int, budget: int
+    ) -> tuple[Release, list[tuple[str, int, bytes]]] | None:
+        """What to release and the occurrences to fire (job id, time, envelope); None when
+        they would not fit in `budget`."""
+        schedule = Schedule.decode(row.definition)
+        spec = schedule.spec
+        remaining = None if spec.limit is None else spec.limit - row.fired
+        decided = plan(
+            schedule.timing, row.next, now, horizon, catch_up=spec.catch_up, catch_up_max=spec.catch_up_max,
+            grace_ms=self._grace_ms, remaining=remaining,
+        )  # fmt: skip
+        if len(decided.fire) > budget:
+            return None
+        template = schedule.template()
+        made = []
+        runs = []
+        for at in decided.fire:
+            job_id = occurrence_id(schedule.name, at)
+            made.append((job_id, at, occurrence(template, job_id, schedule.name, at, now, spec.ttl_ms)))
+            runs.append(orjson.dumps({"occurrence_at": at, "job_id": job_id, "fired_at": max(at, now)}))
+        release = Release(
+            row.name, row.version, decided.next, fired=len(made), missed=decided.missed,
+            last=decided.fire[-1] if decided.fire else None, runs=runs,
+        )  # fmt: skip
+        return release, made
+
+    def _taken(self, ids: Sequence[str]) -> list[Release]:
+        """The releases of schedules whose last waiting occurrence is among `ids`."""
+        out = []
+        for job_id in ids:
+            held = self._by_id.pop(job_id, None)
+            if held is None:
+                continue
+            held.waiting.discard(job_id)
+            name = held.release.name
+            if not held.waiting and self._held.get(name) is held:
+                del self._held[name]
+                out.append(held.release)
+        return out
+
+
+def occurrence(
+    template: dict[str, Any], job_id: str, name: str, at: int, now: int, ttl_ms: int | None
+) -> bytes:
+    """The envelope of one occurrence's job, as its record's value."""
+    env = {
+        **template,
+        "id": job_id,
+        "created_at": now,
+        "not_before": at,
+        "schedule": name,
+        "occurrence_at": at,
+    }
+    if ttl_ms is not None:
+        env["expires_at"] = at + ttl_ms
+    return orjson.dumps(env)
