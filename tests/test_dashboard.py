@@ -242,3 +242,30 @@ async def test_without_a_key_the_page_asks_for_one(
             job_id = await d.submit("dash.echo")
             row = page.locator(f'tr[data-job="{job_id}"]')
             await expect(row.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
+
+
+async def test_a_schedule_is_run_paused_and_followed_from_the_page(
+    chromium: str, open_deployment: Deployment
+) -> None:
+    """The schedules page lists a schedule with its next run; "Run now" fires one occurrence,
+    whose job shows completed among the schedule's runs and links back; "Pause" pauses it."""
+    d = open_deployment
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = {"cron": "30 2 * * *", "tz": "Europe/Berlin", "type": "dash.echo", "payload": {"n": 1}}
+        assert (await client.put(f"{d.api}/schedules/nightly", json=body)).status_code == 201
+    async with opened(chromium, f"{d.gateway}/#/schedules") as page:
+        row = page.locator('tr[data-schedule="nightly"]')
+        await expect(row.locator("td").nth(1)).to_have_text("active", timeout=WAIT_MS)
+        await expect(row.locator("td").nth(4)).to_contain_text(":30:00Z")  # 02:30 Berlin, in UTC
+        await row.get_by_role("button", name="Run now").click()
+        fired = page.locator("#fired a")
+        await expect(fired).to_contain_text("sched:nightly:", timeout=WAIT_MS)
+        job_id = await fired.inner_text()
+        await row.locator("a").click()
+        run = page.locator(f'#runs tr[data-job="{job_id}"]')
+        await expect(run.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
+        await page.get_by_role("button", name="Pause").click()
+        await expect(page.locator("#schedule-state")).to_have_text("paused", timeout=WAIT_MS)
+        await expect(page.locator("#next-runs")).to_have_text("none")
+        await run.locator("a").click()
+        await expect(page.locator("#schedule a")).to_have_text("nightly", timeout=WAIT_MS)

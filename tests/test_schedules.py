@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -276,3 +278,45 @@ async def test_a_bad_schedule_is_refused_naming_the_field(
 
 def _rfc(t_ms: int) -> str:
     return rfc3339(t_ms)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobstream.cli", "schedules", *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_schedules_from_the_terminal(api_url: str, env: dict[str, str]) -> None:
+    """set, list, show, run, pause, resume and delete through `jobstream schedules`; a bad
+    cron is refused naming the field."""
+
+    async def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(cli, env, *args, "--api", api_url)
+
+    out = await run(
+        "set", "nightly", "--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--type", "example.echo"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("created") and "30 2 * * * (Europe/Berlin)" in out.stdout
+    out = await run("set", "often", "--every", "3600", "--type", "example.echo", "--payload", '{"n": 1}')
+    assert out.returncode == 0 and "every 3600 s" in out.stdout, out.stderr
+    out = await run("list")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "STATE", "WHEN"] and [ln.split()[0] for ln in lines[1:]] == [
+        "nightly",
+        "often",
+    ]
+    out = await run("run", "often")
+    assert out.returncode == 0 and out.stdout.startswith("fired sched:often:"), out.stderr
+    job_id = out.stdout.split()[1]
+    out = await run("show", "often")
+    assert out.returncode == 0 and job_id in out.stdout and '"payload": {"n": 1}' in out.stdout, out.stdout
+    assert "paused" in (await run("pause", "often")).stdout
+    assert "(active)" in (await run("resume", "often")).stdout
+    assert (await run("delete", "often")).stdout.strip() == "deleted often"
+    out = await run("show", "often")
+    assert out.returncode == 1 and "404" in out.stderr
+    out = await run("set", "bad", "--cron", "0 25 * * *", "--type", "example.echo")
+    assert out.returncode == 1 and "cron" in out.stderr

@@ -1,10 +1,12 @@
-// The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed, #/workers),
+// The dashboard: routes (#/queues, #/jobs, #/jobs/<id>, #/dlq, #/dlq/<id>, #/delayed,
+// #/schedules, #/schedules/<name>, #/workers),
 // the key (asked for when the API or the gateway wants one, kept for this tab only), the
 // live feed, and rendering at most once per animation frame however fast events arrive (and
 // for the feed's events, at most every 100 ms).
 
 import {loadConfig, session, useKey} from "./api.js";
 import {Feed} from "./feed.js";
+import {ScheduleView, SchedulesView} from "./schedules.js";
 import {Store} from "./store.js";
 import {DeadLetterView, DeadLettersView, DelayedView, JobView, JobsView, QueuesView, WorkersView} from "./views.js";
 
@@ -16,6 +18,8 @@ const ROUTES = [
   [/^#\/dlq\/(.+)$/, DeadLetterView, "dlq"],
   [/^#\/dlq$/, DeadLettersView, "dlq"],
   [/^#\/delayed$/, DelayedView, "delayed"],
+  [/^#\/schedules\/(.+)$/, ScheduleView, "schedules"],
+  [/^#\/schedules$/, SchedulesView, "schedules"],
   [/^#\/workers$/, WorkersView, "workers"],
   [/^#\/queues$/, QueuesView, "queues"],
 ];

@@ -9,7 +9,7 @@ import {dateTime, detailOf, h, json, sparkline, time} from "./dom.js";
 const TERMINAL = new Set(["completed", "dead", "cancelled", "replayed"]);
 const REASONS = ["exhausted", "non_retryable", "poison", "timeout", "expired", "unknown_type", "rejected"];
 
-class View {
+export class View {
   constructor(app) {
     this.app = app;
     this.store = app.store;
@@ -44,11 +44,11 @@ class View {
   }
 }
 
-function stateCell(state) {
+export function stateCell(state) {
   return h("td", {class: state}, state);
 }
 
-function jobLink(id) {
+export function jobLink(id) {
   return h("a", {href: `#/jobs/${encodeURIComponent(id)}`, class: "mono"}, id);
 }
 
@@ -188,6 +188,8 @@ export class JobView extends View {
         h("dt", {}, "attempt"), h("dd", {}, j.attempt),
         j.priority ? [h("dt", {}, "priority"), h("dd", {}, j.priority)] : null,
         j.key ? [h("dt", {}, "key"), h("dd", {class: "mono"}, j.key)] : null,
+        j.schedule ? [h("dt", {}, "schedule"), h("dd", {id: "schedule"}, h("a", {href: `#/schedules/${encodeURIComponent(j.schedule)}`, class: "mono"}, j.schedule),
+          ` occurrence of ${dateTime(j.occurrence_at)}`)] : null,
         h("dt", {}, "created"), h("dd", {}, dateTime(j.created_at)),
         h("dt", {}, "updated"), h("dd", {}, dateTime(j.updated_at)),
         progress ? [h("dt", {}, "progress"), h("dd", {}, h("progress", {max: 100, value: progress.percent ?? 0}), ` ${progress.message ?? ""}`)] : null,

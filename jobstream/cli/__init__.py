@@ -1,9 +1,10 @@
-"""The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues, keys.
+"""The `jobstream` command: dev, api, gateway, worker, scheduler, topics, submit, dlq, queues,
+schedules, keys.
 
 This package holds the tools that drive the services, and only they import every service:
 the parser and the service commands here; `dev` (`make run`: a local Kafka and Redis from
-`stack`, the services under `supervisor`, child processes through `procs`); `dlq` and
-`queues`, which talk to a running API through `http` (with `JOBSTREAM_API_KEY` when it
+`stack`, the services under `supervisor`, child processes through `procs`); `dlq`,
+`queues` and `schedules`, which talk to a running API through `http` (with `JOBSTREAM_API_KEY` when it
 requires keys); `keys`, which manages API keys in Redis. The shared runtime (`jobstream.*`
 outside this package) imports nothing from here nor from the services.
 
@@ -248,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     from jobstream.cli.dlq import add_parser as add_dlq_parser
     from jobstream.cli.keys import add_parser as add_keys_parser
     from jobstream.cli.queues import add_parser as add_queues_parser
+    from jobstream.cli.schedules import add_parser as add_schedules_parser
 
     add_dlq_parser(sub)
     add_queues_parser(sub)
+    add_schedules_parser(sub)
     add_keys_parser(sub)
     return p
 

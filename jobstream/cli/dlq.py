@@ -16,7 +16,7 @@ import urllib.parse
 from datetime import datetime
 from typing import Any
 
-from jobstream.cli.http import Unreachable, _detail, request
+from jobstream.cli.http import _detail, call_api, request
 
 POLL_S = 0.25
 BAR = 30
@@ -59,14 +59,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 
 def run_dlq(args: argparse.Namespace) -> int:
-    try:
-        code: int = args.dlq_func(args, str(args.api).rstrip("/"))
-    except Unreachable as exc:
-        print(f"error: {exc}\n  is the API running?", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return code
+    return call_api(args.dlq_func, args)
 
 
 def cmd_list(args: argparse.Namespace, api: str) -> int:

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -64,6 +65,18 @@ def request(method: str, url: str, body: Any = None, timeout_s: float = 10.0) ->
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def call_api(command: Callable[[argparse.Namespace, str], int], args: argparse.Namespace) -> int:
+    """Run a subcommand against `args.api`; its exit code, 2 when the API is unreachable, 130
+    on Ctrl-C."""
+    try:
+        return command(args, str(args.api).rstrip("/"))
+    except Unreachable as exc:
+        print(f"error: {exc}\n  is the API running?", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _detail(status: int, body: Any) -> str:
