@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import batch, delay, e2e, latency, rebalance, retry, scaling, single
+from bench import batch, delay, e2e, latency, rebalance, retry, scaling, schedules, single
 from bench.harness import Bench, Plan, Step
 from bench.load import say
 from bench.report import render
@@ -42,6 +42,7 @@ STEPS: list[Step] = [
     ("6", delay.run),
     ("7", scaling.run),
     ("8", rebalance.run),
+    ("9", schedules.run),
 ]
 
 
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="smaller runs")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
-    p.add_argument("--only", help="comma-separated scenario numbers (1-8); does not write --out")
+    p.add_argument("--only", help="comma-separated scenario numbers (1-9); does not write --out")
     return p
 
 

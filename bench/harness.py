@@ -32,6 +32,7 @@ from jobstream.settings import Settings
 TARGETS = {
     "single": 6_000.0, "batch": 30_000.0, "e2e": 20_000.0, "p50": 5.0, "p99": 15.0, "p99_fast": 50.0,
     "serial_p50": 2.0, "retry": 0.0, "late_p99": 100.0, "delay_p50": 10.0, "delay_p99": 20.0,
+    "schedule_p50": 50.0, "schedule_p99": 250.0,
 }  # fmt: skip
 _PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING)\b|Traceback")
 _EXPECTED = "ACCESS IS OPEN"  # the services' warning without API keys, as the benchmarks run them

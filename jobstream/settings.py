@@ -210,6 +210,11 @@ class DelaySettings(Settings):
         50, ge=0, le=5_000, description="claim jobs this early, so each is produced right when due"
     )
     submit_timeout_s: float = Field(5.0, gt=0)
+    schedule_lookahead_ms: int = Field(
+        1_000, ge=0, le=5_000,
+        description="claim recurring schedules this early: the work of a claim is done before the"
+        " occurrences fall due, which then only wait to be handed to Kafka",
+    )  # fmt: skip
     schedule_grace_ms: int = Field(
         10_000, ge=0, le=3_600_000,
         description="a recurring schedule's occurrence this late still fires; older ones count as"

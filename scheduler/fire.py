@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from jobstream.futures import observe
 from jobstream.histogram import LATENESS_BUCKETS, PlainHistogram
 from jobstream.kafka import Partitioner
-from jobstream.producer_guard import GuardedProducer, SendGroup, refused_record
+from jobstream.producer_guard import GuardedProducer, SendGroup, SendRecord, refused_record
 from jobstream.status_publisher import StatusPublisher
 from schemas import (
     DeadLetter,
@@ -76,6 +76,7 @@ class BatchFirer:
         async with asyncio.timeout_at(deadline):
             await (await self._publisher.send_now([events.fired(job, now) for job in jobs]))
         counts: dict[str, int] = {}
+        records = await self._records(jobs, raw, counts)  # built ahead: at the due time, only sends
         sent: list[_Sent] = []
         start = 0
         while start < len(jobs):  # every job due by now in one hand-over, the next when due
@@ -85,7 +86,7 @@ class BatchFirer:
                 end += 1
             for job in jobs[start:end]:  # handed over now: how late against its due time
                 self.lateness.observe((now_due - (job.get("not_before") or now_due)) / 1000)
-            sent.extend(await self._send(jobs[start:end], raw[start:end], counts))
+            sent.extend(await self._send_records(jobs[start:end], raw[start:end], records[start:end]))
             start = end
         sent = await self._settle(sent, counts, deadline)
         acked = [s.job["id"] for s in sent if s.ok]
@@ -119,9 +120,13 @@ class BatchFirer:
     async def _send(
         self, jobs: list[dict[str, Any]], values: list[bytes], counts: dict[str, int]
     ) -> list[_Sent]:
-        """Hand the records to the producer in one go; each settles when Kafka acknowledged or
-        refused it (refused by the client too: too large). No producer: each failed so."""
-        records = []
+        return await self._send_records(jobs, values, await self._records(jobs, values, counts))
+
+    async def _records(
+        self, jobs: list[dict[str, Any]], values: list[bytes], counts: dict[str, int]
+    ) -> list[SendRecord]:
+        """Each job's record: its topic, value, key, partition and headers."""
+        records: list[SendRecord] = []
         for job, value in zip(jobs, values, strict=True):
             topic = self._topics.jobs(Priority(job.get("priority", "normal")))
             n = counts.get(topic) or await self._partitioner.count(topic)
@@ -129,6 +134,13 @@ class BatchFirer:
             key = job.get("key") or job["id"]
             headers = record_headers(job["type"], job.get("attempt", 1), job.get("traceparent"))
             records.append((topic, value, key.encode(), partition_for(key, n), headers))
+        return records
+
+    async def _send_records(
+        self, jobs: list[dict[str, Any]], values: list[bytes], records: list[SendRecord]
+    ) -> list[_Sent]:
+        """Hand the records to the producer in one go; each settles when Kafka acknowledged or
+        refused it (refused by the client too: too large). No producer: each failed so."""
         try:
             group = await self._producer.send_all(records)
         except KafkaError as exc:  # no producer (one replacing a broken one did not come up)

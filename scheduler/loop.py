@@ -108,13 +108,14 @@ class Scheduler(Lifecycle):
     @classmethod
     def from_settings(
         cls, settings: DelaySettings, store: JobSource, producer: Any, partitioner: Partitioner,
-        publisher: StatusPublisher, what: str = "delayed jobs",
+        publisher: StatusPublisher, what: str = "delayed jobs", lookahead_ms: int | None = None,
     ) -> Scheduler:  # fmt: skip
+        """A scheduler as `settings` say; `lookahead_ms` instead of theirs when given."""
+        ahead = settings.scheduler_lookahead_ms if lookahead_ms is None else lookahead_ms
         return cls(
             store, producer, partitioner, publisher, settings.topics,
             lease_ms=settings.scheduler_lease_ms, batch=settings.scheduler_batch,
-            produce_timeout_s=settings.submit_timeout_s, lookahead_ms=settings.scheduler_lookahead_ms,
-            what=what,
+            produce_timeout_s=settings.submit_timeout_s, lookahead_ms=ahead, what=what,
         )  # fmt: skip
 
     async def _startup(self) -> None:

@@ -30,7 +30,10 @@ def schedule_loop(
 ) -> Scheduler:  # fmt: skip
     """The loop that fires schedules' occurrences (a `Scheduler` over `ScheduleClaims`)."""
     claims = ScheduleClaims(store, settings.schedule_grace_ms)
-    return Scheduler.from_settings(settings, claims, producer, partitioner, publisher, what="occurrences")
+    return Scheduler.from_settings(
+        settings, claims, producer, partitioner, publisher, what="occurrences",
+        lookahead_ms=settings.schedule_lookahead_ms,
+    )  # fmt: skip
 
 
 __all__ = [

@@ -9,6 +9,9 @@ with its `queued` event first). Once Kafka has every occurrence of a schedule (t
 reports ids through `claim(forget=...)` or `done`), the schedule is released with its next
 occurrence in the following claim's script call. A schedule with nothing to fire (every
 occurrence missed, or it ended) is released at once.
+
+Definitions are read once per version and kept, worked out (times, the job's template), so
+a claim costs Redis four small values per schedule, not its definition.
 """
 
 from __future__ import annotations
@@ -21,12 +24,22 @@ import orjson
 
 from scheduler.recurring.spec import Schedule, occurrence_id
 from scheduler.recurring.store import Claimed, Release, ScheduleStore
-from scheduler.recurring.times import plan
+from scheduler.recurring.times import Timing, plan
 from scheduler.store import ClaimedJobs
 from schemas import now_ms
 
 # occurrences one claim returns at most (a catch-up of many schedules waits for the next)
 MAX_OCCURRENCES = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A definition as read, with what every claim of it needs worked out once."""
+
+    version: str
+    schedule: Schedule
+    timing: Timing
+    template: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -49,6 +62,7 @@ class ScheduleClaims:
         self._held: dict[str, _Held] = {}  # by schedule name
         self._by_id: dict[str, _Held] = {}  # by occurrence job id
         self._unsent: list[Release] = []  # releases a failed call did not make
+        self._known: dict[str, _Known] = {}  # definitions read, by schedule name
 
     async def claim(
         self,
@@ -65,11 +79,16 @@ class ScheduleClaims:
         except BaseException:
             self._unsent = releases  # sent with the next call
             raise
+        await self._learn(claimed.schedules)
         jobs: list[tuple[int, bytes]] = []
         nothing: list[Release] = []  # schedules with nothing to fire: released at once
         budget = MAX_OCCURRENCES
         for row in claimed.schedules:
-            made = self._fire(row, now_ms, horizon, budget) if budget > 0 else None
+            known = self._known.get(row.name)
+            if known is None:  # deleted since the claim: nothing to fire, nothing to keep
+                nothing.append(Release(row.name, row.version, None))
+                continue
+            made = self._fire(known, row, now_ms, horizon, budget) if budget > 0 else None
             if made is None:  # over budget: give it back unchanged, fired by the next claim
                 nothing.append(Release(row.name, row.version, row.next))
                 continue
@@ -99,21 +118,31 @@ class ScheduleClaims:
         """Release the schedules whose every occurrence Kafka now has (the loop's last word)."""
         await self._store.release(self._taken(ids), now_ms())
 
+    async def _learn(self, rows: Sequence[Claimed]) -> None:
+        """Read the definitions of `rows` not known at their version, in one round trip."""
+        stale = [r for r in rows if (k := self._known.get(r.name)) is None or k.version != r.version]
+        if not stale:
+            return
+        for row, raw in zip(stale, await self._store.definitions([r.name for r in stale]), strict=True):
+            if raw is None:
+                self._known.pop(row.name, None)
+                continue
+            schedule = Schedule.decode(raw)
+            self._known[row.name] = _Known(row.version, schedule, schedule.timing, schedule.template())
+
     def _fire(
-        self, row: Claimed, now: int, horizon: int, budget: int
+        self, known: _Known, row: Claimed, now: int, horizon: int, budget: int
     ) -> tuple[Release, list[tuple[str, int, bytes]]] | None:
         """What to release and the occurrences to fire (job id, time, envelope); None when
         they would not fit in `budget`."""
-        schedule = Schedule.decode(row.definition)
-        spec = schedule.spec
+        schedule, spec, template = known.schedule, known.schedule.spec, known.template
         remaining = None if spec.limit is None else spec.limit - row.fired
         decided = plan(
-            schedule.timing, row.next, now, horizon, catch_up=spec.catch_up, catch_up_max=spec.catch_up_max,
+            known.timing, row.next, now, horizon, catch_up=spec.catch_up, catch_up_max=spec.catch_up_max,
             grace_ms=self._grace_ms, remaining=remaining,
         )  # fmt: skip
         if len(decided.fire) > budget:
             return None
-        template = schedule.template()
         made = []
         runs = []
         for at in decided.fire:

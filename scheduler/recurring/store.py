@@ -45,7 +45,8 @@ RUNS_KEPT = 20
 # missed, last ('' = none), [run JSON, ...]]. A release records what fired (if the schedule
 # still exists) and, when its version is still the current one, sets the next occurrence.
 # Then the claim: returns the earliest next occurrence and lease expiry left ('' for none),
-# and five values per schedule claimed: name, definition, next, fired, version.
+# and four values per schedule claimed: name, next, fired, version (not the definition:
+# the caller keeps those it has read, by version, and reads the others with `definitions`).
 _STEP = """
 local now, horizon, limit, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[6] then
@@ -84,12 +85,10 @@ if limit > 0 then
     end
   end
   for _, name in ipairs(names) do
-    local def = redis.call('HGET', KEYS[3], name)
     local nxt = redis.call('HGET', KEYS[4], name)
-    if def and nxt then
+    if nxt and redis.call('HEXISTS', KEYS[3], name) == 1 then
       redis.call('ZADD', KEYS[2], lease_until, name)
       out[#out + 1] = name
-      out[#out + 1] = def
       out[#out + 1] = nxt
       out[#out + 1] = redis.call('HGET', KEYS[5], name) or '0'
       out[#out + 1] = redis.call('HGET', KEYS[6], name) or '0'
@@ -150,10 +149,9 @@ _DELETE_HASHES = ("defs", "next", "version", "fired", "missed", "last", "paused"
 
 
 class Claimed(NamedTuple):
-    """A schedule a claim took: its definition and state when taken."""
+    """A schedule a claim took, as it stood when taken (`version` names its definition)."""
 
     name: str
-    definition: bytes
     next: int
     fired: int
     version: str
@@ -229,8 +227,8 @@ class ScheduleStore:
         [answer] = await self._step.run(lambda pipe: self._step.queue(pipe, keys, args))
         head, expiry, *flat = answer
         rows = [
-            Claimed(_s(flat[i]), flat[i + 1], int(flat[i + 2]), int(flat[i + 3]), _s(flat[i + 4]))
-            for i in range(0, len(flat), 5)
+            Claimed(_s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), _s(flat[i + 3]))
+            for i in range(0, len(flat), 4)
         ]
         return ClaimedSchedules(rows, _ms(head), _ms(expiry))
 
@@ -296,8 +294,9 @@ class ScheduleStore:
             if d is not None
         ]
 
-    async def last_fired(self, name: str) -> int | None:
-        return _ms(cast(bytes | None, await self.redis.hget(self.keys["last"], name)))
+    async def definitions(self, names: Sequence[str]) -> list[bytes | None]:
+        """The stored definitions of `names`, in order (None for one deleted)."""
+        return cast(list[bytes | None], await self.redis.hmget(self.keys["defs"], list(names)))
 
     async def runs(self, name: str) -> list[dict[str, Any]]:
         """The newest runs, oldest first."""
