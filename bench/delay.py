@@ -14,9 +14,10 @@ minus the job's due time (one clock: same machine). Two runs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -38,19 +39,43 @@ def _now_ms() -> float:
     return time.time() * 1000
 
 
-async def _tail(
-    settings: Settings, n: int, timeout_s: float, ready: asyncio.Event, created: dict[str, float]
-) -> dict[str, float]:
-    """Read `n` new records from the job topics; when each was seen (ms), by job id."""
+@contextlib.asynccontextmanager
+async def job_topics_from_now(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of every job topic, at its end: what it reads comes after this."""
     consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
     await consumer.start()
-    seen: dict[str, float] = {}
     try:
         tps = [TopicPartition(t, p) for t in settings.topics.job_topics for p in range(settings.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def start_scheduler(bench: Bench, s: Settings) -> None:
+    """A `jobstream scheduler` process of its own; returns once it runs."""
+    proc = bench.spawn_cli("scheduler", ["scheduler"], s)
+    log = bench.children[-1][2]
+    while "scheduler running" not in procs.tail(log, 50):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the scheduler exited:\n{procs.tail(log, 15)}")
+        await asyncio.sleep(0.1)
+
+
+def pick(values: list[float], q: float) -> float:
+    """The `q` quantile of sorted `values`."""
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+async def _tail(
+    settings: Settings, n: int, timeout_s: float, ready: asyncio.Event, created: dict[str, float]
+) -> dict[str, float]:
+    """Read `n` new records from the job topics; when each was seen (ms), by job id."""
+    seen: dict[str, float] = {}
+    async with job_topics_from_now(settings) as consumer:
         ready.set()
         async with asyncio.timeout(timeout_s):
             while len(seen) < n:
@@ -60,8 +85,6 @@ async def _tail(
                         job_id = orjson.loads(r.value)["id"]
                         seen[job_id] = at
                         created[job_id] = r.timestamp
-    finally:
-        await consumer.stop()
     return seen
 
 
@@ -91,16 +114,12 @@ async def _run(settings: Settings, dues: list[int]) -> tuple[list[float], list[f
     return late, sent, max(seen.values())
 
 
-def _pick(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))]
-
-
 async def paced(settings: Settings, rate: int, seconds: float) -> dict[str, float]:
     """Lateness p50/p99/max of `rate` due jobs per second over `seconds`."""
     first = int(_now_ms()) + LEAD_MS
     late, sent, _ = await _run(settings, [first + int(i * 1000 / rate) for i in range(int(rate * seconds))])
-    return {"p50_ms": _pick(late, 0.5), "p99_ms": _pick(late, 0.99), "max_ms": late[-1], "min_ms": late[0],
-            "sent_p50_ms": _pick(sent, 0.5), "sent_p99_ms": _pick(sent, 0.99)}  # fmt: skip
+    return {"p50_ms": pick(late, 0.5), "p99_ms": pick(late, 0.99), "max_ms": late[-1], "min_ms": late[0],
+            "sent_p50_ms": pick(sent, 0.5), "sent_p99_ms": pick(sent, 0.99)}  # fmt: skip
 
 
 async def burst(settings: Settings, n: int) -> dict[str, float]:
@@ -126,12 +145,7 @@ async def scenario(
 async def run(bench: Bench) -> None:
     """Scenario 6 in a run: a scheduler process of its own, then `scenario`."""
     s = await bench.fresh("delay")
-    proc = bench.spawn_cli("scheduler", ["scheduler"], s)
-    log = bench.children[-1][2]
-    while "scheduler running" not in procs.tail(log, 50):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the scheduler exited:\n{procs.tail(log, 15)}")
-        await asyncio.sleep(0.1)
+    await start_scheduler(bench, s)
     meter, since = bench.meter(), len(bench.children)
     n = 20_000 if bench.plan.lat_s < 10 else 100_000
     secs = 10
@@ -163,7 +177,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["WARM_UP_S", "burst", "paced", "run", "scenario"]
+__all__ = ["WARM_UP_S", "burst", "job_topics_from_now", "paced", "pick", "run", "scenario", "start_scheduler"]
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ import time
 from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from bench import load
+from bench.delay import job_topics_from_now, pick, start_scheduler
 from bench.harness import Bench
-from jobstream.cli import procs
-from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
 from scheduler.recurring import Schedule, ScheduleSpec, ScheduleStore
 
@@ -38,27 +36,14 @@ def _now_ms() -> float:
 
 async def _tail(settings: Settings, until_ms: float, ready: asyncio.Event) -> list[tuple[float, int, int]]:
     """(seen at, occurrence time, record timestamp) of each record on the job topics until `until_ms`."""
-    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
-    await consumer.start()
     out: list[tuple[float, int, int]] = []
-    try:
-        tps = [TopicPartition(t, p) for t in settings.topics.job_topics for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
+    async with job_topics_from_now(settings) as consumer:
         ready.set()
         while _now_ms() < until_ms:
             for records in (await consumer.getmany(timeout_ms=100, max_records=10_000)).values():
                 at = _now_ms()
                 out.extend((at, orjson.loads(r.value)["occurrence_at"], r.timestamp) for r in records)
-    finally:
-        await consumer.stop()
     return out
-
-
-def _pick(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 async def scenario(
@@ -94,8 +79,8 @@ async def scenario(
     expected = count * seconds
     out = {
         "occurrences": len(seen), "expected": expected, "min_ms": late[0], "max_ms": late[-1],
-        "p50_ms": _pick(late, 0.5), "p99_ms": _pick(late, 0.99),
-        "sent_p50_ms": _pick(sent, 0.5), "sent_p99_ms": _pick(sent, 0.99),
+        "p50_ms": pick(late, 0.5), "p99_ms": pick(late, 0.99),
+        "sent_p50_ms": pick(sent, 0.5), "sent_p99_ms": pick(sent, 0.99),
     }  # fmt: skip
     say(f"schedules: {count:,} every second for {seconds} s: {len(seen):,} of {expected:,} occurrences, "
         f"lateness p50 {out['p50_ms']:.1f} ms p99 {out['p99_ms']:.1f} ms")  # fmt: skip
@@ -105,12 +90,7 @@ async def scenario(
 async def run(bench: Bench) -> None:
     """Scenario 9 in a run: a scheduler process of its own, then `scenario`."""
     s = await bench.fresh("schedules")
-    proc = bench.spawn_cli("scheduler", ["scheduler"], s)
-    log = bench.children[-1][2]
-    while "scheduler running" not in procs.tail(log, 50):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the scheduler exited:\n{procs.tail(log, 15)}")
-        await asyncio.sleep(0.1)
+    await start_scheduler(bench, s)
     meter, since = bench.meter(), len(bench.children)
     count = 2_000 if bench.plan.lat_s < 10 else 10_000
     secs = 10
