@@ -9,7 +9,7 @@ import itertools
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from jobstream.status_publisher import StatusPublisher
 from producer import create_app
 from scheduler.loop import Scheduler
 from scheduler.recurring import Schedule, ScheduleClaims, ScheduleSpec, ScheduleStore
+from scheduler.recurring.store import Release
 from schemas import JobEnvelope, Priority, decode_job, now_ms, rfc3339
 from tests.conftest import MS
 from tests.helpers import StatusLog, asgi_client, crash_and_restart, read_topic, wait_until
@@ -34,17 +35,25 @@ from tests.helpers import StatusLog, asgi_client, crash_and_restart, read_topic,
 WAIT = 30_000 * MS
 
 
+class NeverReleases(ScheduleClaims):
+    """Claims of a scheduler that dies once it has fired: it never releases a schedule."""
+
+    def _taken(self, ids: Sequence[str]) -> list[Release]:
+        return []
+
+
 @contextlib.asynccontextmanager
 async def recurring(
-    settings: Settings, redis: Redis, lease_ms: int = 10_000, grace_ms: int = 10_000
-) -> AsyncIterator[Scheduler]:
+    settings: Settings, redis: Redis, lease_ms: int = 10_000, grace_ms: int = 10_000,
+    claims: type[ScheduleClaims] = ScheduleClaims,
+) -> AsyncIterator[Scheduler]:  # fmt: skip
     """A loop firing schedules' occurrences, with its own producer, as `jobstream scheduler` runs one."""
     producer = make_producer(settings, linger_ms=0)
     await producer.start()
     try:
         async with StatusPublisher(producer, settings.topics.status, settings.status_partitions) as pub:
-            claims = ScheduleClaims(ScheduleStore(redis, settings.redis_prefix), grace_ms)
-            loop = Scheduler(claims, producer, Partitioner(producer), pub, settings.topics, lease_ms=lease_ms)
+            source = claims(ScheduleStore(redis, settings.redis_prefix), grace_ms)
+            loop = Scheduler(source, producer, Partitioner(producer), pub, settings.topics, lease_ms=lease_ms)
             async with loop:
                 yield loop
     finally:
@@ -119,6 +128,30 @@ async def test_a_scheduler_that_dies_mid_claim_loses_no_occurrence(settings: Set
     times = per_schedule(jobs)["heartbeat"]
     assert times[:4] == [first, first + 1_000, first + 2_000, first + 3_000]
     assert len(set(times)) == len(times)
+
+
+async def test_a_scheduler_that_dies_after_firing_leaves_one_job(settings: Settings, redis: Redis) -> None:
+    """A scheduler fires an occurrence and dies before releasing its schedule: after the
+    lease another fires the same occurrence again, as the same job id, and the worker runs
+    it once (the second record is dropped by the completed-id check)."""
+    store = ScheduleStore(redis, settings.redis_prefix)
+    first = now_ms() + 300
+    await put(store, "once", first, start_at=_rfc(first), limit=1)
+    lease_ms = 1_500
+    worker = WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000})
+    async with StatusLog(settings) as status, Worker(examples, worker):
+        async with recurring(settings, redis, lease_ms=lease_ms, claims=NeverReleases):
+            await status.wait_for(
+                lambda: "completed" in status.states(f"sched:once:{first}"), WAIT, "the first run"
+            )
+        async with recurring(settings, redis, lease_ms=lease_ms):
+            jobs = await occurrences(settings, 2)
+        job_id = f"sched:once:{first}"
+        assert [j.id for j in jobs] == [job_id, job_id]  # fired twice ...
+        await status.wait_for(lambda: status.states(job_id).count("completed") >= 1, WAIT, "its events")
+    assert status.states(job_id).count("active") == 1  # ... run once
+    [state] = await store.states(["once"])
+    assert (state.next, state.fired) == (None, 1)  # ended after its one occurrence
 
 
 async def test_schedules_survive_a_redis_restart(settings: Settings, private_redis: RedisServer) -> None:
