@@ -189,6 +189,35 @@ async def test_a_key_limited_to_types_submits_and_sees_only_those(settings: Sett
         assert r.status_code == 403
 
 
+async def test_schedules_need_admin_and_a_limited_key_keeps_to_its_types(
+    settings: Settings, keys: Keys
+) -> None:
+    """Making, pausing or running a schedule needs `admin`, reading one `read`; a key limited
+    to some types may make only schedules of those types, and lists and sees only them."""
+    nightly = {"cron": "0 3 * * *", "type": "video.encode"}
+    async with api_with_keys(settings, keys) as (client, _):
+        r = await client.put("/schedules/video", json=nightly, headers=keys.auth("submitter"))
+        assert r.status_code == 403 and "admin" in r.json()["detail"], r.text
+        assert (
+            await client.put("/schedules/video", json=nightly, headers=keys.auth("admin"))
+        ).status_code == 201
+        r = await client.put("/schedules/video2", json=nightly, headers=keys.auth("images"))
+        assert r.status_code == 403 and "'video.encode'" in r.json()["detail"], r.text
+        images = {**nightly, "type": "images.resize"}
+        assert (
+            await client.put("/schedules/img", json=images, headers=keys.auth("images"))
+        ).status_code == 201
+        listed = (await client.get("/schedules", headers=keys.auth("reader"))).json()["items"]
+        assert [s["name"] for s in listed] == ["img", "video"]
+        mine = (await client.get("/schedules", headers=keys.auth("images"))).json()["items"]
+        assert [s["name"] for s in mine] == ["img"]
+        for method, path in (("GET", ""), ("POST", "/pause"), ("POST", "/run"), ("DELETE", "")):
+            r = await client.request(method, f"/schedules/video{path}", headers=keys.auth("images"))
+            assert r.status_code == 403, (method, path, r.text)
+        r = await client.post("/schedules/video/pause", headers=keys.auth("reader"))
+        assert r.status_code == 403
+
+
 async def test_delayed_jobs_are_listed_soonest_first_within_the_keys_types(
     settings: Settings, keys: Keys
 ) -> None:
