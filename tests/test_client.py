@@ -1,0 +1,176 @@
+"""The Python client (`jobstream.Client`, `SyncClient`) against an API, a gateway and a worker,
+each its own process, on the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobstream import Client, SyncClient
+from jobstream.cli import procs
+from jobstream.cli.stack import KafkaBroker
+from jobstream.client import InvalidInput, JobCancelled, JobExpired, JobFailed, Unavailable
+from jobstream.kafka import ensure_topics
+from jobstream.settings import Settings
+from schemas import Priority, decode_job
+from tests.conftest import Services
+from tests.helpers import read_topic
+from tests.pipeline import spawn_service
+from tests.test_dashboard import Deployment, deployment
+
+WAIT_S = 30.0
+
+
+@pytest.fixture
+def stack(env: dict[str, str], settings: Settings, tmp_path: Path) -> Iterator[Deployment]:
+    """API, gateway and a worker of `tests.dashboard_app` (`dash.echo`, `dash.fail`)."""
+    with deployment(env, tmp_path) as d:
+        yield d
+
+
+def ws(d: Deployment) -> str:
+    return d.gateway.replace("http://", "ws://") + "/ws"
+
+
+async def test_submit_and_await_each_ending(stack: Deployment) -> None:
+    """A result, a failure with its traceback, an expiry, a cancel and a timeout, each as the
+    exception or value the caller expects."""
+    async with Client(stack.api, ws(stack)) as client:
+        job = await client.submit("dash.echo", {"w": 64}, priority="high")
+        assert await job.result(timeout=WAIT_S) == {"w": 64}
+
+        failing = await client.submit("dash.fail", {})
+        with pytest.raises(JobFailed) as failed:
+            await failing.result(timeout=WAIT_S)
+        assert (failed.value.error_type, failed.value.message) == ("RuntimeError", "broken on purpose")
+        assert failed.value.traceback and "dashboard_app.py" in failed.value.traceback
+        assert failed.value.attempt == 1 and failed.value.reason == "exhausted"
+
+        expiring = await client.submit("dash.echo", {}, delay=0.2, ttl_ms=1)
+        with pytest.raises(JobExpired):
+            await expiring.result(timeout=WAIT_S)
+
+        later = await client.submit("dash.echo", {}, delay=dt.timedelta(hours=1))
+        assert later.state == "scheduled" and later.run_at
+        with pytest.raises(TimeoutError):
+            await later.result(timeout=0.5)
+        assert await later.cancel() == "cancelled"
+        with pytest.raises(JobCancelled):
+            await later.result(timeout=WAIT_S)
+        assert (await later.status())["state"] == "cancelled"
+
+        with pytest.raises(InvalidInput) as refused:
+            await client.submit("dash.echo", {}, max_attempts=0)
+        assert refused.value.field == "max_attempts" and "max_attempts" in refused.value.detail
+
+
+async def test_a_thousand_results_awaited_at_once_share_one_connection(stack: Deployment) -> None:
+    """1,000 jobs submitted in one batch, their results awaited concurrently: all arrive."""
+    async with Client(stack.api, ws(stack)) as client:
+        jobs = await client.submit_many([{"type": "dash.echo", "payload": {"i": i}} for i in range(1_000)])
+        results = await asyncio.gather(*(j.result(timeout=60) for j in jobs if not isinstance(j, Exception)))
+    assert results == [{"i": i} for i in range(1_000)]
+
+
+async def test_events_continue_across_a_gateway_restart(stack: Deployment) -> None:
+    """`client.events()` reconnects from its last cursor when the gateway restarts: every job's
+    events arrive, none missed, none twice."""
+    async with Client(stack.api, ws(stack)) as client:
+        seen: list[tuple[str, str, int]] = []
+        done: set[str] = set()
+        ids: set[str] = set()
+        started, finished = asyncio.Event(), asyncio.Event()
+
+        async def follow() -> None:
+            async for event in client.events(types=["dash.echo"]):
+                seen.append((event.job_id, event.state.value, event.attempt))
+                if event.state.value == "completed":
+                    done.add(event.job_id)
+                    if len(ids) == 40 and ids <= done:
+                        finished.set()
+                started.set()
+
+        follower = asyncio.create_task(follow())
+        first = [await client.submit("dash.echo", {"i": i}) for i in range(20)]
+        await asyncio.wait_for(started.wait(), WAIT_S)
+        await asyncio.to_thread(stack.restart_gateway)
+        second = [await client.submit("dash.echo", {"i": i}) for i in range(20)]
+        ids.update(j.id for j in first + second)
+        if ids <= done:
+            finished.set()
+        await asyncio.wait_for(finished.wait(), 60)
+        follower.cancel()
+    repeated = [e for e, n in Counter(seen).items() if n > 1]
+    assert not repeated, f"events delivered twice: {repeated[:5]}"
+    for job_id in ids:
+        assert [s for j, s, _ in seen if j == job_id] == ["queued", "active", "completed"], job_id
+
+
+def test_the_blocking_client(stack: Deployment) -> None:
+    """`SyncClient`: the same calls, blocking, from a program without an event loop."""
+    with SyncClient(stack.api, ws(stack)) as client:
+        job = client.submit("dash.echo", {"sync": True})
+        assert job.result(timeout=WAIT_S) == {"sync": True}
+        assert client.status(job.id)["id"] == job.id  # its state there may trail the feed a moment
+        states = [e.state.value for e in client.submit("dash.echo", {}).events()]
+        assert states[-1] == "completed"
+        with pytest.raises(JobFailed):
+            client.submit("dash.fail", {}).result(timeout=WAIT_S)
+
+
+async def test_submits_through_a_kafka_outage_enqueue_each_job_once(
+    private_kafka: KafkaBroker, services: Services, prefix: str, tmp_path: Path
+) -> None:
+    """Kafka stopped for a few seconds while 200 submits run with a 60 s deadline: every call
+    returns one job (or raises), and no job is enqueued twice."""
+    settings = Settings(kafka_bootstrap_servers=private_kafka.bootstrap, redis_url=services.redis_url,
+                        topic_prefix=prefix, partitions=6, status_partitions=3)  # fmt: skip
+    await ensure_topics(settings)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": private_kafka.bootstrap, "REDIS_URL": services.redis_url,
+           "JOBSTREAM_TOPIC_PREFIX": prefix, "JOBSTREAM_PARTITIONS": "6", "JOBSTREAM_STATUS_PARTITIONS": "3",
+           "JOBSTREAM_SUBMIT_TIMEOUT_S": "2"}  # fmt: skip
+    api = spawn_service("api", env, tmp_path / "api.log")
+    try:
+        await asyncio.to_thread(api.wait_ready)
+        url = f"http://127.0.0.1:{api.port}"
+        async with Client(url, retry_for=60) as client:
+            await client.submit("example.echo")  # warm
+
+            async def one(i: int) -> str | BaseException:
+                await asyncio.sleep(i * 0.03)
+                try:
+                    return (await client.submit("example.echo", {"i": i})).id
+                except (Unavailable, OSError) as exc:
+                    return exc
+
+            calls = asyncio.gather(*(one(i) for i in range(200)))
+            await asyncio.sleep(1)
+            await asyncio.to_thread(private_kafka.stop)
+            await asyncio.sleep(3)
+            await asyncio.to_thread(private_kafka.start)
+            answers = await calls
+            metrics = (await client._http.get("/metrics")).text
+    finally:
+        procs.stop(api.proc, grace_s=30)
+    refused = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith("jobstream_api_submit_rejected_total") and "kafka" in ln
+    ]
+    assert refused and float(refused[0].split()[-1]) > 0, "the outage answered no 503: nothing was retried"
+    ids = [a for a in answers if isinstance(a, str)]
+    assert len(ids) == len(set(ids)) and len(ids) >= 150, answers
+    records = await read_topic(settings, settings.topics.jobs(Priority.normal), 1 + len(ids), timeout_s=60)
+    jobs = [decode_job(r.value) for r in records]
+    per_key = Counter(j.idempotency_key for j in jobs)
+    assert not [k for k, n in per_key.items() if n > 1], "a submit was enqueued twice"
+    assert {j.id for j in jobs} >= set(ids)
+    print(f"\n{len(ids)} of 200 submits returned a job; {len(answers) - len(ids)} raised;"
+          f" {len(jobs)} records", file=sys.stderr)  # fmt: skip
