@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -174,3 +175,22 @@ async def test_submits_through_a_kafka_outage_enqueue_each_job_once(
     assert {j.id for j in jobs} >= set(ids)
     print(f"\n{len(ids)} of 200 submits returned a job; {len(answers) - len(ids)} raised;"
           f" {len(jobs)} records", file=sys.stderr)  # fmt: skip
+
+
+def test_the_command_line_submits_through_the_client(stack: Deployment, env: dict[str, str]) -> None:
+    """`jobstream submit --wait` (its HTTP through `jobstream.client`) prints the id and each
+    state until the end: exit 0 for a result, 1 for a job that ends dead."""
+
+    def submit(*args: str) -> subprocess.CompletedProcess[str]:
+        where = ["--api", stack.api, "--gateway", ws(stack)]
+        cmd = [sys.executable, "-m", "jobstream.cli", "submit", *args, *where, "--wait", "--timeout", "30"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    done = submit("dash.echo", '{"n": 1}')
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines[0]) == 36 and "completed" in lines[-1] and 'result {"n": 1}' in lines[-1], done.stdout
+    dead = submit("dash.fail", "{}")
+    assert dead.returncode == 1 and "RuntimeError: broken on purpose" in dead.stdout, (
+        dead.stdout + dead.stderr
+    )

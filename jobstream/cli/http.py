@@ -1,7 +1,6 @@
-"""`jobstream submit TYPE PAYLOAD [--priority P] [--api URL] [--wait]`: a small HTTP client.
-
-It uses only the standard library and `websockets` (both runtime dependencies), so it
-works from a plain `pip install jobstream`.
+"""`jobstream submit TYPE PAYLOAD [--priority P] [--api URL] [--wait]`, and the HTTP calls
+of every command: through the Python client (`jobstream.client`: its key, its retries
+through a brief outage, an idempotency key on each submit).
 
 With `--wait` it follows the job on the gateway's WebSocket: subscribe to the id, print the
 snapshot (the state the job already reached: it may have run before we subscribed), then
@@ -15,21 +14,27 @@ arguments or the API unreachable; 3 `--timeout` passed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from schemas import TERMINAL_STATES
+
+if TYPE_CHECKING:
+    from jobstream.client import SyncClient
+
+CLI_RETRY_S = 5.0
+_clients: dict[str, SyncClient] = {}
 
 
 class Unreachable(Exception):
@@ -46,25 +51,33 @@ def auth_headers() -> dict[str, str]:
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
-def request(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
-    """One JSON request; returns (status, parsed body). HTTP errors are returned, not raised."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"accept": "application/json", **auth_headers()}
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    if data is not None:
-        req.add_header("content-type", "application/json")
+def api_client(api: str) -> SyncClient:
+    """The Python client (`jobstream.client`) for the API at `api`: one per address for the
+    process, closed at exit. It carries `JOBSTREAM_API_KEY`, and tries again through an
+    outage of up to `CLI_RETRY_S` before the command says what is wrong."""
+    client = _clients.get(api)
+    if client is None:
+        from jobstream.client import SyncClient
+
+        client = _clients[api] = SyncClient(api, retry_for=CLI_RETRY_S)
+        atexit.register(client.close)
+    return client
+
+
+def request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """One JSON request through the client; returns (status, parsed body). HTTP errors are
+    returned, not raised; no answer at all raises `Unreachable`."""
+    from jobstream.client import ApiError
+    from jobstream.client import Unreachable as NoAnswer
+
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach the API at {url}: {reason}") from None
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
+        return api_client(f"{parts.scheme}://{parts.netloc}").exchange(method, path, body)
+    except ApiError as exc:
+        return exc.status, exc.body
+    except NoAnswer as exc:
+        raise Unreachable(f"cannot reach the API at {url}: {exc}") from None
 
 
 def call_api(command: Callable[[argparse.Namespace, str], int], args: argparse.Namespace) -> int:
@@ -165,18 +178,21 @@ def submit_cli(args: argparse.Namespace) -> int:
     if not isinstance(payload, dict):
         _err("PAYLOAD must be a JSON object, e.g. '{\"n\": 1}'")
         return 2
+    from jobstream.client import ApiError
+    from jobstream.client import Unreachable as NoAnswer
+
     api = str(args.api).rstrip("/")
-    body = {"type": args.type, "payload": payload, "priority": args.priority}
     try:
-        status, answer = request("POST", f"{api}/jobs", body)
-    except Unreachable as exc:
-        _err(f"{exc}\n  is the API running? (`make run` starts it on {api})")
+        job = api_client(api).submit(args.type, payload, priority=args.priority)
+    except NoAnswer as exc:
+        _err(f"cannot reach the API: {exc}\n  is the API running? (`make run` starts it on {api})")
         return 2
-    if status not in (200, 202) or not isinstance(answer, dict) or "id" not in answer:
-        _err(_detail(status, answer))
-        if status == 503 and isinstance(answer, dict):
+    except ApiError as exc:
+        _err(_detail(exc.status, exc.body))
+        if exc.status == 503:
             print("  a backing service (Kafka or Redis) is down; retry later", file=sys.stderr)
         return 1
+    answer = {"id": job.id, "state": job.state}
     print(answer["id"], flush=True)
     if not args.wait:
         return 0

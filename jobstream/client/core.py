@@ -227,7 +227,7 @@ class Client:
         """A page of dead letters, newest first: `{"items", "next_cursor"}`. Filters as the
         API's: `type`, `reason` (a value or a list), `since`, `until`, `q`."""
         params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {}), **filters}
-        page: dict[str, Any] = await self._call("GET", "/dlq", None, None, params=params)
+        page: dict[str, Any] = await self._call("GET", "/dlq", None, None, params)
         return page
 
     async def dead_letter(self, dead_id: str) -> dict[str, Any]:
@@ -254,17 +254,28 @@ class Client:
                       deadline: float | None = None) -> Any:  # fmt: skip
         """Any API call (`path` from the root, e.g. `/queues`), with the client's retries
         and errors; the parsed answer."""
-        return await self._call(method, path, body, deadline, params=params)
+        return await self._call(method, path, body, deadline, params)
 
-    async def _call(
+    async def exchange(
         self,
         method: str,
         path: str,
-        body: Any,
-        deadline: float | None,
+        body: Any = None,
         *,
         params: dict[str, Any] | None = None,
+        deadline: float | None = None,
+    ) -> tuple[int, Any]:
+        """As `request`, with the answer's status: (status, parsed answer)."""
+        return await self._exchange(method, path, body, deadline, params)
+
+    async def _call(
+        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None
     ) -> Any:
+        return (await self._exchange(method, path, body, deadline, params))[1]
+
+    async def _exchange(
+        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None
+    ) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         end = loop.time() + (self.retry_for if deadline is None else deadline)
         pause = _FIRST_PAUSE_S
@@ -276,7 +287,7 @@ class Client:
                 wait = pause
             else:
                 if resp.status_code < 400:
-                    return resp.json() if resp.content else None
+                    return resp.status_code, resp.json() if resp.content else None
                 retry_after = _seconds(resp.headers.get("retry-after"))
                 failure = api_error(resp.status_code, _body(resp), retry_after)
                 if not isinstance(failure, Unavailable):

@@ -111,6 +111,9 @@ class SyncClient:
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self._run(self._client.request(method, path, body, **kwargs))
 
+    def exchange(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return self._run(self._client.exchange(method, path, body, **kwargs))
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
