@@ -1,4 +1,5 @@
-"""The gateway's FastAPI app: `/ws`, the dashboard, health, readiness, metrics and job lookup.
+"""The gateway's FastAPI app: `/ws`, the dashboard, health, readiness, metrics, job lookup,
+and `/asyncapi.json`, the AsyncAPI document of `/ws` and the topics (`gateway.asyncapi`).
 
 The dashboard is static files in `gateway/dashboard/` (no build step): `/` is its page,
 `/dashboard/*` its modules, and `/dashboard/config.json` tells it where the API is
@@ -20,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -123,6 +125,18 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
+
+    asyncapi_json: list[bytes] = []  # built on the first request (about 10 ms), then kept
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> Response:
+        """The AsyncAPI document, with this deployment's topic names; open like /docs."""
+        if not asyncapi_json:
+            # imported here: `python -m gateway.asyncapi` imports this package before that module
+            from gateway.asyncapi import asyncapi_document
+
+            asyncapi_json.append(orjson.dumps(asyncapi_document(settings.topic_prefix)))
+        return Response(asyncapi_json[0], media_type="application/json")
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -122,6 +122,8 @@ def test_the_blocking_client(stack: Deployment) -> None:
         assert client.status(job.id)["id"] == job.id  # its state there may trail the feed a moment
         states = [e.state.value for e in client.submit("dash.echo", {}).events()]
         assert states[-1] == "completed"
+        followed = list(client.job(job.id).events())  # followed after it ended: where it stands first
+        assert getattr(followed[0], "snapshot", False) and followed[-1].state.value == "completed"
         with pytest.raises(JobFailed):
             client.submit("dash.fail", {}).result(timeout=WAIT_S)
 

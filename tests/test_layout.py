@@ -51,7 +51,8 @@ def _imported(path: Path) -> set[str]:
         for name in names:
             top = name.split(".")[0]
             if top in OURS:
-                found.add("jobstream.cli" if name.startswith("jobstream.cli") else top)
+                cli = name == "jobstream.cli" or name.startswith("jobstream.cli.")
+                found.add("jobstream.cli" if cli else top)
     return found
 
 
@@ -80,3 +81,5 @@ def test_the_rule_sees_a_wrong_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import consumer.worker\nfrom gateway import hub\nfrom jobstream.cli import dev\n")
     assert _imported(module) == {"consumer", "gateway", "jobstream.cli"}
+    module.write_text("from jobstream.client import Client\n")  # not the command line
+    assert _imported(module) == {"jobstream"}

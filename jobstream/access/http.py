@@ -2,9 +2,9 @@
 
 A request names its key in `Authorization: Bearer <key>`. Which scope a path needs comes
 from a rule per app (`api_scope`, `gateway_scope`); a path the rule leaves open (health,
-readiness, metrics, the API's documents, the dashboard's files, CORS preflights) passes
-without a key. An admitted request carries its `Principal` in the ASGI scope
-(`principal_of`), where the routes check job types against the key's patterns.
+readiness, metrics, the API's and the gateway's documents, the dashboard's files, CORS
+preflights) passes without a key. An admitted request carries its `Principal` in the ASGI
+scope (`principal_of`), where the routes check job types against the key's patterns.
 
 Answers, JSON like every error:
 - 401 with `WWW-Authenticate: Bearer`: no key, or one that is unknown, revoked or mistyped;
@@ -27,6 +27,7 @@ PRINCIPAL = "jobstream.principal"
 Rule = Callable[[str, str], KeyScope | None]  # (method, path) -> the scope needed; None: open
 
 _OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+_GATEWAY_OPEN = _OPEN | {"/", "/asyncapi.json"}  # the dashboard's page, the AsyncAPI document
 
 
 class Unauthorized(ApiError):
@@ -49,9 +50,9 @@ def api_scope(method: str, path: str) -> KeyScope | None:
 
 
 def gateway_scope(method: str, path: str) -> KeyScope | None:
-    """The gateway's rule: its dashboard's files are open (the page asks for a key); job
-    lookups and WebSocket tokens need `read`."""
-    if method == "OPTIONS" or path in _OPEN or path == "/" or path.startswith("/dashboard/"):
+    """The gateway's rule: its dashboard's files (the page asks for a key) and its AsyncAPI
+    document are open; job lookups and WebSocket tokens need `read`."""
+    if method == "OPTIONS" or path in _GATEWAY_OPEN or path.startswith("/dashboard/"):
         return None
     return "read"
 

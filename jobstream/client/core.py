@@ -25,29 +25,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
-
-import httpx
 
 from jobstream.client.errors import (
     ApiError,
     JobCancelled,
     JobExpired,
     JobFailed,
-    Unavailable,
-    Unreachable,
     api_error,
 )
 from jobstream.client.stream import Watcher, feed
+from jobstream.client.transport import RETRY_FOR_S, Transport
 from schemas import StatusEvent
 
 Priority = Literal["high", "normal", "low"]
-RETRY_FOR_S = 30.0  # how long a call keeps trying through 503s and lost connections
-_FIRST_PAUSE_S = 0.1
-_RETRIED = (httpx.TransportError,)
 
 
 class Job:
@@ -101,9 +94,7 @@ class Client:
         self._auth = {"authorization": f"Bearer {key}"} if key else {}
         self.api = api.rstrip("/")
         self.gateway = gateway
-        self.retry_for = retry_for
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=self.api, headers=self._auth, timeout=timeout, limits=limits)
+        self._http = Transport(self.api, self._auth, timeout, retry_for, max_connections)
         self._watcher = Watcher(gateway, lambda: dict(self._auth))
 
     async def __aenter__(self) -> Client:
@@ -266,38 +257,12 @@ class Client:
         deadline: float | None = None,
     ) -> tuple[int, Any]:
         """As `request`, with the answer's status: (status, parsed answer)."""
-        return await self._exchange(method, path, body, deadline, params)
+        return await self._http.exchange(method, path, body, deadline, params)
 
     async def _call(
         self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None
     ) -> Any:
-        return (await self._exchange(method, path, body, deadline, params))[1]
-
-    async def _exchange(
-        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None
-    ) -> tuple[int, Any]:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + (self.retry_for if deadline is None else deadline)
-        pause = _FIRST_PAUSE_S
-        while True:
-            try:
-                resp = await self._http.request(method, path, json=body, params=params)
-            except _RETRIED as exc:
-                failure: Exception = Unreachable(f"{method} {self.api}{path}: {exc!r}")
-                wait = pause
-            else:
-                if resp.status_code < 400:
-                    return resp.status_code, resp.json() if resp.content else None
-                retry_after = _seconds(resp.headers.get("retry-after"))
-                failure = api_error(resp.status_code, _body(resp), retry_after)
-                if not isinstance(failure, Unavailable):
-                    raise failure
-                wait = max(pause, retry_after or 0.0)
-            wait *= random.uniform(0.8, 1.2)
-            if loop.time() + wait > end:
-                raise failure
-            await asyncio.sleep(wait)
-            pause = min(pause * 2, 2.0)
+        return (await self._http.exchange(method, path, body, deadline, params))[1]
 
 
 def job_body(
@@ -336,17 +301,3 @@ def _quote(part: str) -> str:
     from urllib.parse import quote
 
     return quote(part, safe="")
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _body(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return {"detail": resp.text}

@@ -2,7 +2,9 @@
 
 - `feed()`: every event of a selection, in order, as the gateway sends them; a dropped
   connection is opened again from the last cursor received (the `subscribed` frame's at
-  first, then each events frame's), so nothing is missed and nothing comes twice.
+  first, then each events frame's), so nothing is missed and nothing comes twice. Jobs
+  subscribed by id start with their current state (the gateway's snapshot, as an event
+  marked `snapshot`), so a job that ended before it was followed is seen to have ended.
 - `Watcher`: one connection for every job a program awaits (`Job.result()`), however many:
   it subscribes to their ids in as few messages as it can (the gateway answers each with
   the jobs' current state, so a job that ended before it was watched is seen at once), and
@@ -48,6 +50,7 @@ async def feed(
     while True:
         try:
             async with _connect(url, headers()) as ws:
+                first = cursor is None  # a resumed feed has seen the jobs' states already
                 sub = {**selection, **({"cursor": cursor} if cursor else {})}
                 await ws.send(orjson.dumps({"subscribe": sub}).decode())
                 async for raw in ws:
@@ -56,6 +59,9 @@ async def feed(
                         for event in frame["events"]:
                             yield event
                         cursor = frame["cursor"]
+                    elif "snapshot" in frame and first:
+                        for state in frame["snapshot"]:  # where each job stands: it may have ended
+                            yield as_event(state)
                     elif "subscribed" in frame:
                         cursor = cursor or frame["cursor"]
                         backoff = 0.1
@@ -189,6 +195,18 @@ class Watcher:
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(exc)
+
+
+def as_event(state: dict[str, Any]) -> dict[str, Any]:
+    """A job's state (a snapshot's, `GET /jobs/{id}`'s shape) as the event that brought it
+    there, marked `snapshot`: a job followed from now starts from where it stands."""
+    event = {"job_id": state["id"], "type": state.get("type", ""), "state": state["state"],
+             "attempt": state.get("attempt", 1), "at": state.get("updated_at", 0),
+             "snapshot": True}  # fmt: skip
+    for name in ("progress", "result", "error", "reason", "parent_id"):
+        if state.get(name) is not None:
+            event[name] = state[name]
+    return event
 
 
 def _connect(url: str, headers: dict[str, str]) -> Any:
