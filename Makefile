@@ -2,7 +2,7 @@
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PKGS   := schemas producer deadletters scheduler consumer gateway jobstream bench tests
+PKGS   := schemas producer deadletters scheduler consumer gateway jobstream bench tests examples
 
 .PHONY: install run test lint bench clean distclean
 

@@ -21,9 +21,9 @@ from jobstream.client import InvalidInput, JobCancelled, JobExpired, JobFailed, 
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 from schemas import Priority, decode_job
-from tests.conftest import Services
+from tests.conftest import ROOT, Services
 from tests.helpers import read_topic
-from tests.pipeline import spawn_service
+from tests.pipeline import run_pipeline, spawn_service
 from tests.test_dashboard import Deployment, deployment
 
 WAIT_S = 30.0
@@ -196,3 +196,17 @@ def test_the_command_line_submits_through_the_client(stack: Deployment, env: dic
     assert dead.returncode == 1 and "RuntimeError: broken on purpose" in dead.stdout, (
         dead.stdout + dead.stderr
     )
+
+
+def test_the_example_script_runs_against_the_pipeline(
+    env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """`examples/client.py`, as the README tells one to run it, against API, gateway and workers."""
+    with run_pipeline(env, tmp_path, workers=1) as p:
+        cmd = [sys.executable, str(ROOT / "examples" / "client.py"), "--api", p.api, "--gateway", p.ws]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "echo:" in out and "{'hello': 'world'}" in out, out
+    assert "progress job: completed" in out and "failed: RuntimeError on purpose" in out, out
+    assert "batch: 100 results, the last {'i': 99}" in out, out
