@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from bench import batch, delay, e2e, latency, rebalance, retry, scaling, schedules, single
+from bench import batch, client, delay, e2e, latency, rebalance, retry, scaling, schedules, single
 from bench.harness import Bench, Plan, Step
 from bench.load import say
 from bench.report import render
@@ -43,6 +43,7 @@ STEPS: list[Step] = [
     ("7", scaling.run),
     ("8", rebalance.run),
     ("9", schedules.run),
+    ("10", client.run),
 ]
 
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="smaller runs")
     p.add_argument("--out", default="docs/BENCHMARKS.md")
-    p.add_argument("--only", help="comma-separated scenario numbers (1-9); does not write --out")
+    p.add_argument("--only", help="comma-separated scenario numbers (1-10); does not write --out")
     return p
 
 

@@ -35,10 +35,10 @@ def test_the_installed_cli_neither_offers_nor_imports_the_benchmarks() -> None:
 
 
 def test_every_scenario_has_a_step_in_order() -> None:
-    """`python -m bench` runs scenarios 1 to 9 in order (3 twice: one worker, then two)."""
+    """`python -m bench` runs scenarios 1 to 10 in order (3 twice: one worker, then two)."""
     from bench.__main__ import STEPS
 
-    assert [num for num, _ in STEPS] == ["1", "2", "3", "3", "4", "5", "6", "7", "8", "9"]
+    assert [num for num, _ in STEPS] == ["1", "2", "3", "3", "4", "5", "6", "7", "8", "9", "10"]
 
 
 def test_the_latency_curve_is_a_drawing_of_both_percentiles() -> None:

@@ -159,7 +159,7 @@ async def test_submits_through_a_kafka_outage_enqueue_each_job_once(
             await asyncio.sleep(3)
             await asyncio.to_thread(private_kafka.start)
             answers = await calls
-            metrics = (await client._http.get("/metrics")).text
+            metrics = (await client._http.get("/metrics"))[1].decode()
     finally:
         procs.stop(api.proc, grace_s=30)
     refused = [
