@@ -11,18 +11,19 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobstream import Client, SyncClient
 from jobstream.cli import procs
 from jobstream.cli.stack import KafkaBroker
-from jobstream.client import InvalidInput, JobCancelled, JobExpired, JobFailed, Unavailable
+from jobstream.client import InvalidInput, JobCancelled, JobExpired, JobFailed, Unauthorized, Unavailable
 from jobstream.kafka import ensure_topics
 from jobstream.settings import Settings
 from schemas import Priority, decode_job
 from tests.conftest import ROOT, Services
-from tests.helpers import read_topic
+from tests.helpers import read_topic, wait_until
 from tests.pipeline import run_pipeline, spawn_service
 from tests.test_dashboard import Deployment, deployment
 
@@ -210,3 +211,39 @@ def test_the_example_script_runs_against_the_pipeline(
     assert "echo:" in out and "{'hello': 'world'}" in out, out
     assert "progress job: completed" in out and "failed: RuntimeError on purpose" in out, out
     assert "batch: 100 results, the last {'i': 99}" in out, out
+
+
+async def test_with_keys_required_and_dead_letters(
+    env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """With keys required the client's key goes with every request and connection (none:
+    `Unauthorized`); a dead job's dead letter is listed, shown with its traceback, counted
+    by a dry run and replayed."""
+    with deployment(env, tmp_path, auth=True) as d:
+        async with Client(d.api, ws(d), api_key="js_000000000000_wrong") as stranger:
+            with pytest.raises(Unauthorized):
+                await stranger.submit("dash.echo")
+        async with Client(d.api, ws(d), api_key=d.key) as client:
+            assert await (await client.submit("dash.echo", {"k": 1})).result(timeout=WAIT_S) == {"k": 1}
+            dead = await client.submit("dash.until_fixed", {})
+            with pytest.raises(JobFailed):
+                await dead.result(timeout=WAIT_S)
+
+            async def listed() -> list[dict[str, Any]]:
+                return list((await client.dead_letters(type="dash.until_fixed"))["items"])
+
+            await wait_until(listed, 1, "the dead letter to be indexed")
+            [letter] = await listed()
+            shown = await client.dead_letter(letter["id"])
+            assert "not fixed yet" in shown["errors"][-1]["traceback"]
+            assert (await client.replay(types=["dash.until_fixed"]))["matched"] == 1
+            d.fixed.touch()
+            started = await client.replay(types=["dash.until_fixed"], dry_run=False)
+            assert started["matched"] == 1
+
+            async def replayed() -> list[dict[str, Any]]:
+                status = await client.replay_status(started["replay_id"])
+                return [status] if status["state"] != "running" else []
+
+            await wait_until(replayed, 1, "the replay to finish")
+            assert (await replayed())[0]["replayed"] == 1
