@@ -112,10 +112,16 @@ def _refusal(settings: Settings, where: str, exc: BaseException) -> str | None:
     return None
 
 
-async def check_access(settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
+async def check_access(
+    settings: Settings, timeout_s: float = CHECK_TIMEOUT_S, *, publishes_status: bool = False
+) -> bool:
     """Log in to the bootstrap brokers as every client will, one at a time until one answers
     a metadata request (True); False if none answers; `KafkaAccessError` (one line naming
-    the setting) when one refuses us. Each broker tried takes at most `timeout_s`."""
+    the setting) when one refuses us. Each broker tried takes at most `timeout_s`.
+
+    With `publishes_status` (the API, workers and schedulers: they choose each event's status
+    partition as `crc32(job id) % STATUS_PARTITIONS`), also `KafkaAccessError` when the status
+    topic has fewer partitions than that: every event for the others would be refused."""
     options = kafka_options(settings)
     options.pop("bootstrap_servers")
     for host, port, _family in collect_hosts(settings.kafka_bootstrap_servers, randomize=False):
@@ -124,7 +130,10 @@ async def check_access(settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -
         try:
             async with asyncio.timeout(timeout_s):
                 conn = await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **options)
-                await conn.send(MetadataRequest([]))
+                topics = [settings.topics.status] if publishes_status else []
+                answer = await conn.send(MetadataRequest(topics, allow_auto_topic_creation=False))
+            if publishes_status:
+                _check_status_partitions(settings, answer)
             return True
         except (OSError, KafkaError, TimeoutError) as exc:
             reason = _refusal(settings, where, exc) or _refusal(settings, where, exc.__cause__ or exc)
@@ -145,3 +154,17 @@ async def check_access(settings: Settings, timeout_s: float = CHECK_TIMEOUT_S) -
 
 
 __all__ = ["KafkaAccessError", "check_access", "kafka_options", "ssl_context"]
+
+
+def _check_status_partitions(settings: Settings, answer: Any) -> None:
+    """`KafkaAccessError` when the status topic exists with fewer partitions than
+    `settings.status_partitions` (a topic not made yet is `jobstream topics`' to make)."""
+    for topic in answer.topics:
+        name, partitions = topic[1], topic[-1]
+        have, want = len(partitions), settings.status_partitions
+        if name == settings.topics.status and topic[0] == 0 and have < want:
+            raise KafkaAccessError(
+                f"the status topic {name} has {have} partitions but JOBSTREAM_STATUS_PARTITIONS is {want}: "
+                f"events would go to partitions it does not have; set JOBSTREAM_STATUS_PARTITIONS={have} "
+                "on every process"
+            )

@@ -199,6 +199,28 @@ def test_no_broker_answering_ends_each_command_with_one_line() -> None:
         ], (name, lines)
 
 
+def test_a_status_topic_smaller_than_the_setting_stops_the_publishers_with_one_line(
+    env: dict[str, str], settings: Settings
+) -> None:
+    """The status topic has 3 partitions and STATUS_PARTITIONS says 6: the API, a worker and a
+    scheduler (each picks an event's partition by that number) stop at start with one line
+    saying what to set, rather than answer 500 for the jobs whose events would go nowhere."""
+    wrong = {**env, "JOBSTREAM_STATUS_PARTITIONS": "6"}
+    commands = {
+        "api": ["api", "--port", str(procs.free_port())],
+        "worker": ["worker", "consumer.examples:app"],
+        "scheduler": ["scheduler"],
+    }
+    for name, args in commands.items():
+        done = subprocess.run([*CLI, *args], env=wrong, capture_output=True, text=True, timeout=60)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1, (name, done.stderr)
+        assert lines[0].startswith(
+            f"jobstream {name}: the status topic {settings.topics.status} has 3 partitions"
+        )
+        assert "JOBSTREAM_STATUS_PARTITIONS=3" in lines[0], lines[0]
+
+
 def scram_env(broker: KafkaBroker, prefix: str, redis_url: str, **extra: str) -> dict[str, str]:
     return {
         **os.environ,

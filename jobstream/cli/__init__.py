@@ -63,7 +63,8 @@ def check_kafka_access(settings: Settings, command: str, *, wait_s: float | None
     deadline = time.monotonic() + (settings.kafka_wait_s if wait_s is None else wait_s)
     say_at = time.monotonic() + WAIT_SAY_S
     try:
-        while not asyncio.run(check_access(settings)):
+        publishes = command in ("api", "worker", "scheduler")  # each picks status partitions
+        while not asyncio.run(check_access(settings, publishes_status=publishes)):
             now = time.monotonic()
             if now >= deadline:
                 print(
