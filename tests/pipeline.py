@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from jobstream.cli import procs
+from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
 
 
 @dataclass
@@ -94,3 +95,20 @@ def run_pipeline(
     finally:
         for proc, _ in reversed(children):
             procs.stop(proc, grace_s=30)
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API (with its schedulers), a worker of the example handlers and the gateway (whose
+    projector feeds lookups), all in this process; a client of the API."""
+    from consumer import Worker
+    from consumer.examples import app as examples
+    from gateway import create_app as create_gateway
+    from producer import create_app
+    from tests.helpers import asgi_client
+
+    worker = WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000})
+    gateway = create_gateway(GatewaySettings(**settings.model_dump()))
+    app = create_app(ApiSettings(**settings.model_dump()))
+    async with Worker(examples, worker), asgi_client(gateway), asgi_client(app) as client:
+        yield client

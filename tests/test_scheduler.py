@@ -12,19 +12,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from consumer import Worker
-from consumer.examples import app as examples
-from gateway import create_app as create_gateway
 from jobstream.cli.stack import RedisServer
 from jobstream.kafka import Partitioner, make_producer
 from jobstream.projection import Projection
-from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
+from jobstream.settings import ApiSettings, Settings
 from producer import create_app
 from scheduler.loop import Scheduler
 from scheduler.store import CANCELLED, CANCELLED_WHILE_CLAIMED, DelayStore
 from schemas import DeadReason, JobEnvelope, Priority, decode_dead_letter, decode_job, now_ms
 from tests.conftest import MS
 from tests.helpers import StatusLog, asgi_client, crash_and_restart, make_job, read_topic, wait_until
+from tests.pipeline import in_process
 
 
 def delayed(due: int) -> JobEnvelope:
@@ -175,11 +173,7 @@ async def test_redis_restart_keeps_scheduled_jobs(settings: Settings, private_re
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API (with its scheduler), a worker and the gateway (whose projector feeds lookups)."""
-    worker = WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000})
-    gateway = create_gateway(GatewaySettings(**settings.model_dump()))
-    app = create_app(ApiSettings(**settings.model_dump()))
-    async with Worker(examples, worker), asgi_client(gateway), asgi_client(app) as client:
+    async with in_process(settings) as client:
         yield client
 
 

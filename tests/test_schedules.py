@@ -19,18 +19,17 @@ from redis.asyncio import Redis
 
 from consumer import Worker
 from consumer.examples import app as examples
-from gateway import create_app as create_gateway
 from jobstream.cli.stack import RedisServer
 from jobstream.kafka import Partitioner, make_producer
-from jobstream.settings import ApiSettings, GatewaySettings, Settings, WorkerSettings
+from jobstream.settings import Settings, WorkerSettings
 from jobstream.status_publisher import StatusPublisher
-from producer import create_app
 from scheduler.loop import Scheduler
 from scheduler.recurring import Schedule, ScheduleClaims, ScheduleSpec, ScheduleStore
 from scheduler.recurring.store import Release
 from schemas import JobEnvelope, Priority, decode_job, now_ms, rfc3339
 from tests.conftest import MS
-from tests.helpers import StatusLog, asgi_client, crash_and_restart, read_topic, wait_until
+from tests.helpers import StatusLog, crash_and_restart, read_topic, wait_until
+from tests.pipeline import in_process
 
 WAIT = 30_000 * MS
 
@@ -198,11 +197,7 @@ async def test_catch_up_after_the_schedulers_were_down(settings: Settings, redis
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API (with its schedulers), a worker and the gateway (whose projector feeds lookups)."""
-    worker = WorkerSettings(**{**settings.model_dump(), "session_timeout_ms": 3000})
-    gateway = create_gateway(GatewaySettings(**settings.model_dump()))
-    app = create_app(ApiSettings(**settings.model_dump()))
-    async with Worker(examples, worker), asgi_client(gateway), asgi_client(app) as client:
+    async with in_process(settings) as client:
         yield client
 
 
