@@ -4,6 +4,7 @@ each its own process, on the real broker and Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -100,14 +101,25 @@ async def test_events_continue_across_a_gateway_restart(stack: Deployment) -> No
                 started.set()
 
         follower = asyncio.create_task(follow())
+        async with asyncio.timeout(WAIT_S):  # a job seen says the feed is live: all after it is seen
+            while not started.is_set():
+                await client.submit("dash.echo", {"warm": True})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(started.wait(), 1)
         first = [await client.submit("dash.echo", {"i": i}) for i in range(20)]
-        await asyncio.wait_for(started.wait(), WAIT_S)
         await asyncio.to_thread(stack.restart_gateway)
         second = [await client.submit("dash.echo", {"i": i}) for i in range(20)]
         ids.update(j.id for j in first + second)
         if ids <= done:
             finished.set()
-        await asyncio.wait_for(finished.wait(), 60)
+        try:
+            await asyncio.wait_for(finished.wait(), 60)
+        except TimeoutError:
+            early = {j.id for j in first}  # submitted before the restart
+            missing = [(j in early, [x[1] for x in seen if x[0] == j]) for j in ids - done]
+            raise AssertionError(
+                f"not seen completed (before the restart?, states seen): {missing}"
+            ) from None
         follower.cancel()
     repeated = [e for e, n in Counter(seen).items() if n > 1]
     assert not repeated, f"events delivered twice: {repeated[:5]}"

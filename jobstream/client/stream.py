@@ -65,6 +65,9 @@ async def feed(
                     elif "subscribed" in frame:
                         cursor = cursor or frame["cursor"]
                         backoff = 0.1
+                    elif frame.get("code") == "replay_failed":  # a gap: ask again from the cursor
+                        log.info("the gateway could not replay from the cursor; asking again")
+                        break
                     elif "error" in frame:
                         _raise_for(frame)
         except (ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
