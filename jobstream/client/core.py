@@ -197,7 +197,9 @@ class Client:
         until_done: bool = False,
     ) -> AsyncIterator[StatusEvent]:
         """Status events (of these job types, these jobs, or `all`) as they happen, in order,
-        for as long as the caller reads (with `until_done`, until each job in `jobs` ended).
+        from the moment the gateway has the subscription (jobs named in `jobs` start from
+        their current state), for as long as the caller reads (with `until_done`, until each
+        job in `jobs` ended).
         The connection is opened again from the last event's cursor when it drops: no event
         is missed or repeated."""
         left = set(jobs)
