@@ -41,10 +41,16 @@ def _processes_using(folder: Path) -> list[int]:
 
 
 async def _admin(bootstrap: str, create: str | None = None) -> set[str]:
+    """The broker's topics, after creating `create`: listed once the broker's metadata shows
+    it (a new broker may answer the create before its metadata has the topic)."""
     async with admin_client(Settings(kafka_bootstrap_servers=bootstrap)) as admin:
-        if create is not None:
-            await admin.create_topics([NewTopic(create, 1, 1)])
-        return set(await admin.list_topics())
+        if create is None:
+            return set(await admin.list_topics())
+        await admin.create_topics([NewTopic(create, 1, 1)])
+        async with asyncio.timeout(30):
+            while create not in (topics := set(await admin.list_topics())):  # noqa: ASYNC110 - polling the broker
+                await asyncio.sleep(0.1)
+        return topics
 
 
 def _start(data: Path, ports: tuple[int, int, int]) -> LocalStack:
