@@ -86,6 +86,36 @@ def per_schedule(jobs: list[JobEnvelope]) -> dict[str, list[int]]:
     return {name: sorted(times) for name, times in out.items()}
 
 
+async def test_a_release_counts_only_while_its_claim_is_held(settings: Settings, redis: Redis) -> None:
+    """A holder's release acts only while its claim is the one held: not after its lease ran
+    out and another took the schedule, nor after a change replaced the claim; and a name
+    deleted and made again gets a new version, never the old definition's."""
+    store = ScheduleStore(redis, settings.redis_prefix)
+    now = now_ms()
+    await put(store, "s", now)
+    [a] = (await store.claim(now, now, 100, 10)).schedules  # holder A, lease 100 ms
+    [b] = (await store.claim(now + 200, now + 200, 10_000, 10)).schedules  # A's lease ran out: B
+    assert (a.taken_back, b.taken_back) == (False, True) and b.lease != a.lease
+    await store.release([Release("s", a.lease, now + 5_000, fired=1)], now + 300)  # A, late: ignored
+    [state] = await store.states(["s"])
+    assert (state.fired, state.next) == (0, now)
+    await store.release([Release("s", b.lease, now + 1_000, fired=1)], now + 300)
+    [state] = await store.states(["s"])
+    assert (state.fired, state.next) == (1, now + 1_000)
+
+    [c] = (await store.claim(now + 1_000, now + 1_000, 10_000, 10)).schedules
+    await put(store, "s", now + 9_000)  # changed while held: the change sets the next occurrence
+    await store.release([Release("s", c.lease, now + 2_000, fired=1)], now + 1_100)
+    [state] = await store.states(["s"])
+    assert (state.fired, state.next) == (1, now + 9_000)
+
+    versions = [c.version]
+    assert await store.delete("s")
+    await put(store, "s", now + 20_000)
+    [d] = (await store.claim(now + 20_000, now + 20_000, 10_000, 10)).schedules
+    assert int(d.version) > int(versions[0]) + 1  # put, delete and put again: never an old version
+
+
 async def test_two_schedulers_for_a_minute_fire_each_occurrence_once(
     settings: Settings, redis: Redis
 ) -> None:

@@ -30,6 +30,9 @@ from schemas import now_ms
 
 # occurrences one claim returns at most (a catch-up of many schedules waits for the next)
 MAX_OCCURRENCES = 20_000
+# A schedule taken back from a holder whose lease ran out was claimed in time: its
+# occurrences up to a lease (and a lookahead) late are fired, whatever SCHEDULE_GRACE_MS says.
+TAKEN_BACK_SLACK_MS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +89,14 @@ class ScheduleClaims:
         for row in claimed.schedules:
             known = self._known.get(row.name)
             if known is None:  # deleted since the claim: nothing to fire, nothing to keep
-                nothing.append(Release(row.name, row.version, None))
+                nothing.append(Release(row.name, row.lease, None))
                 continue
-            made = self._fire(known, row, now_ms, horizon, budget) if budget > 0 else None
+            grace = self._grace_ms
+            if row.taken_back:  # claimed in time by a holder that died: its occurrences are not missed
+                grace = max(grace, lease_ms + (horizon - now_ms) + TAKEN_BACK_SLACK_MS)
+            made = self._fire(known, row, now_ms, horizon, budget, grace) if budget > 0 else None
             if made is None:  # over budget: give it back unchanged, fired by the next claim
-                nothing.append(Release(row.name, row.version, row.next))
+                nothing.append(Release(row.name, row.lease, row.next))
                 continue
             release, occurrences = made
             budget -= len(occurrences)
@@ -115,8 +121,10 @@ class ScheduleClaims:
         return ClaimedJobs([raw for _, raw in jobs], next_due, claimed.next_expiry)
 
     async def done(self, ids: Sequence[str]) -> None:
-        """Release the schedules whose every occurrence Kafka now has (the loop's last word)."""
-        await self._store.release(self._taken(ids), now_ms())
+        """Release the schedules whose every occurrence Kafka now has (the loop's last word),
+        with what an earlier call could not release."""
+        releases, self._unsent = [*self._unsent, *self._taken(ids)], []
+        await self._store.release(releases, now_ms())
 
     async def _learn(self, rows: Sequence[Claimed]) -> None:
         """Read the definitions of `rows` not known at their version, in one round trip."""
@@ -131,7 +139,7 @@ class ScheduleClaims:
             self._known[row.name] = _Known(row.version, schedule, schedule.timing, schedule.template())
 
     def _fire(
-        self, known: _Known, row: Claimed, now: int, horizon: int, budget: int
+        self, known: _Known, row: Claimed, now: int, horizon: int, budget: int, grace_ms: int
     ) -> tuple[Release, list[tuple[str, int, bytes]]] | None:
         """What to release and the occurrences to fire (job id, time, envelope); None when
         they would not fit in `budget`."""
@@ -139,7 +147,7 @@ class ScheduleClaims:
         remaining = None if spec.limit is None else spec.limit - row.fired
         decided = plan(
             known.timing, row.next, now, horizon, catch_up=spec.catch_up, catch_up_max=spec.catch_up_max,
-            grace_ms=self._grace_ms, remaining=remaining,
+            grace_ms=grace_ms, remaining=remaining,
         )  # fmt: skip
         if len(decided.fire) > budget:
             return None
@@ -150,7 +158,7 @@ class ScheduleClaims:
             made.append((job_id, at, occurrence(template, job_id, schedule.name, at, now, spec.ttl_ms)))
             runs.append(orjson.dumps({"occurrence_at": at, "job_id": job_id, "fired_at": max(at, now)}))
         release = Release(
-            row.name, row.version, decided.next, fired=len(made), missed=decided.missed,
+            row.name, row.lease, decided.next, fired=len(made), missed=decided.missed,
             last=decided.fire[-1] if decided.fire else None, runs=runs,
         )  # fmt: skip
         return release, made

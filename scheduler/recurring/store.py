@@ -21,8 +21,10 @@ script; so two schedulers never hold one schedule at once while its lease runs. 
 holder fires the occurrences and releases the schedule with its new next occurrence;
 one that dies before releasing leaves it to its lease, and the next holder fires the same
 occurrences again, as the same job ids (`spec.occurrence_id`), which the pipeline drops.
-A release whose version is not the current one (the schedule was changed, paused or
-deleted meanwhile) records what fired and leaves the next occurrence to the change.
+A release carries its claim's expiry and acts only while that claim is still the one held:
+a change of the schedule (put, pause, resume, delete) drops the claim and sets the next
+occurrence itself, and a holder whose lease ran out has been replaced by the next one. A
+deleted name's version moves on, so one made again under that name is read afresh.
 """
 
 from __future__ import annotations
@@ -41,20 +43,23 @@ RUNS_KEPT = 20
 # One script releases and claims, so that a NOSCRIPT (Redis restarted) fails before any write
 # and the call can simply run again. KEYS: due, claimed, defs, next, fired, version, missed,
 # last, then each release's runs list. ARGV: now, horizon, lease, limit (0: release only),
-# runs kept, then a JSON array of releases: [name, version, next ('' = ended), fired,
-# missed, last ('' = none), [run JSON, ...]]. A release records what fired (if the schedule
-# still exists) and, when its version is still the current one, sets the next occurrence.
-# Then the claim: returns the earliest next occurrence and lease expiry left ('' for none),
-# and four values per schedule claimed: name, next, fired, version (not the definition:
-# the caller keeps those it has read, by version, and reads the others with `definitions`).
+# runs kept, then a JSON array of releases: [name, lease (the claim's expiry: its token),
+# next ('' = ended), fired, missed, last ('' = none), [run JSON, ...]]. A release acts only
+# while its claim is still the one held (the same expiry in `claimed`): a change of the
+# schedule (put, pause, resume, delete) or another scheduler's claim after the lease ran out
+# replaced it, and then what this holder would say is theirs to say. Then the claim: returns
+# the earliest next occurrence and lease expiry left ('' for none), and five values per
+# schedule claimed: name, next, fired, version (not the definition: the caller keeps those
+# it has read, by version, and reads the others with `definitions`), and '1' when it was
+# taken back from a lease that ran out ('0' when it was due).
 _STEP = """
 local now, horizon, limit, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[6] then
   for i, it in ipairs(cjson.decode(ARGV[6])) do
     local name = it[1]
-    redis.call('ZREM', KEYS[2], name)
-    local version = redis.call('HGET', KEYS[6], name)
-    if version then
+    local held = redis.call('ZSCORE', KEYS[2], name)
+    if held and tonumber(held) == tonumber(it[2]) and redis.call('HEXISTS', KEYS[3], name) == 1 then
+      redis.call('ZREM', KEYS[2], name)
       if tonumber(it[4]) > 0 then redis.call('HINCRBY', KEYS[5], name, it[4]) end
       if tonumber(it[5]) > 0 then redis.call('HINCRBY', KEYS[7], name, it[5]) end
       if it[6] ~= '' then redis.call('HSET', KEYS[8], name, it[6]) end
@@ -62,13 +67,11 @@ if ARGV[6] then
         redis.call('RPUSH', KEYS[8 + i], unpack(it[7]))
         redis.call('LTRIM', KEYS[8 + i], -keep, -1)
       end
-      if version == it[2] then
-        if it[3] == '' then
-          redis.call('HDEL', KEYS[4], name)
-        else
-          redis.call('HSET', KEYS[4], name, it[3])
-          redis.call('ZADD', KEYS[1], it[3], name)
-        end
+      if it[3] == '' then
+        redis.call('HDEL', KEYS[4], name)
+      else
+        redis.call('HSET', KEYS[4], name, it[3])
+        redis.call('ZADD', KEYS[1], it[3], name)
       end
     end
   end
@@ -77,6 +80,7 @@ local out = {}
 if limit > 0 then
   local lease_until = now + tonumber(ARGV[3])
   local names = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+  local taken_back = #names
   if #names < limit then
     local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'LIMIT', 0, limit - #names)
     if #due > 0 then
@@ -84,7 +88,7 @@ if limit > 0 then
       for _, name in ipairs(due) do names[#names + 1] = name end
     end
   end
-  for _, name in ipairs(names) do
+  for j, name in ipairs(names) do
     local nxt = redis.call('HGET', KEYS[4], name)
     if nxt and redis.call('HEXISTS', KEYS[3], name) == 1 then
       redis.call('ZADD', KEYS[2], lease_until, name)
@@ -92,6 +96,7 @@ if limit > 0 then
       out[#out + 1] = nxt
       out[#out + 1] = redis.call('HGET', KEYS[5], name) or '0'
       out[#out + 1] = redis.call('HGET', KEYS[6], name) or '0'
+      out[#out + 1] = j <= taken_back and '1' or '0'
     else
       redis.call('ZREM', KEYS[2], name)
     end
@@ -145,16 +150,20 @@ end
 return 1
 """
 
-_DELETE_HASHES = ("defs", "next", "version", "fired", "missed", "last", "paused")
+_DELETE_HASHES = ("defs", "next", "fired", "missed", "last", "paused")
 
 
 class Claimed(NamedTuple):
-    """A schedule a claim took, as it stood when taken (`version` names its definition)."""
+    """A schedule a claim took, as it stood when taken (`version` names its definition;
+    `lease` is the claim's expiry, what its release must show; `taken_back`: from a holder
+    whose lease ran out)."""
 
     name: str
     next: int
     fired: int
     version: str
+    lease: int
+    taken_back: bool
 
 
 class ClaimedSchedules(NamedTuple):
@@ -165,11 +174,12 @@ class ClaimedSchedules(NamedTuple):
 
 @dataclass(slots=True)
 class Release:
-    """What a holder says of a schedule it fired: the version it claimed, the next
-    occurrence (None: ended), what fired and what was missed, and the runs to record."""
+    """What a holder says of a schedule it fired: its claim's expiry (`lease`, the token that
+    says the claim is still its own), the next occurrence (None: ended), what fired and what
+    was missed, and the runs to record."""
 
     name: str
-    version: str
+    lease: int
     next: int | None
     fired: int = 0
     missed: int = 0
@@ -180,7 +190,7 @@ class Release:
         runs = [r.decode() for r in self.runs or ()]
         last = "" if self.last is None else str(self.last)
         nxt = "" if self.next is None else str(self.next)
-        return [self.name, self.version, nxt, self.fired, self.missed, last, runs]
+        return [self.name, str(self.lease), nxt, self.fired, self.missed, last, runs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +236,11 @@ class ScheduleStore:
             args.append(orjson.dumps([r.row() for r in releases]))
         [answer] = await self._step.run(lambda pipe: self._step.queue(pipe, keys, args))
         head, expiry, *flat = answer
+        lease = now + lease_ms
+        fields = [flat[i : i + 5] for i in range(0, len(flat), 5)]
         rows = [
-            Claimed(_s(flat[i]), int(flat[i + 1]), int(flat[i + 2]), _s(flat[i + 3]))
-            for i in range(0, len(flat), 4)
+            Claimed(_s(name), int(nxt), int(fired), _s(version), lease, _s(back) == "1")
+            for name, nxt, fired, version, back in fields
         ]
         return ClaimedSchedules(rows, _ms(head), _ms(expiry))
 
@@ -266,6 +278,8 @@ class ScheduleStore:
             pipe.hdel(k["defs"], name)
             for h in _DELETE_HASHES[1:]:
                 pipe.hdel(k[h], name)
+            # the version moves on, not away: a name made again never meets a cached definition
+            pipe.hincrby(k["version"], name, 1)
             pipe.zrem(k["due"], name)
             pipe.zrem(k["claimed"], name)
             pipe.zrem(k["names"], name)
