@@ -69,7 +69,7 @@ class JobRecords(Lifecycle):
         topic = self._topics.jobs(Priority(state.get("priority") or Priority.normal))
         key = (state.get("key") or job_id).encode()
         tp = TopicPartition(topic, partition_for(key.decode(), await self._partitioner.count(topic)))
-        async with self._lock, asyncio.timeout(TIMEOUT_S):
+        async with asyncio.timeout(TIMEOUT_S), self._lock:  # the wait for the lock counts too
             found = await self._scan(tp, key, job_id, int(state["queued_at"]))
         if found is None:
             return None

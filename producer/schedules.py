@@ -67,11 +67,14 @@ async def put_schedule(name: str, request: Request, runtime: RuntimeDep) -> Resp
     store = runtime.schedules
     found = await _redis(runtime, store.states([name]))
     old = found[0] if found else None
-    created_at = now if old is None else Schedule.decode(old.definition).created_at
+    before = None if old is None else Schedule.decode(old.definition)
+    if principal is not None and before is not None and not principal.allows(before.spec.type):
+        raise type_refused(principal, before.spec.type, "replace schedules of")
+    created_at = now if before is None else before.created_at
     schedule = Schedule(name=name, spec=spec, created_at=created_at, updated_at=now)
     next_at = _next(schedule, now, old)
     created = await _redis(runtime, store.put(name, schedule.encode(), next_at))
-    [state] = await _redis(runtime, store.states([name]))
+    state = await _one(name, request, runtime, "see")  # 404 if deleted meanwhile
     return json_response(view(state, now), 201 if created else 200)
 
 

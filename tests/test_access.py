@@ -207,6 +207,10 @@ async def test_schedules_need_admin_and_a_limited_key_keeps_to_its_types(
         assert (
             await client.put("/schedules/img", json=images, headers=keys.auth("images"))
         ).status_code == 201
+        r = await client.put(
+            "/schedules/video", json=images, headers=keys.auth("images")
+        )  # not its to replace
+        assert r.status_code == 403 and "'video.encode'" in r.json()["detail"], r.text
         listed = (await client.get("/schedules", headers=keys.auth("reader"))).json()["items"]
         assert [s["name"] for s in listed] == ["img", "video"]
         mine = (await client.get("/schedules", headers=keys.auth("images"))).json()["items"]

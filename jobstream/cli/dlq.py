@@ -1,8 +1,9 @@
 """`jobstream dlq list | show | replay`: browse and replay dead letters over the HTTP API.
 
-Standard library only (like `jobstream submit`). `replay` is a dry run unless given
-`--execute`: it prints how many records match and a sample; with `--execute` it starts
-the replay and follows `GET /dlq/replays/{id}` with a progress bar until it ends.
+Its HTTP goes through the Python client (`jobstream.cli.http.request`). `replay` is a dry
+run unless given `--execute`: it prints how many records match and a sample; with
+`--execute` it starts the replay and follows `GET /dlq/replays/{id}` with a progress bar
+until it ends.
 Exit codes: 0 done; 1 the API refused or the replay failed; 2 the API unreachable.
 """
 

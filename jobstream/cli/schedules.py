@@ -1,11 +1,11 @@
 """`jobstream schedules list | show | set | pause | resume | run | delete`: recurring
 schedules over the HTTP API.
 
-Standard library only (like `jobstream dlq`). `set` makes or replaces a schedule from flags
-(`--cron` with `--tz`, or `--every` seconds; the job's `--type`, `--payload`, `--priority`;
-`--catch-up`, `--limit`); `show` prints its spec, next run times and last runs with their
-jobs' states. Exit codes: 0 done; 1 the API refused (it says which field); 2 the API
-unreachable.
+Its HTTP goes through the Python client (`jobstream.cli.http.request`). `set` makes or
+replaces a schedule from flags (`--cron` with `--tz`, or `--every` seconds; the job's
+`--type`, `--payload`, `--priority`; `--catch-up`, `--limit`); `show` prints its spec, next
+run times and last runs with their jobs' states. Exit codes: 0 done; 1 the API refused (it
+says which field); 2 the API unreachable.
 """
 
 from __future__ import annotations

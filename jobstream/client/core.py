@@ -9,7 +9,9 @@ Under trouble it does the right thing without the caller's help:
 
 - **503 and lost connections** are tried again, after `Retry-After` (growing, with
   jitter), until the call's deadline (`retry_for`, per client or per call); then the last
-  error is raised (`Unavailable`, `Unreachable`).
+  error is raised (`Unavailable`, `Unreachable`). Only calls safe to send twice are: reads,
+  PUT and DELETE, submits (their idempotency key), dry runs; running a schedule now or a
+  replay is not sent again.
 - **Submits are safe to try again**: each carries an idempotency key (the caller's, or one
   made here), so a submit that reached Kafka before its answer was lost returns the same
   job on the retry instead of a second one. A batch's items carry one each.
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 from jobstream.client.errors import (
     ApiError,
+    Conflict,
     JobCancelled,
     JobExpired,
     JobFailed,
@@ -130,7 +133,7 @@ class Client:
         body = job_body(type, payload, priority=priority, delay=delay, run_at=run_at, key=key, then=then,
                         **options)  # fmt: skip
         body["idempotency_key"] = idempotency_key or _new_key()
-        answer = await self._call("POST", "/jobs", body, deadline)
+        answer = await self._call("POST", "/jobs", body, deadline, retry=True)  # the key makes it safe
         return Job(
             self, answer["id"], answer.get("state"), answer.get("run_at"), bool(answer.get("duplicate"))
         )
@@ -146,7 +149,7 @@ class Client:
             item = job_body(fields.pop("type"), fields.pop("payload", None), **fields)
             item.setdefault("idempotency_key", _new_key())
             items.append(item)
-        answer = await self._call("POST", "/jobs/batch", {"jobs": items}, deadline)
+        answer = await self._call("POST", "/jobs/batch", {"jobs": items}, deadline, retry=True)
         out: list[Job | ApiError] = []
         for row in answer["results"]:
             if "error" in row:
@@ -172,7 +175,14 @@ class Client:
         return answer
 
     async def cancel(self, job_id: str, deadline: float | None = None) -> str:
-        answer = await self._call("DELETE", f"/jobs/{_quote(job_id)}", None, deadline)
+        """`cancelled` (it had not started, or a cancel sent before this one's lost answer took
+        effect) or `cancelling` (the workers are told); `Conflict` if it ended otherwise."""
+        try:
+            answer = await self._call("DELETE", f"/jobs/{_quote(job_id)}", None, deadline)
+        except Conflict as exc:
+            if exc.body.get("state") == "cancelled":
+                return "cancelled"
+            raise
         return str(answer["state"])
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - as Job's
@@ -232,9 +242,9 @@ class Client:
         """Count (dry run, the default) or replay dead letters: `types`, `reasons`, `ids`,
         `since`, `until`, `q`, `priority`, `rate`, `force`. A replay answers `{"replay_id",
         "matched"}`; follow it with `replay_status`."""
-        answer: dict[str, Any] = await self._call(
-            "POST", "/dlq/replay", {**request, "dry_run": dry_run}, None
-        )
+        body = {**request, "dry_run": dry_run}
+        # a dry run only counts; a replay claims each record once, but `force` would not
+        answer: dict[str, Any] = await self._call("POST", "/dlq/replay", body, None, retry=dry_run)
         return answer
 
     async def replay_status(self, replay_id: str) -> dict[str, Any]:
@@ -244,10 +254,10 @@ class Client:
     # -- the one way requests are made ---------------------------------------------------------
 
     async def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
-                      deadline: float | None = None) -> Any:  # fmt: skip
-        """Any API call (`path` from the root, e.g. `/queues`), with the client's retries
-        and errors; the parsed answer."""
-        return await self._call(method, path, body, deadline, params)
+                      deadline: float | None = None, retry: bool | None = None) -> Any:  # fmt: skip
+        """Any API call (`path` from the root, e.g. `/queues`), with the client's errors and
+        its retries (GET, PUT and DELETE; a POST only with `retry=True`); the parsed answer."""
+        return await self._call(method, path, body, deadline, params, retry=retry)
 
     async def exchange(
         self,
@@ -257,14 +267,16 @@ class Client:
         *,
         params: dict[str, Any] | None = None,
         deadline: float | None = None,
+        retry: bool | None = None,
     ) -> tuple[int, Any]:
         """As `request`, with the answer's status: (status, parsed answer)."""
-        return await self._http.exchange(method, path, body, deadline, params)
+        return await self._http.exchange(method, path, body, deadline, params, retry=retry)
 
     async def _call(
-        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None
-    ) -> Any:
-        return (await self._http.exchange(method, path, body, deadline, params))[1]
+        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None,
+        *, retry: bool | None = None,
+    ) -> Any:  # fmt: skip
+        return (await self._http.exchange(method, path, body, deadline, params, retry=retry))[1]
 
 
 def job_body(

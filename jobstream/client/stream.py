@@ -6,7 +6,8 @@
   subscribed by id start with their current state (the gateway's snapshot, as an event
   marked `snapshot`), so a job that ended before it was followed is seen to have ended.
 - `Watcher`: one connection for every job a program awaits (`Job.result()`), however many:
-  it subscribes to their ids in as few messages as it can (the gateway answers each with
+  it subscribes to their ids in as few messages as it can, paced below the gateway's limit
+  on a client's messages (the gateway answers each with
   the jobs' current state, so a job that ended before it was watched is seen at once), and
   resolves each waiter when its job reaches `completed`, `dead` or `cancelled`. A dropped
   connection is opened again and every id still awaited subscribed again.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -36,6 +38,9 @@ log = logging.getLogger("jobstream.client")
 BACKOFF_MAX_S = 5.0
 IDS_PER_MESSAGE = 5_000  # the gateway takes up to 10,000 ids a message
 FINAL_KEPT = 10_000
+# below the gateway's default limit on a client's messages (a burst of 100, then 20 a second)
+PACE_PER_S, PACE_BURST = 15.0, 80
+DROP_EVERY_S = 5.0  # ids no longer awaited are unsubscribed together, this often
 LINGER_S = 10.0  # a watcher with nothing to watch keeps its connection this long
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _REFUSED = {4401: Unauthorized, 4403: Forbidden}
@@ -143,30 +148,49 @@ class Watcher:
                     self._fail_all(refused)
                     return
                 log.info("job watcher lost its connection (%r); again in %.1fs", exc, backoff)
+            except Exception as exc:  # a bad gateway URL, a frame not understood: every waiter hears
+                self._fail_all(exc)
+                return
             finally:
                 self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _write(self, ws: ClientConnection, reader: asyncio.Task[None]) -> None:
-        """Send what changed in the set of awaited ids, batched; return once nothing has been
-        awaited for `LINGER_S` (or the connection ended)."""
+        """Send what changed in the set of awaited ids, batched and paced below the gateway's
+        message limit (new ids at once while the pace allows, the ids no longer awaited every
+        `DROP_EVERY_S`); return once nothing has been awaited for `LINGER_S` (or the
+        connection ended)."""
+        loop = asyncio.get_running_loop()
+        pace = _Pace(PACE_PER_S, PACE_BURST)
+        dropped_at = loop.time()
         while True:
             self._changed.clear()
-            add, self._add = sorted(self._add), set()
-            drop, self._drop = sorted(self._drop), set()
-            for i in range(0, len(drop), IDS_PER_MESSAGE):
-                await ws.send(orjson.dumps({"unsubscribe": {"jobs": drop[i : i + IDS_PER_MESSAGE]}}).decode())
-            for i in range(0, len(add), IDS_PER_MESSAGE):
-                await ws.send(orjson.dumps({"subscribe": {"jobs": add[i : i + IDS_PER_MESSAGE]}}).decode())
+            if self._add:
+                add, self._add = sorted(self._add), set()
+                for i in range(0, len(add), IDS_PER_MESSAGE):
+                    await pace.take()
+                    await ws.send(
+                        orjson.dumps({"subscribe": {"jobs": add[i : i + IDS_PER_MESSAGE]}}).decode()
+                    )
+            if self._drop and (
+                loop.time() - dropped_at >= DROP_EVERY_S or len(self._drop) >= IDS_PER_MESSAGE
+            ):
+                drop, self._drop = sorted(self._drop), set()
+                dropped_at = loop.time()
+                for i in range(0, len(drop), IDS_PER_MESSAGE):
+                    await pace.take()
+                    await ws.send(
+                        orjson.dumps({"unsubscribe": {"jobs": drop[i : i + IDS_PER_MESSAGE]}}).decode()
+                    )
             changed = asyncio.create_task(self._changed.wait())
-            idle = None if self._waiting else LINGER_S
+            idle = DROP_EVERY_S if self._drop else None if self._waiting else LINGER_S
             done, _ = await asyncio.wait({changed, reader}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
             changed.cancel()
             if reader in done:
                 reader.result()  # raises why the connection ended
                 return
-            if not done and not self._waiting:
+            if not done and not self._waiting and not self._drop:
                 return  # idle: the next wait opens a connection again
             await asyncio.sleep(0.005)  # let a burst of new waits gather into one message
 
@@ -198,6 +222,26 @@ class Watcher:
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(exc)
+
+
+class _Pace:
+    """At most `burst` messages at once, then `per_s` a second (a token bucket)."""
+
+    def __init__(self, per_s: float, burst: int) -> None:
+        self._per_s = per_s
+        self._burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_s)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self._per_s)
 
 
 def as_event(state: dict[str, Any]) -> dict[str, Any]:

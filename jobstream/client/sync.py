@@ -122,20 +122,26 @@ class SyncClient:
         items: queue.Queue[Any] = queue.Queue(maxsize=1_000)
         stop = threading.Event()
 
+        async def hand(item: Any) -> None:
+            """Queue `item` for the reader without blocking this loop (the reader may be gone)."""
+            while not stop.is_set():
+                try:
+                    items.put_nowait(item)
+                    return
+                except queue.Full:
+                    await asyncio.sleep(0.01)
+
         async def pump() -> None:
             try:
                 async for item in make(self._client):
-                    while not stop.is_set():
-                        try:
-                            items.put_nowait(item)
-                            break
-                        except queue.Full:
-                            await asyncio.sleep(0.01)
+                    await hand(item)
                     if stop.is_set():
                         return
-                items.put(_END)
-            except BaseException as exc:  # handed to the reader
-                items.put(exc)
+                await hand(_END)
+            except asyncio.CancelledError:
+                return  # the reader stopped
+            except Exception as exc:  # handed to the reader
+                await hand(exc)
 
         future = asyncio.run_coroutine_threadsafe(pump(), self._loop)
         try:

@@ -47,8 +47,7 @@ class Transport:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections)
             self._session = aiohttp.ClientSession(
-                base_url=self.api, headers=self._headers, timeout=self._timeout, connector=connector,
-                json_serialize=_dumps,
+                headers=self._headers, timeout=self._timeout, connector=connector, json_serialize=_dumps,
             )  # fmt: skip
         return self._session
 
@@ -58,14 +57,20 @@ class Transport:
 
     async def get(self, path: str) -> tuple[int, bytes]:
         """One plain GET, no retries (for answers that are not JSON, e.g. `/metrics`)."""
-        async with self._open().get(path) as resp:
+        async with self._open().get(self.api + path) as resp:
             return resp.status, await resp.read()
 
     async def exchange(
-        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None
-    ) -> tuple[int, Any]:
+        self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None,
+        *, retry: bool | None = None,
+    ) -> tuple[int, Any]:  # fmt: skip
         """(status, parsed answer) of a call that succeeded, trying again as the module says;
-        `deadline` in seconds from now (the client's `retry_for` when None)."""
+        `deadline` in seconds from now (the client's `retry_for` when None). `retry`: whether
+        the call may be sent again (by default GET, PUT and DELETE; a POST only when its
+        caller says it is safe, as a submit with its idempotency key is); one that may not
+        raises its first failure."""
+        if retry is None:
+            retry = method in _REPEATABLE
         loop = asyncio.get_running_loop()
         end = loop.time() + (self.retry_for if deadline is None else deadline)
         pause = FIRST_PAUSE_S
@@ -75,28 +80,29 @@ class Transport:
         while True:
             try:
                 async with self._open().request(
-                    method, path, data=data, headers=headers, params=query
+                    method, self.api + path, data=data, headers=headers, params=query
                 ) as resp:
-                    status, raw, retry = resp.status, await resp.read(), resp.headers.get("retry-after")
+                    status, raw, after = resp.status, await resp.read(), resp.headers.get("retry-after")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure: Exception = Unreachable(f"{method} {self.api}{path}: {exc!r}")
                 wait = pause
             else:
                 if status < 400:
                     return status, orjson.loads(raw) if raw else None
-                retry_after = _seconds(retry)
+                retry_after = _seconds(after)
                 failure = api_error(status, _body(raw), retry_after)
                 if not isinstance(failure, Unavailable):
                     raise failure
                 wait = max(pause, retry_after or 0.0)
             wait *= random.uniform(0.8, 1.2)
-            if loop.time() + wait > end:
+            if not retry or loop.time() + wait > end:
                 raise failure
             await asyncio.sleep(wait)
             pause = min(pause * 2, MAX_PAUSE_S)
 
 
 _JSON = {"content-type": "application/json"}
+_REPEATABLE = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 def _dumps(body: Any) -> str:
