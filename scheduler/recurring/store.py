@@ -25,6 +25,9 @@ A release carries its claim's expiry and acts only while that claim is still the
 a change of the schedule (put, pause, resume, delete) drops the claim and sets the next
 occurrence itself, and a holder whose lease ran out has been replaced by the next one. A
 deleted name's version moves on, so one made again under that name is read afresh.
+
+Why one module: each Lua script and the method that calls it are one contract (the order of
+KEYS and ARGV, what comes back); apart, one would change without the other.
 """
 
 from __future__ import annotations
