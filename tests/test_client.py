@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from jobstream import Client, SyncClient
@@ -80,6 +81,22 @@ async def test_a_thousand_results_awaited_at_once_share_one_connection(stack: De
         jobs = await client.submit_many([{"type": "dash.echo", "payload": {"i": i}} for i in range(1_000)])
         results = await asyncio.gather(*(j.result(timeout=60) for j in jobs if not isinstance(j, Exception)))
     assert results == [{"i": i} for i in range(1_000)]
+
+
+async def test_results_awaited_one_after_another_stay_within_the_gateways_message_limit(
+    stack: Deployment,
+) -> None:
+    """150 jobs submitted and awaited one at a time (a subscribe each, unsubscribes later):
+    the watcher paces its messages, so the gateway never closes it for flooding."""
+    async with Client(stack.api, ws(stack)) as client:
+        for i in range(150):
+            assert await (await client.submit("dash.echo", {"i": i})).result(timeout=WAIT_S) == {"i": i}
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.gateway}/metrics") as resp:
+        metrics = await resp.text()
+    flooding = [
+        ln for ln in metrics.splitlines() if ln.startswith("jobstream_gateway_flooding_clients_closed_total")
+    ]
+    assert flooding and float(flooding[0].split()[-1]) == 0, flooding
 
 
 async def test_events_continue_across_a_gateway_restart(stack: Deployment) -> None:
