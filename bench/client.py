@@ -12,7 +12,6 @@ The client runs in this process (the bench's), so its CPU is this process's.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 from bench.harness import Bench, Row
 from bench.load import say
 from jobstream import Client
-from jobstream.cli import procs
 
 ONE_AT_A_TIME = 1_000
 CONCURRENT = 64
@@ -35,16 +33,7 @@ async def _rate(n: int, submit: Coroutine[Any, Any, None]) -> float:
 
 async def run(bench: Bench) -> None:
     s = await bench.fresh("client")
-    api = await bench.start_api(s)
-    gw = await bench.start_api(s, "gateway")
-    logs = []
-    for i in range(2):
-        bench.spawn_cli(f"worker-{i}", ["worker", "consumer.examples:app", "--concurrency", "64"], s)
-        logs.append(bench.children[-1][2])
-    while not all(re.search(r"assigned [1-9]", procs.tail(log, 100)) for log in logs):
-        bench.check_alive()
-        await asyncio.sleep(0.2)
-    ws = gw.replace("http://", "ws://") + "/ws"
+    api, ws = await bench.start_pipeline(s)
     async with Client(api, ws) as client:
         await asyncio.gather(*(client.submit("example.noop") for _ in range(500)))  # warm
 

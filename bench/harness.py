@@ -11,6 +11,7 @@ aborted run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -170,6 +171,20 @@ class Bench:
         url = f"http://127.0.0.1:{port}"
         await load.wait_ready(url, lambda: proc.poll() is None)
         return url
+
+    async def start_pipeline(self, s: Settings, workers: int = 2) -> tuple[str, str]:
+        """An API, a gateway and `workers` workers (example handlers, concurrency 64) on `s`,
+        once every worker holds partitions: the API's URL and the gateway's WebSocket URL."""
+        api = await self.start_api(s)
+        gw = await self.start_api(s, "gateway")
+        logs = []
+        for i in range(workers):
+            self.spawn_cli(f"worker-{i}", ["worker", "consumer.examples:app", "--concurrency", "64"], s)
+            logs.append(self.children[-1][2])
+        while not all(re.search(r"assigned [1-9]", procs.tail(log, 100)) for log in logs):
+            self.check_alive()
+            await asyncio.sleep(0.2)
+        return api, gw.replace("http://", "ws://") + "/ws"
 
     def row(self, scenario: str, value: float, key: str, unit: str = "jobs/s") -> None:
         target = TARGETS[key]

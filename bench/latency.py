@@ -11,7 +11,6 @@ per job per process, and the curve over `Plan.curve_rates`, drawn to `docs/laten
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from bench.cpu import CpuMeter
 from bench.harness import TARGETS, Bench, Row
 from bench.load import say
 from bench.svg import latency_curve
-from jobstream.cli import procs
 from jobstream.kafka import admin_client
 from jobstream.kafka_security import kafka_options
 from jobstream.settings import Settings
@@ -187,17 +185,8 @@ async def run(bench: Bench) -> None:
     time beside the broker's own round trip; `LatencyRun`s at the headline rate (with the
     hop breakdown and CPU per job), at each rate of the curve, and the curve drawn."""
     s, p = await bench.fresh("latency"), bench.plan
-    api = await bench.start_api(s)
-    gw = await bench.start_api(s, "gateway")
-    logs = []
-    for i in range(2):
-        bench.spawn_cli(f"worker-{i}", ["worker", "consumer.examples:app", "--concurrency", "64"], s)
-        logs.append(bench.children[-1][2])
-    while not all(re.search(r"assigned [1-9]", procs.tail(log, 100)) for log in logs):
-        bench.check_alive()
-        await asyncio.sleep(0.2)
+    api, ws = await bench.start_pipeline(s)
     await asyncio.sleep(1.0)  # let the group settle after the second member joined
-    ws = gw.replace("http://", "ws://") + "/ws"
     say(f"latency: warm-up, {p.lat_warm_s} s at {p.lat_rate} jobs/s")
     await LatencyRun(api, ws).run(p.lat_rate, p.lat_warm_s, lambda m: None)
 

@@ -189,7 +189,8 @@ async def test_submits_through_a_kafka_outage_enqueue_each_job_once(
             await asyncio.sleep(3)
             await asyncio.to_thread(private_kafka.start)
             answers = await calls
-            metrics = (await client._http.get("/metrics"))[1].decode()
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+                metrics = await resp.text()
     finally:
         procs.stop(api.proc, grace_s=30)
     refused = [

@@ -95,7 +95,6 @@ class Watcher:
         self._changed = asyncio.Event()
         self._final: OrderedDict[str, dict[str, Any]] = OrderedDict()  # the last jobs seen to end
         self._task: asyncio.Task[None] | None = None
-        self.connected = False
 
     async def wait(self, job_id: str) -> dict[str, Any]:
         if (known := self._final.get(job_id)) is not None:
@@ -131,7 +130,6 @@ class Watcher:
             try:
                 async with _connect(self._url, self._headers()) as ws:
                     self._add, self._drop = set(self._waiting), set()
-                    self.connected = True
                     backoff = 0.1
                     reader = asyncio.create_task(self._read(ws))
                     try:
@@ -151,8 +149,6 @@ class Watcher:
             except Exception as exc:  # a bad gateway URL, a frame not understood: every waiter hears
                 self._fail_all(exc)
                 return
-            finally:
-                self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 

@@ -55,11 +55,6 @@ class Transport:
         if self._session is not None:
             await self._session.close()
 
-    async def get(self, path: str) -> tuple[int, bytes]:
-        """One plain GET, no retries (for answers that are not JSON, e.g. `/metrics`)."""
-        async with self._open().get(self.api + path) as resp:
-            return resp.status, await resp.read()
-
     async def exchange(
         self, method: str, path: str, body: Any, deadline: float | None, params: dict[str, Any] | None = None,
         *, retry: bool | None = None,
