@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
 
 from jobstream.access.keys import new_key
 from jobstream.cli import procs
@@ -141,6 +141,33 @@ async def test_jobs_turn_completed_live_and_a_failure_shows_its_traceback(
         await expect(timeline).to_have_text(["queued", "active", "failed", "dead"], timeout=WAIT_MS)
         await page.reload()  # the timeline is recorded, not only what this page saw
         await expect(timeline).to_have_text(["queued", "active", "failed", "dead"], timeout=WAIT_MS)
+
+
+async def test_a_job_page_read_behind_the_live_feed_catches_up(
+    chromium: str, open_deployment: Deployment
+) -> None:
+    """The job's first read answers from a projection that has not yet seen the job's last
+    state (it is written in batches): the page reads the job again until it has."""
+    d = open_deployment
+    async with opened(chromium, f"{d.gateway}/#/jobs") as page:
+        await expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        job_id = await d.submit("dash.echo", payload={"n": 1})
+        row = page.locator(f'tr[data-job="{job_id}"]')
+        await expect(row.locator("td").nth(2)).to_have_text("completed", timeout=WAIT_MS)
+        reads: list[str] = []
+
+        async def behind(route: Route) -> None:
+            answer = await route.fetch()
+            job = await answer.json()
+            if not reads:  # the first read: as a projection that saw only `queued`
+                job |= {"state": "queued", "attempt": 1, "updated_at": job["created_at"], "result": None}
+            reads.append(job["state"])
+            await route.fulfill(response=answer, json=job)
+
+        await page.route(lambda url: url == f"{d.api}/jobs/{job_id}", behind)
+        await row.locator("a").click()
+        await expect(page.locator("#job-state")).to_have_text("completed", timeout=WAIT_MS)
+        assert reads[0] == "queued" and reads[-1] == "completed"
 
 
 async def test_a_dead_letter_replayed_from_the_page_completes(

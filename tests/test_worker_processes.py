@@ -174,7 +174,13 @@ async def test_chain_survives_a_worker_kill_mid_chain(
             survivor = start_worker(env, tmp_path / "b.log")
             await status.wait_for(lambda: "completed" in status.states(c_id), 90, "the third link")
             assert status.states(c_id).count("completed") == 1, "the last child ran twice"
-            assert status.states(first.id).count("completed") == 1
+            # the first link ran once; its completed event may come twice, the same event:
+            # killed between Kafka's ack and Redis's confirm, the worker left its record
+            # unconfirmed, and the survivor sends the recorded event again (DESIGN: Process)
+            assert status.states(first.id).count("active") == 1, "the first link ran twice"
+            events = status.events[first.id]
+            first_done = {(e["attempt"], e["at"]) for e in events if e["state"] == "completed"}
+            assert len(first_done) == 1, f"the first link completed more than once: {first_done}"
             children = {e["job_id"] for evs in status.events.values() for e in evs if e.get("parent_id")}
             assert children == {b_id, c_id}
     finally:

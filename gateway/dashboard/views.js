@@ -123,6 +123,8 @@ export class JobView extends View {
     this.job = null;
     this.cancelled = "";
     this.seen = "";
+    this.tries = 0;
+    this.again = null;
     this.record = null;
     this.recordNote = "loading…";
     this.load();
@@ -161,14 +163,34 @@ export class JobView extends View {
     }).sort((a, b) => a.at - b.at);
   }
 
+  leave() {
+    super.leave();
+    clearTimeout(this.again);
+  }
+
+  // The live feed can be ahead of the job as the API reads it (its projection is written
+  // in batches): on a new state seen live, read the job again, with growing pauses, until
+  // the two agree (a few tries: a duplicate event the projection rightly ignores never does).
+  catchUp(live) {
+    const last = live.findLast((e) => e.state !== "progress");
+    const now = last ? `${last.state}/${last.attempt}/${last.at}` : "";
+    if (now !== this.seen) {
+      this.seen = now;
+      this.tries = 0;
+    }
+    const j = this.job;
+    if (!j || !last || this.again || this.tries >= 6) return;
+    if (last.state === j.state || last.at < j.updated_at) return;
+    this.again = setTimeout(async () => {
+      await this.load();
+      this.again = null;
+    }, 100 * 2 ** this.tries++);
+  }
+
   render() {
     const live = this.store.events.get(this.id) || [];
     const last = live[live.length - 1];
-    const now = last ? `${last.state}/${last.attempt}` : "";
-    if (now !== this.seen && last?.state !== "progress") {  // a new state: read the job again
-      this.seen = now;
-      if (this.job) this.load();
-    }
+    this.catchUp(live);
     const events = this.events();
     const j = this.job;
     if (!j) return h("div", {}, h("h2", {}, `Job ${this.id}`), this.problem() || h("p", {class: "note"}, "loading…"));
