@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import orjson
@@ -48,7 +48,7 @@ _REFUSED = {4401: Unauthorized, 4403: Forbidden}
 
 async def feed(
     url: str, headers: Callable[[], dict[str, str]], selection: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The events of `selection` (`{"jobs", "types", "all"}`), for as long as the caller reads."""
     cursor: str | None = None
     backoff = 0.1
