@@ -125,6 +125,7 @@ export class JobView extends View {
     this.seen = "";
     this.tries = 0;
     this.again = null;
+    this.loading = false;
     this.record = null;
     this.recordNote = "loading…";
     this.load();
@@ -140,9 +141,14 @@ export class JobView extends View {
   }
 
   load() {
+    this.loading = true;
     return this.attempt(async () => {
       const path = `/jobs/${encodeURIComponent(this.id)}`;
-      [this.job, this.timeline] = await Promise.all([api("GET", path), api("GET", `${path}/events`).then((b) => b.events)]);
+      try {
+        [this.job, this.timeline] = await Promise.all([api("GET", path), api("GET", `${path}/events`).then((b) => b.events)]);
+      } finally {
+        this.loading = false;
+      }
     });
   }
 
@@ -169,8 +175,9 @@ export class JobView extends View {
   }
 
   // The live feed can be ahead of the job as the API reads it (its projection is written
-  // in batches): on a new state seen live, read the job again, with growing pauses, until
-  // the two agree (a few tries: a duplicate event the projection rightly ignores never does).
+  // in batches; a job just submitted may not be in it yet): on a new state seen live, read
+  // the job again, with growing pauses, until the two agree (a few tries: a duplicate event
+  // the projection rightly ignores never does).
   catchUp(live) {
     const last = live.findLast((e) => e.state !== "progress");
     const now = last ? `${last.state}/${last.attempt}/${last.at}` : "";
@@ -179,8 +186,8 @@ export class JobView extends View {
       this.tries = 0;
     }
     const j = this.job;
-    if (!j || !last || this.again || this.tries >= 6) return;
-    if (last.state === j.state || last.at < j.updated_at) return;
+    if (!last || this.loading || this.again || this.tries >= 6) return;
+    if (j && (last.state === j.state || last.at < j.updated_at)) return;
     this.again = setTimeout(async () => {
       await this.load();
       this.again = null;
