@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from jobstream.histogram import LabelledHistograms
 from jobstream.lifecycle import Lifecycle
 
 log = logging.getLogger("jobstream.worker")
@@ -55,9 +55,8 @@ class JobMetrics:
         self._known = frozenset(known) | {""}
         self.outcomes: dict[tuple[str, str], int] = {}
         self.dead: dict[tuple[str, str], int] = {}  # (type, reason) -> dead letters written
-        # per type: a count per bucket (the last one +Inf), then the sum of the seconds
-        self.runs: dict[str, list[float]] = {}
-        self.waits: dict[str, list[float]] = {}
+        self.runs = LabelledHistograms(RUN_BUCKETS)  # seconds, per type
+        self.waits = LabelledHistograms(WAIT_BUCKETS)
 
     def label(self, job_type: str) -> str:
         """The `type` label of `job_type`: itself if known, else `UNKNOWN_TYPE`."""
@@ -72,11 +71,11 @@ class JobMetrics:
         self.dead[key] = self.dead.get(key, 0) + 1
 
     def ran(self, job_type: str, seconds: float) -> None:
-        _observe(self.runs, RUN_BUCKETS, self.label(job_type), seconds)
+        self.runs.observe(self.label(job_type), seconds)
 
     def waited(self, job_type: str, seconds: float) -> None:
         """A job of `job_type` started `seconds` after it could have."""
-        _observe(self.waits, WAIT_BUCKETS, self.label(job_type), seconds)
+        self.waits.observe(self.label(job_type), seconds)
 
     def totals(self) -> dict[str, int]:
         """Jobs per outcome, all types together (for the log line at stop)."""
@@ -84,26 +83,6 @@ class JobMetrics:
         for (_, outcome), n in list(self.outcomes.items()):
             out[outcome] = out.get(outcome, 0) + n
         return out
-
-
-def _observe(into: dict[str, list[float]], bounds: tuple[float, ...], label: str, seconds: float) -> None:
-    h = into.get(label)
-    if h is None:
-        h = into[label] = [0.0] * (len(bounds) + 2)
-    h[bisect_left(bounds, seconds)] += 1
-    h[-1] += seconds
-
-
-def _histogram(name: str, doc: str, data: dict[str, list[float]], bounds: tuple[float, ...]) -> Metric:
-    family = HistogramMetricFamily(name, doc, labels=["type"])
-    for job_type, counts in list(data.items()):
-        h = list(counts)
-        cumulative, buckets = 0.0, []
-        for bound, in_bucket in zip((*(str(b) for b in bounds), "+Inf"), h[:-1], strict=True):
-            cumulative += in_bucket
-            buckets.append((bound, cumulative))
-        family.add_metric([job_type], buckets, sum_value=h[-1])
-    return family
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +122,11 @@ class WorkerCollector:
             dead.add_metric([job_type, reason], n)
         yield dead
         m = self._metrics
-        yield _histogram(
-            "jobstream_worker_run_seconds", "Handler run time, by job type.", m.runs, RUN_BUCKETS
-        )
-        yield _histogram(
+        yield m.runs.family("jobstream_worker_run_seconds", "Handler run time, by job type.", "type")
+        yield m.waits.family(
             "jobstream_worker_queue_wait_seconds",
             "From when a job could run (submitted, or due) to its start, by job type.",
-            m.waits,
-            WAIT_BUCKETS,
+            "type",
         )
         g = self._gauges
         for name, doc, value in (

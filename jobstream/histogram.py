@@ -1,5 +1,6 @@
-"""A histogram kept as plain numbers on a hot path, turned into a Prometheus family only when
-scraped (a bisect and two additions per observation, no lock: one event loop writes it)."""
+"""Histograms kept as plain numbers on a hot path, turned into Prometheus families only when
+scraped (a bisect and two additions per observation, no lock: one event loop writes them):
+one (`PlainHistogram`), or one per label value (`LabelledHistograms`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,33 @@ class PlainHistogram:
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc)
+        self.add_to(family, [])
+        return family
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
         cumulative, buckets = 0, []
         for bound, n in zip((*(str(b) for b in self.bounds), "+Inf"), list(self.counts), strict=True):
             cumulative += n
             buckets.append((bound, float(cumulative)))
-        family.add_metric([], buckets, sum_value=self.sum)
+        family.add_metric(labels, buckets, sum_value=self.sum)
+
+
+class LabelledHistograms:
+    """A `PlainHistogram` per value of one label, made at its first observation: the caller
+    bounds the values (e.g. job types a worker knows)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.by_label: dict[str, PlainHistogram] = {}
+
+    def observe(self, label: str, value: float) -> None:
+        h = self.by_label.get(label)
+        if h is None:
+            h = self.by_label[label] = PlainHistogram(self.bounds)
+        h.observe(value)
+
+    def family(self, name: str, doc: str, label: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=[label])
+        for value, h in list(self.by_label.items()):
+            h.add_to(family, [value])
         return family
