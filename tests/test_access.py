@@ -28,6 +28,7 @@ from jobstream.access.keys import (
     split_key,
 )
 from jobstream.access.ring import KeyRing
+from jobstream.cli.stack import RedisServer
 from jobstream.kafka import make_producer
 from jobstream.projection import Projection
 from jobstream.settings import ApiSettings, GatewaySettings, Settings
@@ -260,6 +261,40 @@ async def test_keys_in_redis_work_and_stop_working_when_revoked(
         assert await ring.revoke(record.id)
         r = await client.post("/jobs", json={"type": "t.x"}, headers=headers)
         assert r.status_code == 401  # auth_cache_s=0 here; 10 s by default
+
+
+async def test_keys_in_redis_while_redis_is_down_answer_503_not_401(
+    settings: Settings, keys: Keys, private_redis: RedisServer
+) -> None:
+    """A key only Redis could check gets 503 naming Redis (not 401: it may be valid) while
+    Redis is down; a key checked before keeps working from the cache, and keys in settings
+    need no Redis; with Redis back, the waiting key works."""
+    s = ApiSettings(
+        **{**settings.model_dump(), "redis_url": private_redis.url, "auth": "required",
+           "api_keys": keys.records, "auth_cache_s": 600}
+    )  # fmt: skip
+    stored = Redis.from_url(private_redis.url)
+    ring = KeyRing.of(s, stored)
+    checked, waiting = new_key(("read",), name="checked"), new_key(("read",), name="waiting")
+    for _, record in (checked, waiting):
+        await ring.add(record)
+    await stored.aclose()
+
+    def auth(key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    async with asgi_app(create_app(s), base_url="http://api") as (client, _):
+        assert (await client.get("/jobs/j-1", headers=auth(checked[0]))).status_code == 404
+        private_redis.stop()
+        down = await client.get("/jobs/j-1", headers=auth(waiting[0]))
+        assert down.status_code == 503, down.text
+        assert down.json()["service"] == "redis" and "API key cannot be checked" in down.json()["detail"]
+        assert "retry-after" in down.headers
+        for key in (checked[0], keys.keys["reader"]):  # admitted; the lookup itself needs Redis
+            r = await client.get("/jobs/j-1", headers=auth(key))
+            assert r.status_code == 503 and "API key" not in r.json()["detail"], r.text
+        private_redis.start()
+        assert (await client.get("/jobs/j-1", headers=auth(waiting[0]))).status_code == 404
 
 
 def test_the_keys_command_creates_lists_and_revokes(env: dict[str, str]) -> None:
