@@ -2,7 +2,8 @@
 
 `Dispatch` is pure (no I/O, time passed in): it holds fetched records that have not
 started, hands them out by priority with aging (`PrioritySelector`), keeps records of
-`ordered` job types that share a key running one at a time in arrival order, holds retry
+`ordered` job types that share a key running one at a time in arrival order (and copies
+of one job likewise: the copies waiting when the first ends are handed back, not run), holds retry
 records until their due time (the due clock: a partition's records wait in log order
 behind its first record not yet due, and `release` lets them go at their time), and
 counts records buffered per partition so that the worker pauses a partition whose buffer
@@ -27,6 +28,8 @@ class Dispatchable(Protocol):
     def order_key(self) -> str | None: ...
     @property
     def limit_key(self) -> str | None: ...
+    @property
+    def job_id(self) -> str: ...
 
 
 class _Gate:
@@ -50,6 +53,7 @@ class Dispatch(Generic[ItemT]):
         self._paused: set[Hashable] = set()
         self._owner: dict[str, ItemT | None] = {}  # ordered key -> its queued or running item
         self._waiting: dict[str, deque[tuple[float, ItemT]]] = {}  # later items of a busy key
+        self._waiting_ids: dict[str, int] = {}  # job id -> its items in `_waiting`
         self._not_due: dict[Hashable, deque[tuple[int, ItemT]]] = {}  # per partition, in log order
         self._gates: dict[str, _Gate] = {}  # rate-limited types
 
@@ -88,6 +92,7 @@ class Dispatch(Generic[ItemT]):
         if key is not None:
             if key in self._owner:
                 self._waiting.setdefault(key, deque()).append((now_ms, item))
+                self._waiting_ids[item.job_id] = self._waiting_ids.get(item.job_id, 0) + 1
                 return
             self._owner[key] = item
         self._selector.push(item.level, item, now_ms)
@@ -120,27 +125,51 @@ class Dispatch(Generic[ItemT]):
             item = gate.held.popleft()
             self._selector.push(item.level, item, now_ms)
 
-    def finished(self, item: ItemT, now_ms: float) -> None:
-        """A started record is over: let the next record with its key start."""
+    def finished(self, item: ItemT, now_ms: float, ended: bool = True) -> list[ItemT]:
+        """A started record is over: let the next record with its key start. When it `ended`
+        (an outcome is on its way, not aborted), the records of the same job waiting behind
+        it are copies whose work is done: they leave the buffer and are returned, unstarted."""
         key = item.order_key
         if key is None:
-            return
+            return []
         waiting = self._waiting.get(key)
+        copies: list[ItemT] = []
+        if waiting and ended and item.job_id in self._waiting_ids:
+            copies = [it for _, it in waiting if it.job_id == item.job_id]
+            waiting = deque(e for e in waiting if e[1].job_id != item.job_id)
+            for copy in copies:
+                self._buffered[copy.tp] -= 1
+                self._unwait(copy)
         if waiting:
             queued_at, nxt = waiting.popleft()
-            if not waiting:
-                del self._waiting[key]
+            self._unwait(nxt)
             self._owner[key] = nxt
             self._selector.push(nxt.level, nxt, queued_at)
         else:
             self._owner.pop(key, None)
+        if waiting:
+            self._waiting[key] = waiting
+        else:
+            self._waiting.pop(key, None)
+        return copies
+
+    def _unwait(self, item: ItemT) -> None:
+        """`item` left `_waiting`."""
+        n = self._waiting_ids[item.job_id] - 1
+        if n:
+            self._waiting_ids[item.job_id] = n
+        else:
+            del self._waiting_ids[item.job_id]
 
     def drop(self, tps: set[Hashable]) -> list[ItemT]:
         """Remove every buffered record of `tps` (revoked, or shutting down)."""
         dropped = self._selector.remove_if(lambda it: it.tp in tps)
         for key in list(self._waiting):
             kept = deque(e for e in self._waiting[key] if e[1].tp not in tps)
-            dropped.extend(e[1] for e in self._waiting[key] if e[1].tp in tps)
+            gone = [e[1] for e in self._waiting[key] if e[1].tp in tps]
+            for item in gone:
+                self._unwait(item)
+            dropped.extend(gone)
             if kept:
                 self._waiting[key] = kept
             else:
@@ -152,6 +181,7 @@ class Dispatch(Generic[ItemT]):
                 waiting = self._waiting.pop(okey, None)
                 if waiting:  # a survivor of another partition takes over the key
                     queued_at, nxt = waiting.popleft()
+                    self._unwait(nxt)
                     self._owner[okey] = nxt
                     self._selector.push(nxt.level, nxt, queued_at)
                     if waiting:

@@ -10,6 +10,11 @@ Guarantees:
   partition's end offset at assignment), a follow-up or a scheduled job (whose producer may
   write them twice) is looked up in Redis, in one round trip per fetch; one recorded as
   completed is not run again. Records past that offset cost no round trip.
+- Copies in flight together: two records of one follow-up or scheduled job reach the same
+  worker (their key or id picks the partition) and, fetched before the first completed, pass the
+  check together; they run one at a time (`Dispatch`, order key `COPIES + id`), and a copy
+  still waiting when the first ends is not run (`Runners`): the first's outcome carries the
+  job on.
 - A job asked to be cancelled is not started; a record whose partition was revoked while
   Redis answered is dropped (it is another worker's now).
 """
@@ -46,6 +51,7 @@ log = logging.getLogger("jobstream.worker")
 # them twice); but fewer per fetch, or a loop turn between slices of one, made status
 # records smaller and more numerous and cut end-to-end throughput by a fifth (bench 3).
 FETCH_RECORDS = 4_000
+COPIES = "\0copies:"  # order key prefix of jobs that may come twice (unlike job keys, never ordered)
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +69,10 @@ class Item:
     limit_key: str | None = None  # its job type, when that type is rate-limited
     task: asyncio.Task[Any] | None = None
     aborted: bool = False
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
 
 
 def due_ms(headers: Any) -> int | None:
@@ -145,6 +155,8 @@ class Intake:
                     continue
                 spec = self._handlers.get(job.type)
                 key = job.key if spec is not None and spec.ordered and job.key is not None else None
+                if key is None and (job.not_before or job.parent_id):
+                    key = COPIES + job.id  # its producer may write it twice: copies run one at a time
                 due = due_ms(record.headers) if level is None else None
                 lvl = job.priority.rank if level is None else level
                 limited = job.type if job.type in self._limited else None

@@ -162,6 +162,12 @@ class Outcomes:
         log.info("job %s %s completed by a worker that died; sending its status again", job.id, job.type)
         self._publish(item, event, completed=True)
 
+    def copy_skipped(self, item: Item) -> None:
+        """A copy of a job that waited while the job ran, not run: the job's own outcome
+        carries it on (its offset stays below the commit point until that outcome is in)."""
+        self._metrics.count(item.job.type, "skipped")
+        item.tracker.done(item.offset)
+
     def _send_completed(self, batch: list[Completed[Item]]) -> None:
         for item, event in batch:  # recorded in Redis (or Redis failed): now to Kafka
             self._publish(item, event, completed=True)

@@ -10,6 +10,8 @@ Guarantees:
   its timeout are aborted (cancelled, and left uncommitted for redelivery), and a handler
   that ignores cancellation is waited for 5 s more at most.
 - A job cancelled through the control topic while it runs is aborted (`cancel_requested`).
+- Copies of a job that waited behind it (`Dispatch.finished`) are handed to `on_copy`
+  once it ended, never run.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Runners:
         execute: Callable[[Item], Awaitable[None]],
         buffer_per_partition: int,
         worker_id: str,
+        on_copy: Callable[[Item], None],
         on_starved: Callable[[], None] | None = None,
     ) -> None:
         self._dispatch = dispatch
@@ -47,6 +50,7 @@ class Runners:
         self._resume_at = buffer_per_partition // 2
         self._id = worker_id
         self._on_starved = on_starved  # the rate limits, told that records wait for tokens
+        self._on_copy = on_copy  # a copy of a job that ended: not run
         self.running: set[Item] = set()
         self._idle: list[asyncio.Future[None]] = []
         self._changed = asyncio.Event()  # a run ended: drains re-check
@@ -76,7 +80,14 @@ class Runners:
             finally:
                 self.running.discard(item)
                 item.task = None
-                dispatch.finished(item, time.monotonic() * 1000)
+                copies = dispatch.finished(item, time.monotonic() * 1000, ended=not item.aborted)
+                for copy in copies:
+                    log.info(
+                        "job %s %s: a copy waited while it ran; not run again", copy.job.id, copy.job.type
+                    )
+                    self._on_copy(copy)
+                if copies:
+                    self._pauses.buffer_changed({copy.tp for copy in copies})
                 self._changed.set()
 
     def wake(self, n: int) -> None:

@@ -122,6 +122,7 @@ class Worker(Lifecycle):
         execute = Executor(self._outcomes, self._cancels, self.metrics, settings.default_timeout_s, self.id)
         self._runners = Runners(
             self._dispatch, pauses, execute.run, settings.buffer_per_partition, self.id,
+            on_copy=self._outcomes.copy_skipped,
             on_starved=None if self._limiter is None else self._limiter.starving,
         )  # fmt: skip
         self._intake = Intake(

@@ -1,13 +1,15 @@
-"""Priority selection with aging, and the dispatch buffer (ordered keys, pauses)."""
+"""Priority selection with aging, and the dispatch buffer (ordered keys, copies, pauses)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 from consumer.dispatch import Dispatch
 from consumer.priority import PrioritySelector
 
 HIGH, NORMAL, LOW = 0, 1, 2
+_IDS = itertools.count()  # each `It` a job of its own unless told
 
 
 def test_high_starts_before_normal_before_low() -> None:
@@ -70,6 +72,7 @@ class It:
     order_key: str | None
     name: str = ""
     limit_key: str | None = None
+    job_id: str = field(default_factory=lambda: f"job-{next(_IDS)}")
 
 
 def test_ordered_key_runs_one_at_a_time_in_order() -> None:
@@ -86,6 +89,36 @@ def test_ordered_key_runs_one_at_a_time_in_order() -> None:
     assert d.take(1) is b
     d.finished(b, 2)
     assert d.take(2) is c
+
+
+def test_copies_waiting_behind_their_job_are_handed_back_when_it_ends() -> None:
+    """Two records of one job (same id, same order key): the second waits, and once the
+    first ended it leaves the buffer unstarted; the next other record of the key starts."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    first, other, copy = (
+        It("p0", NORMAL, "k", job_id="j"),
+        It("p0", NORMAL, "k"),
+        It("p0", NORMAL, "k", job_id="j"),
+    )
+    for i in (first, other, copy):
+        d.add(i, 0)
+    assert d.take(0) is first and d.take(0) is None
+    assert d.finished(first, 1) == [copy]
+    assert d.buffered("p0") == 1
+    assert d.take(1) is other
+    assert d.finished(other, 2) == [] and d.take(2) is None and len(d) == 0
+
+
+def test_copies_of_an_aborted_job_still_run() -> None:
+    """A job aborted (left for redelivery, no outcome): its waiting copy runs after it."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    first, copy = It("p0", NORMAL, "k", job_id="j"), It("p0", NORMAL, "k", job_id="j")
+    d.add(first, 0)
+    d.add(copy, 0)
+    assert d.take(0) is first
+    assert d.finished(first, 1, ended=False) == []
+    assert d.take(1) is copy
+    assert d.finished(copy, 2) == [] and d.buffered("p0") == 0
 
 
 def test_full_partition_is_paused_and_resumed_at_half() -> None:

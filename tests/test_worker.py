@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from consumer import JobContext, Worker, WorkerApp
 from consumer.examples import app
 from jobstream.settings import Settings, WorkerSettings
 from schemas import Priority
-from tests.helpers import StatusLog, make_job, produce_jobs
+from tests.helpers import StatusLog, eventually, make_job, produce_jobs
 
 
 def worker_settings(settings: Settings, **kw: object) -> WorkerSettings:
@@ -107,6 +108,26 @@ async def test_ordered_type_runs_same_key_records_one_at_a_time_in_order(setting
         assert started["at"] >= done["at"], (
             f"entry {after.payload['n']} started before {before.payload['n']} ended"
         )
+
+
+async def test_copies_of_a_scheduled_job_fetched_together_run_once(settings: Settings) -> None:
+    """A scheduler that died after producing a job and before releasing it fires it again:
+    two records of one job (one id, `not_before` set), here fetched together, so both pass
+    the completed-id check. The copy waits behind the first and, once that ended, is not run."""
+    job = make_job("example.sleep", {"ms": 500}, not_before=int(time.time() * 1000))
+    other = make_job("example.echo", {"after": True}, not_before=int(time.time() * 1000))
+    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)) as worker:
+        await produce_jobs(settings, [job, job, other])
+        await status.wait_for(lambda: "completed" in status.states(job.id), 30, "the job")
+        await status.wait_for(lambda: "completed" in status.states(other.id), 30, "the job after it")
+        outcomes = worker.metrics.outcomes
+        await eventually(
+            lambda: (
+                outcomes.get(("example.sleep", "skipped")) == 1 or status.states(job.id).count("active") > 1
+            ),
+            "the copy to be skipped (or run)",
+        )
+    assert status.states(job.id) == ["active", "completed"], "the copy ran"
 
 
 async def test_buffered_high_starts_before_low(settings: Settings) -> None:
