@@ -174,6 +174,9 @@ class Dispatch(Generic[ItemT]):
                 self._waiting[key] = kept
             else:
                 del self._waiting[key]
+        for gate in self._gates.values():  # before the owners: a held record may own its key
+            dropped.extend(i for i in gate.held if i.tp in tps)
+            gate.held = deque(i for i in gate.held if i.tp not in tps)
         for item in dropped:
             okey = item.order_key
             if okey is not None and self._owner.get(okey) is item:
@@ -186,9 +189,6 @@ class Dispatch(Generic[ItemT]):
                     self._selector.push(nxt.level, nxt, queued_at)
                     if waiting:
                         self._waiting[okey] = waiting
-        for gate in self._gates.values():
-            dropped.extend(i for i in gate.held if i.tp in tps)
-            gate.held = deque(i for i in gate.held if i.tp not in tps)
         for tp in tps:
             dropped.extend(e[1] for e in self._not_due.pop(tp, ()))
             self._buffered.pop(tp, None)

@@ -121,6 +121,34 @@ def test_copies_of_an_aborted_job_still_run() -> None:
     assert d.finished(copy, 2) == [] and d.buffered("p0") == 0
 
 
+def test_a_revoke_frees_the_key_of_a_record_waiting_for_a_rate_limit_token() -> None:
+    """A record held for want of a token owns its key: dropped on a revoke, it frees it, so
+    the same record fetched again after the partition comes back runs."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    held = It("p0", NORMAL, "k", job_id="j", limit_key="limited")
+    d.add(held, 0)
+    assert d.take(0) is None  # no token
+    assert d.drop({"p0"}) == [held]
+    again = It("p0", NORMAL, "k", job_id="j", limit_key="limited")
+    d.add(again, 1)
+    d.grant("limited", 1, 2)
+    assert d.take(2) is again
+
+
+def test_a_revoke_drops_waiting_copies_and_hands_the_key_on() -> None:
+    """Copies waiting on a revoked partition go with it; a record of the key from another
+    partition takes the key over, and when it ends nothing is left."""
+    d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=100)
+    first, copy = It("p0", NORMAL, "k", job_id="j"), It("p0", NORMAL, "k", job_id="j")
+    survivor = It("p1", NORMAL, "k")
+    for i in (first, copy, survivor):
+        d.add(i, 0)
+    assert sorted(id(i) for i in d.drop({"p0"})) == sorted(id(i) for i in (first, copy))
+    assert d.take(0) is survivor
+    assert d.finished(survivor, 1) == [] and d.take(1) is None
+    assert d.buffered("p0") == 0 and d.buffered("p1") == 0
+
+
 def test_full_partition_is_paused_and_resumed_at_half() -> None:
     """A partition pauses when its buffer is full and resumes once half has drained."""
     d: Dispatch[It] = Dispatch(aging_ms=1000, buffer_limit=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from typing import Any
 
@@ -110,24 +111,29 @@ async def test_ordered_type_runs_same_key_records_one_at_a_time_in_order(setting
         )
 
 
-async def test_copies_of_a_scheduled_job_fetched_together_run_once(settings: Settings) -> None:
+async def test_copies_of_a_scheduled_job_fetched_together_run_once(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """A scheduler that died after producing a job and before releasing it fires it again:
-    two records of one job (one id, `not_before` set), here fetched together, so both pass
-    the completed-id check. The copy waits behind the first and, once that ended, is not run."""
+    two records of one job (one id, `not_before` set), written before the worker starts so
+    that its first fetch takes both and both pass the completed-id check. The copy waits
+    behind the first and, once that ended, is not run."""
     job = make_job("example.sleep", {"ms": 500}, not_before=int(time.time() * 1000))
-    other = make_job("example.echo", {"after": True}, not_before=int(time.time() * 1000))
-    async with StatusLog(settings) as status, Worker(app, worker_settings(settings)) as worker:
-        await produce_jobs(settings, [job, job, other])
-        await status.wait_for(lambda: "completed" in status.states(job.id), 30, "the job")
-        await status.wait_for(lambda: "completed" in status.states(other.id), 30, "the job after it")
-        outcomes = worker.metrics.outcomes
-        await eventually(
-            lambda: (
-                outcomes.get(("example.sleep", "skipped")) == 1 or status.states(job.id).count("active") > 1
-            ),
-            "the copy to be skipped (or run)",
-        )
+    caplog.set_level(logging.INFO, logger="jobstream.worker")
+    async with StatusLog(settings) as status:
+        await produce_jobs(settings, [job, job])
+        async with Worker(app, worker_settings(settings)) as worker:
+            outcomes = worker.metrics.outcomes
+            await eventually(
+                lambda: (
+                    outcomes.get(("example.sleep", "skipped")) == 1
+                    or status.states(job.id).count("active") > 1
+                ),
+                "the copy to be skipped (or run)",
+            )
+            await status.wait_for(lambda: "completed" in status.states(job.id), 30, "the job")
     assert status.states(job.id) == ["active", "completed"], "the copy ran"
+    assert "a copy waited while it ran; not run again" in caplog.text  # not the completed-id check
 
 
 async def test_buffered_high_starts_before_low(settings: Settings) -> None:
