@@ -37,11 +37,11 @@ from gateway.protocol import (
     subscribed_frame,
 )
 from gateway.resume import resume
-from gateway.throttle import Throttle
 from jobstream.access.http import bearer
 from jobstream.access.keys import Principal
 from jobstream.access.ring import KeyRing, KeysUnavailable
 from jobstream.cursor import CursorError
+from jobstream.throttle import Throttle
 from schemas import state_rank
 
 if TYPE_CHECKING:

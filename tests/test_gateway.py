@@ -34,13 +34,13 @@ from gateway.hub import Hub
 from gateway.protocol import Selection, error_frame
 from gateway.ring import ReplayRing
 from gateway.service import Gateway
-from gateway.throttle import Throttle
 from jobstream.cli.procs import free_port
 from jobstream.cursor import CursorError
 from jobstream.kafka import make_producer
 from jobstream.serving import server_options
 from jobstream.settings import GatewaySettings, Settings
 from jobstream.status_publisher import StatusPublisher
+from jobstream.throttle import Throttle
 from tests.conftest import MS
 from tests.helpers import eventually
 
@@ -120,6 +120,8 @@ def test_throttle_allows_a_burst_then_the_rate() -> None:
     assert bucket.take(100.5)
     assert not bucket.take(100.5)
     assert [bucket.take(1_000.0) for _ in range(4)] == [True, True, True, False]  # refills up to burst
+    assert bucket.wait_s() == 0.5  # the next token, at 2 a second
+    assert bucket.take(1_000.0 + bucket.wait_s())
 
 
 # -- hub routing, with a fake socket --------------------------------------------------------

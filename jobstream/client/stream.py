@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from jobstream.client.errors import Forbidden, Unauthorized
+from jobstream.throttle import Throttle
 from schemas import TERMINAL_STATES
 
 log = logging.getLogger("jobstream.client")
@@ -158,14 +159,14 @@ class Watcher:
         `DROP_EVERY_S`); return once nothing has been awaited for `LINGER_S` (or the
         connection ended)."""
         loop = asyncio.get_running_loop()
-        pace = _Pace(PACE_PER_S, PACE_BURST)
+        pace = Throttle(PACE_PER_S, PACE_BURST, time.monotonic())
         dropped_at = loop.time()
         while True:
             self._changed.clear()
             if self._add:
                 add, self._add = sorted(self._add), set()
                 for i in range(0, len(add), IDS_PER_MESSAGE):
-                    await pace.take()
+                    await _paced(pace)
                     await ws.send(
                         orjson.dumps({"subscribe": {"jobs": add[i : i + IDS_PER_MESSAGE]}}).decode()
                     )
@@ -175,7 +176,7 @@ class Watcher:
                 drop, self._drop = sorted(self._drop), set()
                 dropped_at = loop.time()
                 for i in range(0, len(drop), IDS_PER_MESSAGE):
-                    await pace.take()
+                    await _paced(pace)
                     await ws.send(
                         orjson.dumps({"unsubscribe": {"jobs": drop[i : i + IDS_PER_MESSAGE]}}).decode()
                     )
@@ -220,24 +221,10 @@ class Watcher:
                     fut.set_exception(exc)
 
 
-class _Pace:
-    """At most `burst` messages at once, then `per_s` a second (a token bucket)."""
-
-    def __init__(self, per_s: float, burst: int) -> None:
-        self._per_s = per_s
-        self._burst = burst
-        self._tokens = float(burst)
-        self._at = time.monotonic()
-
-    async def take(self) -> None:
-        while True:
-            now = time.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_s)
-            self._at = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return
-            await asyncio.sleep((1 - self._tokens) / self._per_s)
+async def _paced(throttle: Throttle) -> None:
+    """Return once `throttle` gives a token, sleeping until it has one."""
+    while not throttle.take(time.monotonic()):  # noqa: ASYNC110 - waiting for time, not an event
+        await asyncio.sleep(throttle.wait_s())
 
 
 def as_event(state: dict[str, Any]) -> dict[str, Any]:

@@ -110,11 +110,7 @@ class ScheduleClaims:
                 jobs.append((at, raw))
         next_due = claimed.next_due
         if nothing:
-            try:
-                await self._store.release(nothing, now_ms)
-            except BaseException:
-                self._unsent.extend(nothing)
-                raise
+            await self._release(nothing, now_ms)
             times = [r.next for r in nothing if r.next is not None]
             next_due = min([*times, *([next_due] if next_due is not None else [])], default=None)
         jobs.sort(key=lambda j: j[0])
@@ -124,7 +120,15 @@ class ScheduleClaims:
         """Release the schedules whose every occurrence Kafka now has (the loop's last word),
         with what an earlier call could not release."""
         releases, self._unsent = [*self._unsent, *self._taken(ids)], []
-        await self._store.release(releases, now_ms())
+        await self._release(releases, now_ms())
+
+    async def _release(self, releases: list[Release], now: int) -> None:
+        """Release; on failure keep them to send with the next call (a claim or `done`)."""
+        try:
+            await self._store.release(releases, now)
+        except BaseException:
+            self._unsent.extend(releases)
+            raise
 
     async def _learn(self, rows: Sequence[Claimed]) -> None:
         """Read the definitions of `rows` not known at their version, in one round trip."""

@@ -1,6 +1,8 @@
-"""How fast a WebSocket client may send: a token bucket, pure (the caller passes the clock).
+"""A token bucket, pure (the caller passes the clock): how fast a WebSocket client may send.
 
-Every client message costs the gateway work (parsing, maybe a Redis snapshot, a reply
+The gateway holds each client to one (`gateway.session`), and the Python client paces its
+own messages with one below that limit (`jobstream.client.stream`). Every client message
+costs the gateway work (parsing, maybe a Redis snapshot, a reply
 frame), so a client may send `burst` messages at once and then `rate` per second. The
 gateway closes a client that goes faster (1008, see `gateway.session`) rather than
 throttling it by not reading: a client that floods is broken or hostile, and closing
@@ -35,3 +37,7 @@ class Throttle:
             self._tokens -= 1
             return True
         return False
+
+    def wait_s(self) -> float:
+        """How long after the last `take` a token will be there (0 if one is)."""
+        return max(0.0, (1 - self._tokens) / self.rate)
