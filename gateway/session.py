@@ -9,7 +9,7 @@ its key (header) or one-time token (`?token=`), or closed with 4401 / 4403; a ke
 to some job types gets events, snapshots and replays of those types only.
 
 A client may send `client_message_burst` messages at once, then `client_messages_per_s`;
-one that sends faster is closed with 1008 `too many messages: ...` (`gateway.throttle`
+one that sends faster is closed with 1008 `too many messages: ...` (`jobstream.throttle`
 says why it is closed, not slowed down). A message is at most `MAX_MESSAGE_BYTES`
 (`gateway.protocol`), which the server enforces (1009) before the reader sees it.
 """
